@@ -1,0 +1,1 @@
+//! Procedural macros of fulgur. Use them through the `fulgur` crate.

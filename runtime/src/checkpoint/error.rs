@@ -1,0 +1,96 @@
+use std::path::PathBuf;
+
+/// Why a checkpoint could not be written, read or applied. Every variant names the file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointError {
+    /// An operating-system call failed.
+    #[error("cannot {op} checkpoint `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What was being done (`create`, `write`, `fsync`, `rename`, `read`, …).
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a fulgur checkpoint at all.
+    #[error("`{}` is not a fulgur checkpoint: {reason}", path.display())]
+    NotACheckpoint {
+        /// The file.
+        path: PathBuf,
+        /// What was found instead.
+        reason: String,
+    },
+    /// The file was written by a newer format version.
+    #[error("checkpoint `{}` has format version {found}, but this build of fulgur reads versions up to {supported}; upgrade fulgur to load it", path.display())]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// The file is damaged: truncated, malformed or with a wrong checksum.
+    #[error("checkpoint `{}` is damaged: {reason}", path.display())]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the tensor or section where known.
+        reason: String,
+    },
+    /// The stored weights do not fit the module (strict loading); lists every problem at once.
+    #[error("checkpoint `{}` does not match the module `{module}`:{}", path.display(), mismatch_lines(missing, unexpected, mismatched))]
+    StateDictMismatch {
+        /// The file.
+        path: PathBuf,
+        /// The module type being loaded.
+        module: String,
+        /// Parameters the module has and the file lacks.
+        missing: Vec<String>,
+        /// Entries the file has and the module lacks.
+        unexpected: Vec<String>,
+        /// Parameters present in both whose shape or dtype differ: `name: expected …, found …`.
+        mismatched: Vec<String>,
+    },
+    /// A weights-only file was given where the full training state is needed.
+    #[error("checkpoint `{}` holds only the module's weights (it was saved with `weights_only = true`), so it cannot resume `fit`: the {what} state is missing; resume from a full checkpoint, or load the weights with `load_from_checkpoint` and start a new `fit`", path.display())]
+    WeightsOnly {
+        /// The file.
+        path: PathBuf,
+        /// What is missing (`optimizer`, `learning-rate scheduler`, `callback`).
+        what: &'static str,
+    },
+    /// The optimizer or scheduler state in the file does not fit the one configured now.
+    #[error("checkpoint `{}`: {reason}", path.display())]
+    StateMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What differs, with the expected and found values.
+        reason: String,
+    },
+    /// Hyperparameters could not be encoded or decoded.
+    #[error("checkpoint `{}`: hyperparameters {reason}", path.display())]
+    Hyperparameters {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+fn mismatch_lines(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {
+    let mut out = String::new();
+    for (title, items) in [
+        ("missing keys (in the module, not in the file)", missing),
+        ("unexpected keys (in the file, not in the module)", unexpected),
+        ("shape or dtype mismatches", mismatched),
+    ] {
+        if !items.is_empty() {
+            out.push_str(&format!("\n  {title}: {}", items.join(", ")));
+        }
+    }
+    out
+}

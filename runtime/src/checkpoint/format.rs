@@ -1,0 +1,109 @@
+//! The checkpoint as data: everything a run needs to continue, independent of how it is encoded.
+
+use std::collections::BTreeMap;
+
+use ciborium::Value;
+use serde::{Deserialize, Serialize};
+
+use super::TensorData;
+
+/// The format name written at the head of every checkpoint.
+pub const FORMAT_NAME: &str = "fulgur-checkpoint";
+/// The format version this build writes; it reads this version and every older one.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// A whole checkpoint: the module's weights and, unless it is weights-only, the training state.
+///
+/// Lightning's checkpoint dictionary, typed: `state_dict`, `optimizer_states`, `lr_schedulers`, `loops`,
+/// `callbacks`, `hyper_parameters`, `epoch`, `global_step`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    /// The fulgur version that wrote the file.
+    pub fulgur_version: String,
+    /// `current_epoch` when the checkpoint was taken.
+    pub epoch: u64,
+    /// Optimizer steps taken so far.
+    pub global_step: u64,
+    /// `true` when only the weights (and hyperparameters and loop counters) were saved.
+    pub weights_only: bool,
+    /// Parameters by name (`net.0.weight`, …).
+    pub state_dict: BTreeMap<String, TensorData>,
+    /// Optimizer state by parameter name; `None` in a weights-only file.
+    pub optimizer: Option<OptimizerState>,
+    /// Learning-rate scheduler state; `None` when there is none or in a weights-only file.
+    pub scheduler: Option<SchedulerState>,
+    /// Where the loops were, so that `fit` continues exactly there.
+    pub loops: LoopState,
+    /// Callback states keyed by each callback's state key; empty in a weights-only file.
+    pub callbacks: BTreeMap<String, Value>,
+    /// The module's hyperparameters, from which `load_from_checkpoint` rebuilds it.
+    pub hyper_parameters: Option<Value>,
+    /// The Rust type name of the module that wrote the file, for messages.
+    pub module_type: String,
+    /// Entries added by `on_save_checkpoint` hooks.
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl Checkpoint {
+    /// An empty checkpoint stamped with this build's version.
+    pub fn new(module_type: impl Into<String>) -> Self {
+        Self {
+            fulgur_version: env!("CARGO_PKG_VERSION").to_string(),
+            epoch: 0,
+            global_step: 0,
+            weights_only: false,
+            state_dict: BTreeMap::new(),
+            optimizer: None,
+            scheduler: None,
+            loops: LoopState::default(),
+            callbacks: BTreeMap::new(),
+            hyper_parameters: None,
+            module_type: module_type.into(),
+            extra: BTreeMap::new(),
+        }
+    }
+}
+
+/// An optimizer's state, keyed by parameter name so that it survives any change of tensor identity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerState {
+    /// Which optimizer wrote it (`"sgd"`, `"adam"`, `"adamw"`).
+    pub kind: String,
+    /// Number of updates applied (Adam's `t`).
+    pub step: u64,
+    /// The learning rate in force.
+    pub lr: f64,
+    /// The optimizer's configuration (betas, momentum, weight decay, …).
+    pub config: Value,
+    /// Per parameter name, per state slot (`exp_avg`, `exp_avg_sq`, `momentum_buffer`): a tensor.
+    pub params: BTreeMap<String, BTreeMap<String, TensorData>>,
+}
+
+/// A learning-rate scheduler's state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchedulerState {
+    /// Which scheduler wrote it.
+    pub kind: String,
+    /// Its state, as the scheduler serialised it.
+    pub state: Value,
+}
+
+/// The trainer's position and counters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LoopState {
+    /// The epoch being run (0-based).
+    pub epoch: u64,
+    /// Training batches of `epoch` already processed.
+    pub batches_done: u64,
+    /// `true` once every batch and the epoch-end hooks of `epoch` have run: resume starts at `epoch + 1`.
+    pub epoch_finished: bool,
+    /// Optimizer steps taken (also `Checkpoint::global_step`).
+    pub global_step: u64,
+    /// Training batches processed over the whole run.
+    pub total_batches: u64,
+    /// The seed that drives shuffling (batch order is a function of seed and epoch).
+    pub seed: u64,
+    /// Epoch-level metric accumulators of the interrupted epoch, so epoch means continue exactly.
+    pub metric_state: Option<Value>,
+}
+

@@ -1,0 +1,11 @@
+//! The checkpoint file: its contents, its encoding (CBOR with checksums) and crash-safe writing.
+
+mod error;
+mod format;
+mod io;
+mod tensor;
+
+pub use error::CheckpointError;
+pub use format::{Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION};
+pub use io::{read_checkpoint, write_checkpoint};
+pub use tensor::{DType, TensorData, TensorSizeError};

@@ -1,0 +1,47 @@
+//! The dfdx devices fulgur trains on, and the few host transfers the runtime needs beyond dfdx's API.
+
+use dfdx::tensor_ops::Device;
+
+/// A dfdx device fulgur can train on: [`dfdx::tensor::Cpu`], and `Cuda` with the `cuda` feature.
+///
+/// dfdx keeps optimizer buffers as raw device vectors (`Storage::Vec`) that it offers no public way to
+/// fill from the host. Restoring optimizer state from a checkpoint needs exactly that, so each device
+/// implements these two transfers; everything else goes through dfdx's public API.
+pub trait Backend: Device<f32> + Clone + Send + Sync + 'static {
+    /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).
+    const NAME: &'static str;
+
+    /// Copies a device vector to the host.
+    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err>;
+
+    /// Overwrites a device vector with host values; `src.len()` equals the vector's length.
+    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err>;
+}
+
+impl Backend for dfdx::tensor::Cpu {
+    const NAME: &'static str = "cpu";
+
+    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
+        Ok(v.to_vec())
+    }
+
+    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
+        dst.copy_from_slice(src);
+        Ok(())
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl Backend for dfdx::tensor::Cuda {
+    const NAME: &'static str = "cuda";
+
+    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
+        let dev = (**v).device();
+        Ok(dev.dtoh_sync_copy(&**v)?)
+    }
+
+    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
+        let dev = (**dst).device();
+        Ok(dev.htod_sync_copy_into(src, &mut **dst)?)
+    }
+}

@@ -1,0 +1,67 @@
+//! The runtime's error type.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+
+/// Everything that can go wrong in fulgur's runtime. Messages name the setting, file or metric concerned
+/// and say what was expected.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An invalid setting of the trainer, a callback or a data loader, found when it is built or when
+    /// `fit` starts.
+    #[error("{0}")]
+    Config(String),
+    /// A checkpoint could not be written, read or applied.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// A file other than a checkpoint (a log, `hparams.yaml`) could not be written.
+    #[error("cannot {op} `{}`: {source}", path.display())]
+    Io {
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A metric was logged that the module's metric registry does not declare, or with a bad value.
+    #[error("{0}")]
+    Metric(String),
+    /// The device (dfdx) reported an error.
+    #[error("device error: {0}")]
+    Device(String),
+    /// The user's module or data reported an error.
+    #[error("{0}")]
+    User(String),
+}
+
+impl Error {
+    /// An error raised by user code (a step, a hook, a data loader).
+    pub fn user(msg: impl std::fmt::Display) -> Self {
+        Error::User(msg.to_string())
+    }
+}
+
+impl From<dfdx::tensor::CpuError> for Error {
+    fn from(e: dfdx::tensor::CpuError) -> Self {
+        Error::Device(format!("{e:?}"))
+    }
+}
+
+#[cfg(feature = "cuda")]
+impl From<dfdx::tensor::CudaError> for Error {
+    fn from(e: dfdx::tensor::CudaError) -> Self {
+        Error::Device(format!("{e:?}"))
+    }
+}
+
+/// The runtime's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps a dfdx device error (`D::Err`) for generic code: `.map_err(device_err)?`.
+pub(crate) fn device_err(e: impl std::fmt::Debug) -> Error {
+    Error::Device(format!("{e:?}"))
+}
