@@ -12,3 +12,16 @@ pub mod optim;
 pub use device::Backend;
 pub use error::{Error, Result};
 pub(crate) use error::device_err;
+
+pub mod callbacks;
+pub mod data;
+pub mod logger;
+pub mod metrics;
+pub mod module;
+pub mod strategy;
+pub mod trainer;
+
+/// Prints a warning on standard error (rank-zero filtering is the caller's concern).
+pub(crate) fn warn(message: &str) {
+    eprintln!("[fulgur] warning: {message}");
+}

@@ -1,0 +1,144 @@
+//! Callbacks: code that runs at fixed points of the loops, in Lightning's order (see
+//! [`Trainer`](crate::trainer::Trainer) for the order of hooks in a batch and an epoch).
+
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ciborium::Value;
+
+use crate::checkpoint::Checkpoint;
+use crate::strategy::{RankZeroFs, Strategy};
+use crate::trainer::TrainerState;
+use crate::{Error, Result};
+
+/// A callback. Every hook has an empty default; implement those you need.
+#[allow(unused_variables)]
+pub trait Callback: Any + Send {
+    /// The key its state is stored under in a checkpoint. Two callbacks of one run must differ.
+    fn state_key(&self) -> String {
+        std::any::type_name::<Self>().to_string()
+    }
+
+    /// `true` for checkpoint callbacks: the trainer moves them to the end of the list, runs their
+    /// `on_train_epoch_end` after the module's, and uses them to resolve `ckpt_path = "last" | "best"`.
+    fn is_checkpoint(&self) -> bool {
+        false
+    }
+
+    /// Called when `fit`, `validate`, `test` or `predict` starts, before any checkpoint is restored.
+    fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once before the first training batch.
+    fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called after each training batch's optimizer step (or accumulation), before validation.
+    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called at the end of each training epoch, after validation run at that point.
+    fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called at the end of each validation run (also during sanity checking: see
+    /// [`TrainerState::sanity_checking`]).
+    fn on_validation_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called once after the last training batch.
+    fn on_train_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called when `fit` fails, with the error.
+    fn on_exception(&mut self, ctx: &mut CallbackContext<'_>, error: &Error) -> Result<()> {
+        Ok(())
+    }
+
+    /// The state to store in checkpoints, if any.
+    fn state_dict(&self) -> Option<Value> {
+        None
+    }
+
+    /// Restores the state from a checkpoint written by a run with a callback of the same state key.
+    fn load_state_dict(&mut self, state: &Value) -> Result<()> {
+        Ok(())
+    }
+
+    /// For checkpoint callbacks: the files `ckpt_path = "best"` and `"last"` may resolve to.
+    fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
+        None
+    }
+
+    /// Upcast for [`Trainer::callback`](crate::trainer::Trainer::callback).
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The files a checkpoint callback knows of.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckpointPaths {
+    /// The best checkpoint so far, if any.
+    pub best: Option<PathBuf>,
+    /// Candidates for "last" (the newest intact one by global step wins).
+    pub last: Vec<PathBuf>,
+}
+
+/// What a hook can see and do: the trainer's state, saving checkpoints, the strategy.
+pub struct CallbackContext<'a> {
+    pub(crate) state: &'a TrainerState,
+    pub(crate) sink: &'a dyn CheckpointSink,
+    pub(crate) others: [&'a [Box<dyn Callback>]; 2],
+    pub(crate) strategy: &'a dyn Strategy,
+}
+
+/// Builds a checkpoint of the attached module and training state (implemented by the trainer).
+pub(crate) trait CheckpointSink {
+    fn checkpoint(&self, weights_only: bool, callbacks: BTreeMap<String, Value>) -> Result<Checkpoint>;
+}
+
+impl CallbackContext<'_> {
+    /// The trainer's counters, flags and metrics.
+    pub fn state(&self) -> &TrainerState {
+        self.state
+    }
+
+    /// The process group.
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy
+    }
+
+    /// The rank-zero gate through which callbacks write and delete files.
+    pub fn fs(&self) -> RankZeroFs<'_> {
+        RankZeroFs::new(self.strategy)
+    }
+
+    /// Saves a checkpoint of the current training state to `path` (rank 0 writes; all ranks return).
+    ///
+    /// `this` is the calling callback, whose state is stored as it is at this moment: update your
+    /// bookkeeping before saving, as Lightning's `ModelCheckpoint` does.
+    pub fn save_checkpoint(&self, path: &Path, weights_only: bool, this: &dyn Callback) -> Result<()> {
+        let ckpt = self.build_checkpoint(weights_only, this)?;
+        self.fs().write_checkpoint(path, &ckpt)?;
+        self.strategy.barrier()
+    }
+
+    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, without writing it.
+    pub fn build_checkpoint(&self, weights_only: bool, this: &dyn Callback) -> Result<Checkpoint> {
+        let mut states = BTreeMap::new();
+        if !weights_only {
+            for cb in self.others.iter().flat_map(|s| s.iter()).map(|b| &**b).chain(std::iter::once(this)) {
+                if let Some(s) = cb.state_dict() {
+                    states.insert(cb.state_key(), s);
+                }
+            }
+        }
+        self.sink.checkpoint(weights_only, states)
+    }
+}

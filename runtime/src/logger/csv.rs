@@ -1,0 +1,178 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use ciborium::Value;
+
+use super::{yaml, Logger};
+use crate::strategy::RankZeroFs;
+use crate::{Error, Result};
+
+/// Lightning's `CSVLogger`: `<root>/<name>/version_N/metrics.csv` and `hparams.yaml`, where `N` is one
+/// more than the highest existing version (0 for the first run).
+#[derive(Debug)]
+pub struct CsvLogger {
+    root: PathBuf,
+    name: String,
+    version: Option<u32>,
+    log_dir: Option<PathBuf>,
+    columns: Vec<String>,
+    pending: Vec<BTreeMap<String, f64>>,
+    written: Vec<BTreeMap<String, f64>>,
+}
+
+impl CsvLogger {
+    /// Logs under `<root>/lightning_logs/version_N`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self::with_name(root, "lightning_logs")
+    }
+
+    /// Logs under `<root>/<name>/version_N`.
+    pub fn with_name(root: impl Into<PathBuf>, name: impl Into<String>) -> Self {
+        Self {
+            root: root.into(),
+            name: name.into(),
+            version: None,
+            log_dir: None,
+            columns: Vec::new(),
+            pending: Vec::new(),
+            written: Vec::new(),
+        }
+    }
+
+    /// Uses version `N` instead of the next free one.
+    pub fn version(mut self, version: u32) -> Self {
+        self.version = Some(version);
+        self
+    }
+
+    /// The path of `metrics.csv`.
+    pub fn metrics_path(&mut self) -> Result<PathBuf> {
+        Ok(self.log_dir()?.join("metrics.csv"))
+    }
+
+    fn next_version(&self) -> Result<u32> {
+        let dir = self.root.join(&self.name);
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(Error::Io { path: dir, op: "list", source }),
+        };
+        let max = entries
+            .filter_map(|e| e.ok())
+            .filter(|e| e.path().is_dir())
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("version_")?.parse::<u32>().ok()))
+            .max();
+        Ok(max.map_or(0, |m| m + 1))
+    }
+
+    fn write_rows(&mut self, path: &Path, fs: RankZeroFs<'_>) -> Result<()> {
+        let keys: BTreeSet<&String> = self.pending.iter().flat_map(|r| r.keys()).collect();
+        let grew = keys.iter().any(|k| !self.columns.contains(k));
+        if grew {
+            let mut cols: BTreeSet<String> = self.columns.iter().cloned().collect();
+            cols.extend(keys.into_iter().cloned());
+            self.columns = cols.into_iter().collect();
+        }
+        let rows = std::mem::take(&mut self.pending);
+        if grew || self.written.is_empty() {
+            self.written.extend(rows);
+            let text = render(&self.columns, &self.written, true);
+            fs.write_file(path, text.as_bytes())?;
+        } else {
+            let text = render(&self.columns, &rows, false);
+            if fs.is_writer() {
+                let io = |source| Error::Io { path: path.to_path_buf(), op: "append to", source };
+                let mut f = OpenOptions::new().append(true).open(path).map_err(io)?;
+                f.write_all(text.as_bytes()).map_err(io)?;
+            }
+            self.written.extend(rows);
+        }
+        Ok(())
+    }
+}
+
+fn render(columns: &[String], rows: &[BTreeMap<String, f64>], header: bool) -> String {
+    let mut out = String::new();
+    if header {
+        out.push_str(&columns.join(","));
+        out.push('\n');
+    }
+    for row in rows {
+        let cells: Vec<String> = columns.iter().map(|c| row.get(c).map(|v| format_value(c, *v)).unwrap_or_default()).collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    out
+}
+
+fn format_value(column: &str, v: f64) -> String {
+    if matches!(column, "epoch" | "step") && v.fract() == 0.0 {
+        format!("{}", v as i64)
+    } else {
+        format!("{v}")
+    }
+}
+
+impl Logger for CsvLogger {
+    fn log_dir(&mut self) -> Result<&Path> {
+        if self.log_dir.is_none() {
+            let version = match self.version {
+                Some(v) => v,
+                None => self.next_version()?,
+            };
+            self.version = Some(version);
+            self.log_dir = Some(self.root.join(&self.name).join(format!("version_{version}")));
+        }
+        Ok(self.log_dir.as_deref().unwrap_or(Path::new("")))
+    }
+
+    fn log_hyperparams(&mut self, hparams: &Value, fs: RankZeroFs<'_>) -> Result<()> {
+        let path = self.log_dir()?.join("hparams.yaml");
+        fs.write_file(&path, yaml::to_yaml(hparams).as_bytes())
+    }
+
+    fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: u64, _fs: RankZeroFs<'_>) -> Result<()> {
+        let mut row = metrics.clone();
+        row.insert("step".into(), step as f64);
+        self.pending.push(row);
+        Ok(())
+    }
+
+    fn save(&mut self, fs: RankZeroFs<'_>) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let path = self.metrics_path()?;
+        self.write_rows(&path, fs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::SingleProcess;
+
+    #[test]
+    fn versions_count_up_and_columns_grow() {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = RankZeroFs::new(&SingleProcess);
+        let mut a = CsvLogger::new(dir.path());
+        assert_eq!(a.log_dir().unwrap(), dir.path().join("lightning_logs/version_0"));
+        a.log_hyperparams(&Value::serialized(&BTreeMap::from([("lr", 0.5)])).unwrap(), fs).unwrap();
+        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.5)]), 1, fs).unwrap();
+        a.save(fs).unwrap();
+        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.25)]), 2, fs).unwrap();
+        a.save(fs).unwrap();
+        let csv = std::fs::read_to_string(a.metrics_path().unwrap()).unwrap();
+        assert_eq!(csv, "step,train_loss\n1,0.5\n2,0.25\n");
+        a.log_metrics(&BTreeMap::from([("epoch".to_string(), 0.0), ("val_loss".to_string(), 1.5)]), 2, fs).unwrap();
+        a.save(fs).unwrap();
+        let csv = std::fs::read_to_string(a.metrics_path().unwrap()).unwrap();
+        assert_eq!(csv, "epoch,step,train_loss,val_loss\n,1,0.5,\n,2,0.25,\n0,2,,1.5\n");
+
+        let mut b = CsvLogger::new(dir.path());
+        assert_eq!(b.log_dir().unwrap(), dir.path().join("lightning_logs/version_1"));
+    }
+}

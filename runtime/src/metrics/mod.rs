@@ -1,0 +1,257 @@
+//! Metric declarations (the registry), step-level logging and epoch-level aggregation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The loop a metric is logged from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Stage {
+    /// `training_step` and the training hooks.
+    Train,
+    /// `validation_step` and the validation hooks.
+    Validation,
+    /// `test_step`.
+    Test,
+}
+
+/// How step values are combined into an epoch value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reduce {
+    /// Batch-size-weighted mean (Lightning's default).
+    Mean,
+    /// Sum.
+    Sum,
+    /// Maximum.
+    Max,
+    /// Minimum.
+    Min,
+}
+
+/// One entry of a module's metric registry: Lightning's `self.log(name, …)` options, declared up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricSpec {
+    /// The metric's key in `callback_metrics` and the logs.
+    pub name: &'static str,
+    /// Where it is logged from.
+    pub stage: Stage,
+    /// Record every step's value.
+    pub on_step: bool,
+    /// Aggregate over the epoch.
+    pub on_epoch: bool,
+    /// The epoch aggregation.
+    pub reduce: Reduce,
+    /// Show in the progress bar.
+    pub prog_bar: bool,
+}
+
+impl MetricSpec {
+    /// A metric with Lightning's defaults for `stage`: per step in training, per epoch otherwise.
+    pub const fn new(name: &'static str, stage: Stage) -> Self {
+        let train = matches!(stage, Stage::Train);
+        Self { name, stage, on_step: train, on_epoch: !train, reduce: Reduce::Mean, prog_bar: false }
+    }
+
+    /// A training metric (`on_step`).
+    pub const fn train(name: &'static str) -> Self {
+        Self::new(name, Stage::Train)
+    }
+
+    /// A validation metric (`on_epoch`).
+    pub const fn validation(name: &'static str) -> Self {
+        Self::new(name, Stage::Validation)
+    }
+
+    /// A test metric (`on_epoch`).
+    pub const fn test(name: &'static str) -> Self {
+        Self::new(name, Stage::Test)
+    }
+
+    /// Sets `on_step`.
+    pub const fn on_step(mut self, on: bool) -> Self {
+        self.on_step = on;
+        self
+    }
+
+    /// Sets `on_epoch`.
+    pub const fn on_epoch(mut self, on: bool) -> Self {
+        self.on_epoch = on;
+        self
+    }
+
+    /// Sets the epoch reduction.
+    pub const fn reduce(mut self, reduce: Reduce) -> Self {
+        self.reduce = reduce;
+        self
+    }
+
+    /// Shows the metric in the progress bar.
+    pub const fn prog_bar(mut self) -> Self {
+        self.prog_bar = true;
+        self
+    }
+}
+
+/// The names a metric appears under in `callback_metrics`, besides its own name: Lightning's
+/// `name_step` / `name_epoch` when it is logged both per step and per epoch.
+pub fn metric_keys(spec: &MetricSpec) -> Vec<String> {
+    let mut keys = vec![spec.name.to_string()];
+    if spec.on_step && spec.on_epoch {
+        keys.push(format!("{}_step", spec.name));
+        keys.push(format!("{}_epoch", spec.name));
+    }
+    keys
+}
+
+/// What a step hands to `log`: the values it logs, checked against the module's registry.
+#[derive(Debug)]
+pub struct StepLog {
+    registry: &'static [MetricSpec],
+    stage: Stage,
+    batch_size: usize,
+    values: Vec<(usize, f64)>,
+    errors: Vec<String>,
+}
+
+impl StepLog {
+    pub(crate) fn new(registry: &'static [MetricSpec], stage: Stage, batch_size: usize) -> Self {
+        Self { registry, stage, batch_size, values: Vec::new(), errors: Vec::new() }
+    }
+
+    /// Logs `value` under `name`, which must be declared in the module's metric registry for this stage.
+    /// A mistake is reported by the trainer as an error after the step.
+    pub fn log(&mut self, name: &str, value: impl Into<f64>) {
+        let value = value.into();
+        match self.registry.iter().position(|s| s.name == name && s.stage == self.stage) {
+            Some(i) => self.values.push((i, value)),
+            None => self.errors.push(unknown_metric(self.registry, name, self.stage)),
+        }
+    }
+
+    /// The batch size used to weight this step's values in epoch means.
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
+    pub(crate) fn finish(self) -> Result<Vec<(usize, f64)>, crate::Error> {
+        if let Some(first) = self.errors.into_iter().next() {
+            return Err(crate::Error::Metric(first));
+        }
+        Ok(self.values)
+    }
+}
+
+fn unknown_metric(registry: &[MetricSpec], name: &str, stage: Stage) -> String {
+    let known: Vec<String> =
+        registry.iter().filter(|s| s.stage == stage).map(|s| format!("`{}`", s.name)).collect();
+    if let Some(other) = registry.iter().find(|s| s.name == name) {
+        return format!(
+            "metric `{name}` is declared for the {:?} stage but was logged from the {stage:?} stage",
+            other.stage
+        );
+    }
+    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    format!("metric `{name}` is not in the module's metric registry for the {stage:?} stage (declared: {known})")
+}
+
+/// Epoch-level accumulation of logged values, per registry index.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EpochAccumulator {
+    entries: BTreeMap<String, Accum>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct Accum {
+    weighted_sum: f64,
+    weight: f64,
+    sum: f64,
+    max: f64,
+    min: f64,
+}
+
+impl EpochAccumulator {
+    pub(crate) fn add(&mut self, name: &str, value: f64, weight: f64) {
+        let a = self.entries.entry(name.to_string()).or_insert(Accum {
+            weighted_sum: 0.0,
+            weight: 0.0,
+            sum: 0.0,
+            max: f64::NEG_INFINITY,
+            min: f64::INFINITY,
+        });
+        a.weighted_sum += value * weight;
+        a.weight += weight;
+        a.sum += value;
+        a.max = a.max.max(value);
+        a.min = a.min.min(value);
+    }
+
+    /// The epoch value of each accumulated metric of `registry`.
+    pub(crate) fn compute(&self, registry: &[MetricSpec], stage: Stage) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        for spec in registry.iter().filter(|s| s.stage == stage && s.on_epoch) {
+            if let Some(a) = self.entries.get(spec.name) {
+                let v = match spec.reduce {
+                    Reduce::Mean if a.weight > 0.0 => a.weighted_sum / a.weight,
+                    Reduce::Mean => f64::NAN,
+                    Reduce::Sum => a.sum,
+                    Reduce::Max => a.max,
+                    Reduce::Min => a.min,
+                };
+                out.insert(spec.name.to_string(), v);
+            }
+        }
+        out
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.entries.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REG: &[MetricSpec] = &[
+        MetricSpec::train("train_loss").on_epoch(true),
+        MetricSpec::validation("val_loss"),
+        MetricSpec::validation("val_max").reduce(Reduce::Max),
+    ];
+
+    #[test]
+    fn epoch_mean_is_weighted_by_batch_size() {
+        let mut acc = EpochAccumulator::default();
+        acc.add("val_loss", 1.0, 32.0);
+        acc.add("val_loss", 4.0, 16.0);
+        acc.add("val_max", 1.0, 32.0);
+        acc.add("val_max", 4.0, 16.0);
+        let out = acc.compute(REG, Stage::Validation);
+        assert_eq!(out["val_loss"], (32.0 + 64.0) / 48.0);
+        assert_eq!(out["val_max"], 4.0);
+        assert!(!out.contains_key("train_loss"));
+    }
+
+    #[test]
+    fn unknown_and_wrong_stage_metrics_are_errors() {
+        let mut log = StepLog::new(REG, Stage::Train, 8);
+        log.log("train_loss", 1.0f32);
+        assert_eq!(log.finish().unwrap(), vec![(0, 1.0)]);
+        let mut log = StepLog::new(REG, Stage::Train, 8);
+        log.log("val_loss", 1.0);
+        let err = log.finish().unwrap_err().to_string();
+        assert!(err.contains("declared for the Validation stage"), "{err}");
+        let mut log = StepLog::new(REG, Stage::Validation, 8);
+        log.log("val_los", 1.0);
+        let err = log.finish().unwrap_err().to_string();
+        assert_eq!(err, "metric `val_los` is not in the module's metric registry for the Validation stage (declared: `val_loss`, `val_max`)");
+    }
+
+    #[test]
+    fn defaults_follow_lightning() {
+        let t = MetricSpec::train("a");
+        assert!(t.on_step && !t.on_epoch);
+        let v = MetricSpec::validation("b");
+        assert!(!v.on_step && v.on_epoch);
+        assert_eq!(metric_keys(&MetricSpec::train("x").on_epoch(true)), ["x", "x_step", "x_epoch"]);
+    }
+}

@@ -1,0 +1,118 @@
+//! The module trait: what a model must provide for the trainer to fit, validate, test and checkpoint it.
+
+mod state_dict;
+
+use dfdx::nn::tensor_collection::TensorCollection;
+use dfdx::shapes::Rank0;
+use dfdx::tensor::{Gradients, OwnedTape, Tensor};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::callbacks::Callback;
+use crate::checkpoint::Checkpoint;
+use crate::device::Backend;
+use crate::metrics::{MetricSpec, StepLog};
+use crate::optim::Optimizers;
+use crate::Result;
+
+pub use state_dict::{load_state_dict, param_shapes, state_dict};
+
+/// The loss a training step returns: a scalar that still carries its gradient tape.
+pub type Loss<D> = Tensor<Rank0, f32, D, OwnedTape<f32, D>>;
+
+/// A model the [`Trainer`](crate::trainer::Trainer) can train: Lightning's `LightningModule`.
+///
+/// Its parameters are named by dfdx's [`TensorCollection`] (`net.0.weight`, …); checkpoints store them,
+/// and the optimizer state, under those names. The `#[lightning_module]` macro writes this impl from
+/// annotated methods; everything it generates can also be written by hand.
+pub trait LightningModule<D: Backend>: TensorCollection<f32, D> + Sized + 'static {
+    /// What a data loader yields for one step.
+    type Batch;
+    /// What `predict_step` returns for one batch.
+    type Prediction;
+    /// The hyperparameters stored in every checkpoint; `load_from_checkpoint` rebuilds the module from
+    /// them alone. Use `()` when there are none.
+    type Hparams: Serialize + DeserializeOwned;
+
+    /// Every metric the module logs, with its stage and aggregation. Logging a name that is not here is
+    /// an error, and checkpoint callbacks are checked against it before the first batch.
+    const METRICS: &'static [MetricSpec] = &[];
+
+    /// The hyperparameters this instance was built from.
+    fn hparams(&self) -> &Self::Hparams;
+
+    /// Builds a fresh module (new weights) from hyperparameters on `device`.
+    fn from_hparams(hparams: Self::Hparams, device: &D) -> Result<Self>;
+
+    /// One training step: the forward pass on a batch traced into `grads`, returning the loss.
+    ///
+    /// Trace the input with `x.traced(grads)` so that the returned loss carries the tape.
+    fn training_step(&mut self, batch: Self::Batch, grads: Gradients<f32, D>, log: &mut StepLog) -> Result<Loss<D>>;
+
+    /// One validation step. The default does nothing: validation then only runs the hooks.
+    fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
+        let _ = (batch, log);
+        Ok(())
+    }
+
+    /// One test step.
+    fn test_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
+        let _ = (batch, log);
+        Err(crate::Error::Config(format!(
+            "`Trainer::test` needs `test_step`, which `{}` does not implement",
+            std::any::type_name::<Self>()
+        )))
+    }
+
+    /// One prediction step.
+    fn predict_step(&mut self, batch: Self::Batch) -> Result<Self::Prediction> {
+        let _ = batch;
+        Err(crate::Error::Config(format!(
+            "`Trainer::predict` needs `predict_step`, which `{}` does not implement",
+            std::any::type_name::<Self>()
+        )))
+    }
+
+    /// The optimizer and optional learning-rate scheduler.
+    fn configure_optimizers(&self) -> Optimizers<Self, D>;
+
+    /// Callbacks the module brings along (the `#[checkpoint]` attributes end up here).
+    fn configure_callbacks(&self) -> Vec<Box<dyn Callback>> {
+        Vec::new()
+    }
+
+    /// Called after the checkpoint is built and before it is written; may add entries to `extra`.
+    fn on_save_checkpoint(&self, checkpoint: &mut Checkpoint) {
+        let _ = checkpoint;
+    }
+
+    /// Called with a loaded checkpoint before its weights are applied.
+    fn on_load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// Called after each training batch, after the callbacks' `on_train_batch_end`.
+    fn on_train_batch_end(&mut self, log: &mut StepLog) -> Result<()> {
+        let _ = log;
+        Ok(())
+    }
+
+    /// Called at the end of each training epoch, between the plain and the monitoring callbacks, so
+    /// that what it logs is visible to checkpoint callbacks.
+    fn on_train_epoch_end(&mut self, log: &mut StepLog) -> Result<()> {
+        let _ = log;
+        Ok(())
+    }
+
+    /// Called at the end of each validation run, before the callbacks' `on_validation_end`.
+    fn on_validation_epoch_end(&mut self, log: &mut StepLog) -> Result<()> {
+        let _ = log;
+        Ok(())
+    }
+
+    /// Rebuilds a module from a checkpoint file: its hyperparameters, then its weights (strictly).
+    fn load_from_checkpoint(path: impl AsRef<std::path::Path>, device: &D) -> Result<Self> {
+        state_dict::load_from_checkpoint(path.as_ref(), device)
+    }
+}

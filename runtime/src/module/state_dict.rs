@@ -1,0 +1,185 @@
+//! Module weights by name: dfdx's `TensorCollection` walked with `ViewTensorName`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+    ViewTensorRef,
+};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::Tensor;
+use num_traits::NumCast;
+
+use super::LightningModule;
+use crate::checkpoint::{read_checkpoint, CheckpointError, DType, TensorData};
+use crate::device::Backend;
+use crate::Result;
+
+/// The module's tensors (and dfdx scalar fields, as f64) by name, copied to the host.
+pub fn state_dict<M: TensorCollection<f32, D>, D: Backend>(module: &M) -> Result<BTreeMap<String, TensorData>> {
+    let mut out = Collect(BTreeMap::new());
+    M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut out }).map_err(crate::device_err)?;
+    Ok(out.0)
+}
+
+/// The name, dtype and shape of every entry [`state_dict`] would produce, without copying data.
+pub fn param_shapes<M: TensorCollection<f32, D>, D: Backend>(module: &M) -> BTreeMap<String, (DType, Vec<usize>)> {
+    let mut out = Shapes(BTreeMap::new());
+    // Shapes never touches data, so the walk cannot fail.
+    let _ = M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut out });
+    out.0
+}
+
+/// Loads `entries` into `module`. With `strict`, every missing, unexpected and mismatched key is reported
+/// in one error naming `path`; without it, only matching entries are loaded. Nothing is changed unless
+/// the whole load can succeed.
+pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
+    module: &mut M,
+    entries: &BTreeMap<String, TensorData>,
+    strict: bool,
+    path: &Path,
+) -> Result<()> {
+    let expected = param_shapes::<M, D>(module);
+    let mut missing = Vec::new();
+    let mut mismatched = Vec::new();
+    for (name, (dtype, shape)) in &expected {
+        match entries.get(name) {
+            None => missing.push(format!("`{name}`")),
+            Some(t) if t.dtype() != *dtype || t.shape() != shape.as_slice() => mismatched.push(format!(
+                "`{name}`: expected {dtype} {shape:?}, found {} {:?}",
+                t.dtype(),
+                t.shape()
+            )),
+            Some(_) => {}
+        }
+    }
+    let unexpected: Vec<String> =
+        entries.keys().filter(|k| !expected.contains_key(*k)).map(|k| format!("`{k}`")).collect();
+    if !mismatched.is_empty() || (strict && !(missing.is_empty() && unexpected.is_empty())) {
+        return Err(CheckpointError::StateDictMismatch {
+            path: path.to_path_buf(),
+            module: std::any::type_name::<M>().to_string(),
+            missing,
+            unexpected,
+            mismatched,
+        }
+        .into());
+    }
+    let mut apply = Apply(entries);
+    M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut apply }).map_err(crate::device_err)?;
+    Ok(())
+}
+
+/// Rebuilds a module from the hyperparameters and weights stored in a checkpoint.
+pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(path: &Path, device: &D) -> Result<M> {
+    let ckpt = read_checkpoint(path)?;
+    let hparams_error = |reason: String| CheckpointError::Hyperparameters { path: path.to_path_buf(), reason };
+    let value = match &ckpt.hyper_parameters {
+        Some(v) => v.clone(),
+        None => ciborium::Value::Null,
+    };
+    let hparams: M::Hparams = value.deserialized().map_err(|e| {
+        hparams_error(format!(
+            "do not decode as `{}` ({e}); the file was written by `{}`",
+            std::any::type_name::<M::Hparams>(),
+            ckpt.module_type
+        ))
+    })?;
+    let mut module = M::from_hparams(hparams, device)?;
+    module.on_load_checkpoint(&ckpt)?;
+    load_state_dict(&mut module, &ckpt.state_dict, true, path)?;
+    Ok(module)
+}
+
+fn dims<S: Shape>(shape: &S) -> Vec<usize> {
+    shape.concrete().into_iter().collect()
+}
+
+struct Collect(BTreeMap<String, TensorData>);
+
+impl<D: Backend> TensorVisitor<f32, D> for Collect {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (t, name): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        self.0.insert(name, TensorData::from_f32(dims(t.shape()), t.as_vec()));
+        Ok(None)
+    }
+
+    fn visit_scalar<N: NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (n, name): (&N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        self.0.insert(name, TensorData::from_f64(Vec::new(), vec![n.to_f64().unwrap_or(f64::NAN)]));
+        Ok(None)
+    }
+}
+
+struct Shapes(BTreeMap<String, (DType, Vec<usize>)>);
+
+impl<D: Backend> TensorVisitor<f32, D> for Shapes {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (t, name): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        self.0.insert(name, (DType::F32, dims(t.shape())));
+        Ok(None)
+    }
+
+    fn visit_scalar<N: NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (_, name): (&N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        self.0.insert(name, (DType::F64, Vec::new()));
+        Ok(None)
+    }
+}
+
+/// Copies checked entries into the module; keys absent from the map are left as they are.
+struct Apply<'a>(&'a BTreeMap<String, TensorData>);
+
+impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (t, name): (&mut Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if let Some(values) = self.0.get(&name).and_then(TensorData::as_f32) {
+            t.copy_from(&values);
+        }
+        Ok(None)
+    }
+
+    fn visit_scalar<N: NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (n, name): (&mut N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        if let Some(v) = self.0.get(&name).and_then(TensorData::as_f64).and_then(|v| v.first().copied()) {
+            if let Some(x) = N::from(v) {
+                *n = x;
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,563 @@
+//! The loops: fit (with sanity check, validation cadence and resume), validate, test, predict.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use dfdx::nn::ZeroGrads;
+use dfdx::tensor::Gradients;
+use dfdx::tensor_ops::Backward;
+
+use super::config::limited;
+use super::{run_callbacks, CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
+use crate::callbacks::Callback;
+use crate::checkpoint::{read_checkpoint, Checkpoint, CheckpointError};
+use crate::device::Backend;
+use crate::metrics::{EpochAccumulator, MetricSpec, Stage, StepLog};
+use crate::module::{load_state_dict, LightningModule};
+use crate::strategy::RankZeroFs;
+use crate::{Error, Result};
+
+#[path = "fit/clip.rs"]
+mod clip;
+
+fn all(_: &dyn Callback) -> bool {
+    true
+}
+
+impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
+    /// Trains `module` on `train`, validating on `val`, optionally resuming from `ckpt_path`.
+    ///
+    /// The module stays attached to the trainer afterwards ([`module`](Self::module),
+    /// [`take_module`](Self::take_module)), also when `fit` fails, so nothing is lost.
+    pub fn fit(
+        &mut self,
+        module: M,
+        train: &mut DynLoader<'_, M::Batch>,
+        val: Option<&mut DynLoader<'_, M::Batch>>,
+        ckpt_path: Option<CkptPath>,
+    ) -> Result<()> {
+        self.attach(module)?;
+        self.state.fn_ = TrainerFn::Fitting;
+        let result = self.run_fit(train, val, ckpt_path);
+        if let Err(error) = &result {
+            let mut callbacks = std::mem::take(&mut self.callbacks);
+            let sink = self.sink();
+            let hooked = run_callbacks(&mut callbacks, &sink, &*self.strategy, all, |c, ctx| c.on_exception(ctx, error));
+            self.callbacks = callbacks;
+            if let Err(e) = hooked {
+                crate::warn(&format!("a callback's `on_exception` failed: {e}"));
+            }
+        }
+        self.state.fn_ = TrainerFn::Idle;
+        result
+    }
+
+    /// Runs one validation pass over `val` with the attached module (or `module`, which is attached).
+    /// Returns the epoch-level validation metrics.
+    pub fn validate(&mut self, module: Option<M>, val: &mut DynLoader<'_, M::Batch>) -> Result<BTreeMap<String, f64>> {
+        self.eval(module, val, Stage::Validation)
+    }
+
+    /// Runs one test pass over `test`; returns the epoch-level test metrics.
+    pub fn test(&mut self, module: Option<M>, test: &mut DynLoader<'_, M::Batch>) -> Result<BTreeMap<String, f64>> {
+        self.eval(module, test, Stage::Test)
+    }
+
+    /// Runs `predict_step` over every batch of `loader`.
+    pub fn predict(&mut self, module: Option<M>, loader: &mut DynLoader<'_, M::Batch>) -> Result<Vec<M::Prediction>> {
+        if let Some(m) = module {
+            self.attach(m)?;
+        }
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        self.state.fn_ = TrainerFn::Predicting;
+        loader.set_epoch(0, self.state.seed);
+        let out = (0..loader.num_batches()).map(|i| module.predict_step(loader.batch(i)?)).collect();
+        self.state.fn_ = TrainerFn::Idle;
+        out
+    }
+
+    fn attach(&mut self, module: M) -> Result<()> {
+        let from_module = module.configure_callbacks();
+        self.optimizers = None;
+        self.grads = None;
+        self.module = Some(module);
+        self.install_callbacks(from_module)
+    }
+
+    fn eval(&mut self, module: Option<M>, loader: &mut DynLoader<'_, M::Batch>, stage: Stage) -> Result<BTreeMap<String, f64>> {
+        if let Some(m) = module {
+            self.attach(m)?;
+        }
+        if self.module.is_none() {
+            return Err(no_module());
+        }
+        let (fn_, limit, what) = match stage {
+            Stage::Test => (TrainerFn::Testing, self.config.limit_test_batches, "limit_test_batches"),
+            _ => (TrainerFn::Validating, self.config.limit_val_batches, "limit_val_batches"),
+        };
+        self.state.fn_ = fn_;
+        self.state.metric_registry = M::METRICS;
+        let n = limited(loader.num_batches() as u64, limit, what);
+        let result = n.and_then(|n| self.run_eval(loader, n, stage, false));
+        self.state.fn_ = TrainerFn::Idle;
+        result
+    }
+
+    fn run_fit(
+        &mut self,
+        train: &mut DynLoader<'_, M::Batch>,
+        mut val: Option<&mut DynLoader<'_, M::Batch>>,
+        ckpt_path: Option<CkptPath>,
+    ) -> Result<()> {
+        let cfg = self.config.clone();
+        let module = self.module.as_ref().ok_or_else(no_module)?;
+        self.optimizers = Some(module.configure_optimizers());
+        self.state = super::TrainerState {
+            fn_: TrainerFn::Fitting,
+            seed: cfg.seed,
+            metric_registry: M::METRICS,
+            max_epochs: cfg.effective_max_epochs(),
+            max_steps: cfg.max_steps,
+            val_check_interval: Some(cfg.val_check_interval),
+            check_val_every_n_epoch: cfg.check_val_every_n_epoch,
+            default_root_dir: cfg.default_root_dir.clone(),
+            ..Default::default()
+        };
+        self.train_accum = EpochAccumulator::default();
+        self.state.num_training_batches = limited(train.num_batches() as u64, cfg.limit_train_batches, "limit_train_batches")?;
+        self.state.num_val_batches = match val.as_deref() {
+            Some(v) => limited(v.num_batches() as u64, cfg.limit_val_batches, "limit_val_batches")?,
+            None => 0,
+        };
+        if let (ValCheckInterval::Batches(b), Some(_)) = (cfg.val_check_interval, cfg.check_val_every_n_epoch) {
+            let n = self.state.num_training_batches;
+            if self.state.num_val_batches > 0 && b > n {
+                return Err(Error::Config(format!(
+                    "`val_check_interval` ({b}) must be less than or equal to the number of the training batches ({n}); \
+                     to disable validation set `limit_val_batches` to 0, and to validate based on the total training \
+                     batches set `check_val_every_n_epoch` to `None`"
+                )));
+            }
+        }
+
+        if let Some(logger) = &mut self.logger {
+            let dir = logger.log_dir()?.to_path_buf();
+            self.state.log_dir = Some(dir);
+            if let Some(m) = &self.module {
+                let hparams = ciborium::Value::serialized(m.hparams())
+                    .map_err(|e| Error::Config(format!("the hyperparameters cannot be serialised: {e}")))?;
+                logger.log_hyperparams(&hparams, RankZeroFs::new(&*self.strategy))?;
+            }
+        }
+
+        self.call_callbacks(all, |c, ctx| c.setup(ctx))?;
+        let resumed = match ckpt_path {
+            Some(p) => self.resolve_ckpt_path(p)?,
+            None => None,
+        };
+        if let Some(path) = &resumed {
+            self.restore(path)?;
+        }
+
+        if cfg.num_sanity_val_steps > 0 {
+            if let Some(v) = val.as_deref_mut() {
+                let n = cfg.num_sanity_val_steps.min(self.state.num_val_batches);
+                if n > 0 {
+                    self.run_eval(v, n, Stage::Validation, true)?;
+                }
+            }
+        }
+
+        if resumed.is_none() {
+            if let Some(opt) = &mut self.optimizers {
+                if let Some(s) = &mut opt.scheduler {
+                    let lr = s.start(opt.optimizer.lr());
+                    opt.optimizer.set_lr(lr);
+                }
+            }
+        }
+        self.call_callbacks(all, |c, ctx| c.on_train_start(ctx))?;
+
+        while !self.fit_done() {
+            self.run_epoch(train, val.as_deref_mut())?;
+        }
+
+        self.call_callbacks(all, |c, ctx| c.on_train_end(ctx))?;
+        if let Some(logger) = &mut self.logger {
+            logger.save(RankZeroFs::new(&*self.strategy))?;
+        }
+        Ok(())
+    }
+
+    fn fit_done(&self) -> bool {
+        let steps_done = self.state.max_steps.is_some_and(|m| self.state.global_step >= m);
+        let epochs_done = self.state.max_epochs.is_some_and(|m| self.state.epoch >= m);
+        steps_done || epochs_done || self.state.num_training_batches == 0
+    }
+
+    fn run_epoch(&mut self, train: &mut DynLoader<'_, M::Batch>, mut val: Option<&mut DynLoader<'_, M::Batch>>) -> Result<()> {
+        let n = self.state.num_training_batches;
+        let accumulate = self.config.accumulate_grad_batches;
+        train.set_epoch(self.state.epoch, self.state.seed);
+        while self.state.batches_done < n {
+            let index = self.state.batches_done;
+            let is_last = index + 1 == n;
+            self.state.is_last_batch = is_last;
+            self.train_batch(train, index as usize, is_last, accumulate)?;
+            self.state.batches_done = index + 1;
+            self.state.total_batches += 1;
+
+            self.call_callbacks(all, |c, ctx| c.on_train_batch_end(ctx))?;
+            let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
+            self.module.as_mut().ok_or_else(no_module)?.on_train_batch_end(&mut log)?;
+            self.record(log, Stage::Train, None)?;
+
+            if self.val_due(index) {
+                if let Some(v) = val.as_deref_mut() {
+                    let nv = self.state.num_val_batches;
+                    self.run_eval(v, nv, Stage::Validation, false)?;
+                }
+            }
+            if self.state.max_steps.is_some_and(|m| self.state.global_step >= m) && !is_last {
+                // Stopped inside the epoch: the position is kept, so a checkpoint resumes here.
+                return Ok(());
+            }
+        }
+        self.end_epoch()
+    }
+
+    fn train_batch(&mut self, train: &mut DynLoader<'_, M::Batch>, index: usize, is_last: bool, accumulate: u64) -> Result<()> {
+        let batch_size = train.batch_size(index);
+        let batch = train.batch(index)?;
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        let grads = match self.grads.take() {
+            Some(g) => g,
+            None => module.try_alloc_grads().map_err(crate::device_err)?,
+        };
+        let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size);
+        let loss = module.training_step(batch, grads, &mut log)?;
+        let loss = if accumulate > 1 { loss * (1.0 / accumulate as f32) } else { loss };
+        let mut grads: Gradients<f32, D> = loss.try_backward().map_err(crate::device_err)?;
+
+        let window_closed = (index as u64 + 1) % accumulate == 0 || is_last;
+        if window_closed {
+            if let Some(max_norm) = self.config.gradient_clip_val {
+                clip::clip_grad_norm(module, &mut grads, max_norm)?;
+            }
+            let opt = self.optimizers.as_mut().ok_or_else(no_module)?;
+            opt.optimizer.step(module, &mut grads)?;
+            module.try_zero_grads(&mut grads).map_err(crate::device_err)?;
+            self.state.global_step += 1;
+            if let Some(s) = &mut opt.scheduler {
+                if s.interval() == crate::optim::Interval::Step || is_last {
+                    let lr = s.step();
+                    opt.optimizer.set_lr(lr);
+                }
+            }
+        }
+        self.grads = Some(grads);
+        let step_row = self.record(log, Stage::Train, Some(batch_size))?;
+        if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0 {
+            self.log_row(step_row)?;
+        }
+        Ok(())
+    }
+
+    fn val_due(&self, index: u64) -> bool {
+        let s = &self.state;
+        if s.num_val_batches == 0 {
+            return false;
+        }
+        if let Some(k) = s.check_val_every_n_epoch {
+            if (s.epoch + 1) % k != 0 {
+                return false;
+            }
+        }
+        match self.config.val_check_interval {
+            ValCheckInterval::Fraction(f) => {
+                let every = ((s.num_training_batches as f64 * f) as u64).max(1);
+                (index + 1) % every == 0
+            }
+            ValCheckInterval::Batches(b) if s.check_val_every_n_epoch.is_none() => s.total_batches % b == 0,
+            ValCheckInterval::Batches(b) => (index + 1) % b == 0,
+        }
+    }
+
+    fn end_epoch(&mut self) -> Result<()> {
+        self.state.epoch_finished = true;
+        self.publish_epoch_metrics();
+        self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
+        let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
+        self.module.as_mut().ok_or_else(no_module)?.on_train_epoch_end(&mut log)?;
+        self.record(log, Stage::Train, None)?;
+        let epoch_row = self.publish_epoch_metrics();
+        self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
+        if !epoch_row.is_empty() {
+            self.log_row(epoch_row)?;
+        }
+        if let Some(logger) = &mut self.logger {
+            logger.save(RankZeroFs::new(&*self.strategy))?;
+        }
+        self.train_accum.clear();
+        self.state.epoch += 1;
+        self.state.batches_done = 0;
+        self.state.epoch_finished = false;
+        self.state.is_last_batch = false;
+        Ok(())
+    }
+
+    /// Moves the training epoch aggregates into `callback_metrics`; returns the logger row.
+    fn publish_epoch_metrics(&mut self) -> BTreeMap<String, f64> {
+        let values = self.train_accum.compute(M::METRICS, Stage::Train);
+        publish_epoch(&mut self.state.callback_metrics, M::METRICS, values)
+    }
+
+    /// Applies a step's logged values: `callback_metrics`, epoch accumulation (weighted by
+    /// `batch_size`; hook values weigh 1). Returns the logger row of on-step values.
+    fn record(&mut self, log: StepLog, stage: Stage, batch_size: Option<usize>) -> Result<BTreeMap<String, f64>> {
+        let weight = batch_size.unwrap_or(1) as f64;
+        let values = log.finish()?;
+        let mut row = BTreeMap::new();
+        for (i, v) in values {
+            let Some(spec) = M::METRICS.get(i) else { continue };
+            if spec.on_step {
+                let key = if spec.on_epoch { format!("{}_step", spec.name) } else { spec.name.to_string() };
+                self.state.callback_metrics.insert(spec.name.to_string(), v);
+                self.state.callback_metrics.insert(key.clone(), v);
+                row.insert(key, v);
+            }
+            if spec.on_epoch && stage == Stage::Train {
+                self.train_accum.add(spec.name, v, weight);
+            }
+        }
+        Ok(row)
+    }
+
+    fn log_row(&mut self, mut row: BTreeMap<String, f64>) -> Result<()> {
+        if let Some(logger) = &mut self.logger {
+            row.insert("epoch".into(), self.state.epoch as f64);
+            logger.log_metrics(&row, self.state.global_step, RankZeroFs::new(&*self.strategy))?;
+        }
+        Ok(())
+    }
+
+    /// One validation or test pass of `n` batches. Sanity runs leave `callback_metrics` untouched.
+    fn run_eval(&mut self, loader: &mut DynLoader<'_, M::Batch>, n: u64, stage: Stage, sanity: bool) -> Result<BTreeMap<String, f64>> {
+        self.state.sanity_checking = sanity;
+        loader.set_epoch(0, self.state.seed);
+        let mut accum = EpochAccumulator::default();
+        let mut step_metrics = BTreeMap::new();
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        let mut take = |log: StepLog, weight: f64| -> Result<()> {
+            for (i, v) in log.finish()? {
+                let Some(spec) = M::METRICS.get(i) else { continue };
+                if spec.on_step {
+                    let key = if spec.on_epoch { format!("{}_step", spec.name) } else { spec.name.to_string() };
+                    step_metrics.insert(key, v);
+                }
+                if spec.on_epoch {
+                    accum.add(spec.name, v, weight);
+                }
+            }
+            Ok(())
+        };
+        for i in 0..n as usize {
+            let batch_size = loader.batch_size(i);
+            let batch = loader.batch(i)?;
+            let mut log = StepLog::new(M::METRICS, stage, batch_size);
+            match stage {
+                Stage::Test => module.test_step(batch, &mut log)?,
+                _ => module.validation_step(batch, &mut log)?,
+            }
+            take(log, batch_size as f64)?;
+        }
+        if stage == Stage::Validation {
+            let mut log = StepLog::new(M::METRICS, stage, 1);
+            module.on_validation_epoch_end(&mut log)?;
+            take(log, 1.0)?;
+        }
+        let epoch_values = accum.compute(M::METRICS, stage);
+        let mut row = BTreeMap::new();
+        if !sanity {
+            self.state.callback_metrics.extend(step_metrics);
+            row = publish_epoch(&mut self.state.callback_metrics, M::METRICS, epoch_values.clone());
+        }
+        if stage == Stage::Validation {
+            self.call_callbacks(all, |c, ctx| c.on_validation_end(ctx))?;
+        }
+        if !sanity && !row.is_empty() {
+            self.log_row(row)?;
+        }
+        self.state.sanity_checking = false;
+        Ok(epoch_values)
+    }
+
+    fn call_callbacks(
+        &mut self,
+        filter: impl Fn(&dyn Callback) -> bool,
+        hook: impl FnMut(&mut dyn Callback, &mut crate::callbacks::CallbackContext<'_>) -> Result<()>,
+    ) -> Result<()> {
+        let mut callbacks = std::mem::take(&mut self.callbacks);
+        let result = run_callbacks(&mut callbacks, &self.sink(), &*self.strategy, filter, hook);
+        self.callbacks = callbacks;
+        result
+    }
+
+    /// Lightning's `ckpt_path` resolution (C.3), with "last" chosen by the global step inside the files.
+    fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<PathBuf>> {
+        let ckpt_callbacks: Vec<_> = self.callbacks.iter().filter(|c| c.is_checkpoint()).collect();
+        match p {
+            CkptPath::Path(path) => Ok(Some(path)),
+            CkptPath::Best => {
+                let Some(first) = ckpt_callbacks.first() else {
+                    return Err(Error::Config(
+                        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured".into(),
+                    ));
+                };
+                if ckpt_callbacks.len() > 1 {
+                    crate::warn(&format!(
+                        "`ckpt_path = \"best\"` with {} checkpoint callbacks: using the first, `{}`",
+                        ckpt_callbacks.len(),
+                        first.state_key()
+                    ));
+                }
+                match first.checkpoint_paths().and_then(|p| p.best) {
+                    Some(best) => Ok(Some(best)),
+                    None => Err(Error::Config(
+                        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model".into(),
+                    )),
+                }
+            }
+            CkptPath::Last => {
+                let candidates: Vec<PathBuf> = ckpt_callbacks
+                    .iter()
+                    .filter_map(|c| c.checkpoint_paths())
+                    .flat_map(|p| p.last)
+                    .filter(|p| p.is_file())
+                    .collect();
+                let mut newest: Option<(u64, PathBuf)> = None;
+                for path in candidates {
+                    match read_checkpoint(&path) {
+                        Ok(c) if newest.as_ref().is_none_or(|(s, _)| c.global_step > *s) => newest = Some((c.global_step, path)),
+                        Ok(_) => {}
+                        Err(e) => crate::warn(&format!("skipping a damaged \"last\" checkpoint: {e}")),
+                    }
+                }
+                if newest.is_none() {
+                    crate::warn(
+                        "`fit(ckpt_path = \"last\")` is set, but there is no last checkpoint available: no checkpoint \
+                         will be loaded (hint: save one with a checkpoint callback's `save_last`)",
+                    );
+                }
+                Ok(newest.map(|(_, p)| p))
+            }
+        }
+    }
+
+    /// Restores module, optimizer, scheduler, loops and callbacks from `path` (C.4).
+    fn restore(&mut self, path: &Path) -> Result<()> {
+        let ckpt = read_checkpoint(path)?;
+        if ckpt.weights_only {
+            return Err(CheckpointError::WeightsOnly { path: path.into(), what: "optimizer" }.into());
+        }
+        let loops = &ckpt.loops;
+        let epoch = if loops.epoch_finished { loops.epoch + 1 } else { loops.epoch };
+        if let Some(max) = self.state.max_epochs {
+            if epoch > max {
+                return Err(Error::Config(format!(
+                    "you restored a checkpoint with current_epoch={epoch}, but you have set `max_epochs({max})`"
+                )));
+            }
+        }
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        module.on_load_checkpoint(&ckpt)?;
+        load_state_dict(module, &ckpt.state_dict, true, path)?;
+        self.restore_optimizers(&ckpt, path)?;
+
+        if loops.seed != self.state.seed {
+            crate::warn(&format!(
+                "resuming with the data-order seed stored in the checkpoint ({}) instead of the trainer's ({})",
+                loops.seed, self.state.seed
+            ));
+        }
+        self.state.seed = loops.seed;
+        self.state.epoch = epoch;
+        self.state.batches_done = if loops.epoch_finished { 0 } else { loops.batches_done };
+        self.state.global_step = loops.global_step;
+        self.state.total_batches = loops.total_batches;
+        self.train_accum = match (&loops.metric_state, loops.epoch_finished) {
+            (Some(v), false) => v.deserialized().map_err(|e| CheckpointError::Corrupt {
+                path: path.into(),
+                reason: format!("the loop's metric state does not decode: {e}"),
+            })?,
+            _ => EpochAccumulator::default(),
+        };
+
+        let mut unmatched: Vec<&String> = ckpt.callbacks.keys().collect();
+        for cb in &mut self.callbacks {
+            let key = cb.state_key();
+            if let Some(state) = ckpt.callbacks.get(&key) {
+                cb.load_state_dict(state)?;
+                unmatched.retain(|k| **k != key);
+            }
+        }
+        if !unmatched.is_empty() {
+            crate::warn(&format!(
+                "be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided \
+                 during `Trainer` instantiation; please add the following callbacks: {unmatched:?}"
+            ));
+        }
+        self.state.resumed_from = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    fn restore_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
+        let module = self.module.as_ref().ok_or_else(no_module)?;
+        let opt = self.optimizers.as_mut().ok_or_else(no_module)?;
+        let mismatch = |what: &str, e: crate::optim::StateError| CheckpointError::StateMismatch {
+            path: path.into(),
+            reason: format!("the {what} state does not fit the configured {what}: {e}"),
+        };
+        let Some(state) = &ckpt.optimizer else {
+            return Err(CheckpointError::WeightsOnly { path: path.into(), what: "optimizer" }.into());
+        };
+        opt.optimizer.load_state_dict(module, state).map_err(|e| mismatch("optimizer", e))?;
+        match (&mut opt.scheduler, &ckpt.scheduler) {
+            (Some(s), Some(state)) => s.load_state_dict(state).map_err(|e| mismatch("learning-rate scheduler", e))?,
+            (Some(_), None) => {
+                return Err(CheckpointError::StateMismatch {
+                    path: path.into(),
+                    reason: "a learning-rate scheduler is configured, but the checkpoint holds no scheduler state".into(),
+                }
+                .into())
+            }
+            (None, Some(s)) => crate::warn(&format!(
+                "the checkpoint holds the state of a `{}` learning-rate scheduler, but none is configured now: it is ignored",
+                s.kind
+            )),
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}
+
+/// Publishes epoch aggregates under Lightning's names; returns the logger row.
+fn publish_epoch(
+    callback_metrics: &mut BTreeMap<String, f64>,
+    registry: &[MetricSpec],
+    values: BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    let mut row = BTreeMap::new();
+    for (name, v) in values {
+        let both = registry.iter().any(|s| s.name == name && s.on_step && s.on_epoch);
+        let key = if both { format!("{name}_epoch") } else { name.clone() };
+        callback_metrics.insert(name, v);
+        callback_metrics.insert(key.clone(), v);
+        row.insert(key, v);
+    }
+    row
+}
+
+fn no_module() -> Error {
+    Error::Config("no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`".into())
+}

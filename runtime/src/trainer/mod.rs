@@ -1,0 +1,408 @@
+//! The [`Trainer`]: Lightning's fit, validate, test and predict loops for a [`LightningModule`].
+//!
+//! # Order of events
+//!
+//! In one training batch (section B.6 of the reference):
+//! 1. `training_step`, backward, and — when an accumulation window closes — gradient clipping, the
+//!    optimizer step and `global_step += 1`;
+//! 2. step-interval schedulers step; at the last batch of the epoch, epoch-interval schedulers too;
+//! 3. callbacks' `on_train_batch_end`;
+//! 4. the module's `on_train_batch_end`;
+//! 5. validation, when it is due at this batch, ending with the callbacks' `on_validation_end`.
+//!
+//! After the last batch of an epoch: epoch metrics are aggregated; plain callbacks'
+//! `on_train_epoch_end`; the module's `on_train_epoch_end`; checkpoint callbacks' `on_train_epoch_end`;
+//! then `current_epoch += 1`. After the loop: `on_train_end`. On an error: `on_exception`.
+
+mod config;
+mod fit;
+mod state;
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use ciborium::Value;
+use dfdx::tensor::{Cpu, Gradients};
+
+use crate::callbacks::{Callback, CallbackContext, CheckpointSink};
+use crate::checkpoint::{Checkpoint, LoopState};
+use crate::data::DataLoader;
+use crate::device::Backend;
+use crate::logger::{CsvLogger, Logger};
+use crate::metrics::EpochAccumulator;
+use crate::module::{state_dict, LightningModule};
+use crate::optim::Optimizers;
+use crate::strategy::{RankZeroFs, SingleProcess, Strategy};
+use crate::{Error, Result};
+
+pub use config::{Limit, TrainerConfig};
+pub use state::{TrainerFn, TrainerState, ValCheckInterval};
+
+/// Which checkpoint `fit` resumes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CkptPath {
+    /// The newest intact "last" checkpoint of the checkpoint callbacks, by the global step stored inside
+    /// the files.
+    Last,
+    /// The best checkpoint of the first checkpoint callback.
+    Best,
+    /// A file.
+    Path(PathBuf),
+}
+
+impl From<&str> for CkptPath {
+    /// `"last"` and `"best"` select those; anything else is a path.
+    fn from(s: &str) -> Self {
+        match s {
+            "last" => CkptPath::Last,
+            "best" => CkptPath::Best,
+            path => CkptPath::Path(path.into()),
+        }
+    }
+}
+
+impl From<&Path> for CkptPath {
+    fn from(p: &Path) -> Self {
+        CkptPath::Path(p.to_path_buf())
+    }
+}
+
+impl From<PathBuf> for CkptPath {
+    fn from(p: PathBuf) -> Self {
+        CkptPath::Path(p)
+    }
+}
+
+/// Builds a [`Trainer`]; settings are checked in [`build`](Self::build).
+pub struct TrainerBuilder<M, D: Backend = Cpu> {
+    config: TrainerConfig,
+    callbacks: Vec<Box<dyn Callback>>,
+    logger: Option<Option<Box<dyn Logger>>>,
+    strategy: Box<dyn Strategy>,
+    _m: PhantomData<fn() -> (M, D)>,
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty => $field:ident = $conv:expr;)*) => {$(
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.config.$field = $conv(value);
+            self
+        }
+    )*};
+}
+
+impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
+    setters! {
+        /// Stop after this many epochs (default: 1000 when `max_steps` is not set either).
+        max_epochs: u64 => max_epochs = Some;
+        /// Stop after this many optimizer steps.
+        max_steps: u64 => max_steps = Some;
+        /// Use this fraction (`f64`) or number (`u64`) of the training batches per epoch.
+        limit_train_batches: impl Into<Limit> => limit_train_batches = Into::into;
+        /// Use this fraction or number of the validation batches per validation run.
+        limit_val_batches: impl Into<Limit> => limit_val_batches = Into::into;
+        /// Use this fraction or number of the test batches.
+        limit_test_batches: impl Into<Limit> => limit_test_batches = Into::into;
+        /// Validate every fraction (`f64`) of an epoch or every N (`u64`) training batches.
+        val_check_interval: impl Into<ValCheckInterval> => val_check_interval = Into::into;
+        /// Validate every N epochs; `None` counts `val_check_interval` batches across epochs.
+        check_val_every_n_epoch: Option<u64> => check_val_every_n_epoch = std::convert::identity;
+        /// Validation batches run before training as a sanity check (default 2; 0 to skip).
+        num_sanity_val_steps: u64 => num_sanity_val_steps = std::convert::identity;
+        /// Sum gradients over N batches per optimizer step (losses are divided by N).
+        accumulate_grad_batches: u64 => accumulate_grad_batches = std::convert::identity;
+        /// Clip the global L2 norm of the gradients to this value before each optimizer step.
+        gradient_clip_val: f64 => gradient_clip_val = Some;
+        /// Where logs and checkpoints go when no other path is given (default: the working directory).
+        default_root_dir: impl Into<PathBuf> => default_root_dir = Into::into;
+        /// The seed of the data order (default 0). A resumed run keeps the seed stored in its checkpoint.
+        seed: u64 => seed = std::convert::identity;
+        /// Whether checkpoint callbacks are allowed (default `true`).
+        enable_checkpointing: bool => enable_checkpointing = std::convert::identity;
+        /// Send step metrics to the logger every N training batches (default 50).
+        log_every_n_steps: u64 => log_every_n_steps = std::convert::identity;
+    }
+
+    /// Adds a callback.
+    pub fn callback(mut self, callback: impl Callback) -> Self {
+        self.callbacks.push(Box::new(callback));
+        self
+    }
+
+    /// Uses this logger instead of the default [`CsvLogger`] under `default_root_dir`.
+    pub fn logger(mut self, logger: impl Logger + 'static) -> Self {
+        self.logger = Some(Some(Box::new(logger)));
+        self
+    }
+
+    /// Logs nothing.
+    pub fn no_logger(mut self) -> Self {
+        self.logger = Some(None);
+        self
+    }
+
+    /// Uses this process-group strategy instead of [`SingleProcess`].
+    pub fn strategy(mut self, strategy: impl Strategy + 'static) -> Self {
+        self.strategy = Box::new(strategy);
+        self
+    }
+
+    /// Checks the settings and builds the trainer.
+    pub fn build(self) -> Result<Trainer<M, D>> {
+        self.config.validate()?;
+        let logger = match self.logger {
+            Some(choice) => choice,
+            None => Some(Box::new(CsvLogger::new(&self.config.default_root_dir)) as Box<dyn Logger>),
+        };
+        let mut trainer = Trainer {
+            config: self.config,
+            callbacks: self.callbacks,
+            module_callback_keys: Default::default(),
+            logger,
+            strategy: self.strategy,
+            state: TrainerState::default(),
+            module: None,
+            optimizers: None,
+            grads: None,
+            train_accum: EpochAccumulator::default(),
+            _d: PhantomData,
+        };
+        trainer.install_callbacks(Vec::new())?;
+        Ok(trainer)
+    }
+}
+
+/// Lightning's `Trainer` for a module `M` on device `D`.
+///
+/// ```no_run
+/// # use fulgur_runtime::trainer::Trainer;
+/// # fn demo<M: fulgur_runtime::module::LightningModule<dfdx::tensor::Cpu>>() -> fulgur_runtime::Result<()> {
+/// let trainer = Trainer::<M>::builder().max_epochs(10).val_check_interval(0.5).build()?;
+/// # let _ = trainer; Ok(()) }
+/// ```
+pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
+    config: TrainerConfig,
+    callbacks: Vec<Box<dyn Callback>>,
+    module_callback_keys: std::collections::BTreeSet<String>,
+    logger: Option<Box<dyn Logger>>,
+    strategy: Box<dyn Strategy>,
+    state: TrainerState,
+    module: Option<M>,
+    optimizers: Option<Optimizers<M, D>>,
+    grads: Option<Gradients<f32, D>>,
+    train_accum: EpochAccumulator,
+    _d: PhantomData<D>,
+}
+
+impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
+    /// A builder with Lightning's defaults.
+    pub fn builder() -> TrainerBuilder<M, D> {
+        TrainerBuilder {
+            config: TrainerConfig::default(),
+            callbacks: Vec::new(),
+            logger: None,
+            strategy: Box::new(SingleProcess),
+            _m: PhantomData,
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &TrainerConfig {
+        &self.config
+    }
+
+    /// Counters, flags and metrics.
+    pub fn state(&self) -> &TrainerState {
+        &self.state
+    }
+
+    /// `current_epoch`.
+    pub fn current_epoch(&self) -> u64 {
+        self.state.epoch
+    }
+
+    /// Optimizer steps taken.
+    pub fn global_step(&self) -> u64 {
+        self.state.global_step
+    }
+
+    /// The latest value of every logged metric.
+    pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {
+        &self.state.callback_metrics
+    }
+
+    /// The attached module (after `fit`, `validate`, `test` or `predict`).
+    pub fn module(&self) -> Option<&M> {
+        self.module.as_ref()
+    }
+
+    /// The attached module, mutably.
+    pub fn module_mut(&mut self) -> Option<&mut M> {
+        self.module.as_mut()
+    }
+
+    /// Detaches and returns the module.
+    pub fn take_module(&mut self) -> Option<M> {
+        self.optimizers = None;
+        self.grads = None;
+        self.module.take()
+    }
+
+    /// The callbacks in the order they run (checkpoint callbacks last).
+    pub fn callbacks(&self) -> &[Box<dyn Callback>] {
+        &self.callbacks
+    }
+
+    /// The first callback of type `C`.
+    pub fn callback<C: Callback>(&self) -> Option<&C> {
+        self.callbacks.iter().find_map(|c| c.as_any().downcast_ref::<C>())
+    }
+
+    /// The logger's directory (`<root>/lightning_logs/version_N`), when there is a logger.
+    pub fn log_dir(&mut self) -> Result<Option<PathBuf>> {
+        match &mut self.logger {
+            Some(l) => Ok(Some(l.log_dir()?.to_path_buf())),
+            None => Ok(None),
+        }
+    }
+
+    /// Saves a checkpoint of the attached module and the training state (rank 0 writes).
+    ///
+    /// With `weights_only`, the file holds the weights, hyperparameters and loop counters but no
+    /// optimizer, scheduler or callback state, and cannot resume `fit`.
+    pub fn save_checkpoint(&self, path: impl AsRef<Path>, weights_only: bool) -> Result<()> {
+        let ckpt = self.build_checkpoint(weights_only)?;
+        RankZeroFs::new(&*self.strategy).write_checkpoint(path.as_ref(), &ckpt)?;
+        self.strategy.barrier()
+    }
+
+    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write.
+    pub fn build_checkpoint(&self, weights_only: bool) -> Result<Checkpoint> {
+        let mut states = BTreeMap::new();
+        if !weights_only {
+            for cb in &self.callbacks {
+                if let Some(s) = cb.state_dict() {
+                    states.insert(cb.state_key(), s);
+                }
+            }
+        }
+        self.sink().checkpoint(weights_only, states)
+    }
+
+    fn sink(&self) -> Sink<'_, M, D> {
+        Sink {
+            module: self.module.as_ref(),
+            optimizers: self.optimizers.as_ref(),
+            state: &self.state,
+            train_accum: &self.train_accum,
+        }
+    }
+
+    /// Installs the module's callbacks next to the user's, replacing those of an earlier `fit` and any
+    /// user callback with the same state key; checkpoint callbacks move to the end (Lightning's order).
+    fn install_callbacks(&mut self, from_module: Vec<Box<dyn Callback>>) -> Result<()> {
+        let stale = std::mem::take(&mut self.module_callback_keys);
+        let mut all: Vec<Box<dyn Callback>> = std::mem::take(&mut self.callbacks);
+        all.retain(|c| !stale.contains(&c.state_key()));
+        for cb in from_module {
+            let key = cb.state_key();
+            if all.iter().any(|c| c.state_key() == key) {
+                crate::warn(&format!("the module's callback `{key}` replaces the trainer's callback with the same state key"));
+                all.retain(|c| c.state_key() != key);
+            }
+            self.module_callback_keys.insert(key);
+            all.push(cb);
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let duplicate = all.iter().map(|c| c.state_key()).find(|k| !keys.insert(k.clone()));
+        let checkpointing_off = !self.config.enable_checkpointing && all.iter().any(|c| c.is_checkpoint());
+        let (ckpt, plain): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.is_checkpoint());
+        self.callbacks = plain.into_iter().chain(ckpt).collect();
+        if checkpointing_off {
+            return Err(Error::Config(
+                "Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback in the callbacks list".into(),
+            ));
+        }
+        if let Some(key) = duplicate {
+            return Err(Error::Config(format!(
+                "two callbacks have the same state key `{key}`: give one of them different settings or a distinct `state_key`"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Builds checkpoints from borrowed trainer parts, so callbacks can save while the trainer runs them.
+struct Sink<'a, M: LightningModule<D>, D: Backend> {
+    module: Option<&'a M>,
+    optimizers: Option<&'a Optimizers<M, D>>,
+    state: &'a TrainerState,
+    train_accum: &'a EpochAccumulator,
+}
+
+impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
+    fn checkpoint(&self, weights_only: bool, callbacks: BTreeMap<String, Value>) -> Result<Checkpoint> {
+        let module = self.module.ok_or_else(|| {
+            Error::Config(
+                "saving a checkpoint is only possible if a module is attached to the trainer: call \
+                 `Trainer::save_checkpoint` after `fit`, `validate`, `test` or `predict`"
+                    .into(),
+            )
+        })?;
+        let type_name = std::any::type_name::<M>();
+        let mut ckpt = Checkpoint::new(type_name);
+        ckpt.epoch = self.state.epoch;
+        ckpt.global_step = self.state.global_step;
+        ckpt.weights_only = weights_only;
+        ckpt.state_dict = state_dict(module)?;
+        ckpt.loops = LoopState {
+            epoch: self.state.epoch,
+            batches_done: self.state.batches_done,
+            epoch_finished: self.state.epoch_finished,
+            global_step: self.state.global_step,
+            total_batches: self.state.total_batches,
+            seed: self.state.seed,
+            metric_state: Value::serialized(self.train_accum).ok(),
+        };
+        ckpt.hyper_parameters = Some(Value::serialized(module.hparams()).map_err(|e| {
+            Error::Config(format!(
+                "the hyperparameters of `{type_name}` (`{}`) cannot be serialised: {e}",
+                std::any::type_name::<M::Hparams>()
+            ))
+        })?);
+        if !weights_only {
+            if let Some(opt) = self.optimizers {
+                ckpt.optimizer = Some(opt.optimizer.state_dict()?);
+                ckpt.scheduler = opt.scheduler.as_ref().map(|s| s.state_dict());
+            }
+            ckpt.callbacks = callbacks;
+        }
+        module.on_save_checkpoint(&mut ckpt);
+        Ok(ckpt)
+    }
+}
+
+/// Runs `hook` on the callbacks selected by `filter`, each with a context that can save checkpoints.
+fn run_callbacks<M: LightningModule<D>, D: Backend>(
+    callbacks: &mut [Box<dyn Callback>],
+    sink: &Sink<'_, M, D>,
+    strategy: &dyn Strategy,
+    filter: impl Fn(&dyn Callback) -> bool,
+    mut hook: impl FnMut(&mut dyn Callback, &mut CallbackContext<'_>) -> Result<()>,
+) -> Result<()> {
+    for i in 0..callbacks.len() {
+        let (before, rest) = callbacks.split_at_mut(i);
+        let Some((current, after)) = rest.split_first_mut() else { break };
+        if !filter(&**current) {
+            continue;
+        }
+        let mut ctx = CallbackContext { state: sink.state, sink, others: [before, after], strategy };
+        hook(&mut **current, &mut ctx)?;
+    }
+    Ok(())
+}
+
+/// A data loader of batches `B`, as the loops take it.
+pub type DynLoader<'a, B> = dyn DataLoader<Batch = B> + 'a;

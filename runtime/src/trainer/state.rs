@@ -1,0 +1,74 @@
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::metrics::MetricSpec;
+
+/// What the trainer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrainerFn {
+    /// Not running.
+    #[default]
+    Idle,
+    /// In `fit`.
+    Fitting,
+    /// In `validate`.
+    Validating,
+    /// In `test`.
+    Testing,
+    /// In `predict`.
+    Predicting,
+}
+
+/// How often validation runs within a training epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValCheckInterval {
+    /// A fraction of the training epoch (`1.0`: at its end).
+    Fraction(f64),
+    /// Every N training batches.
+    Batches(u64),
+}
+
+/// The trainer's counters, flags and metrics, as callbacks see them.
+#[derive(Debug, Clone, Default)]
+pub struct TrainerState {
+    /// What the trainer is doing.
+    pub fn_: TrainerFn,
+    /// The epoch being run (0-based): Lightning's `current_epoch`.
+    pub epoch: u64,
+    /// Optimizer steps taken.
+    pub global_step: u64,
+    /// Training batches of the current epoch already processed.
+    pub batches_done: u64,
+    /// Set while the epoch-end hooks of `epoch` run.
+    pub epoch_finished: bool,
+    /// Training batches processed over the run.
+    pub total_batches: u64,
+    /// The seed that drives shuffling.
+    pub seed: u64,
+    /// `true` during the sanity validation before training.
+    pub sanity_checking: bool,
+    /// `true` while the last training batch of the epoch is being processed.
+    pub is_last_batch: bool,
+    /// The latest value of every logged metric: step values, then epoch aggregates.
+    pub callback_metrics: BTreeMap<String, f64>,
+    /// The module's metric registry.
+    pub metric_registry: &'static [MetricSpec],
+    /// Training batches per epoch (after `limit_train_batches`).
+    pub num_training_batches: u64,
+    /// Validation batches per run (after `limit_val_batches`); 0 when there is no validation.
+    pub num_val_batches: u64,
+    /// The validation cadence within an epoch.
+    pub val_check_interval: Option<ValCheckInterval>,
+    /// Validation runs every N epochs; `None` to count batches across epochs.
+    pub check_val_every_n_epoch: Option<u64>,
+    /// `max_epochs` in force.
+    pub max_epochs: Option<u64>,
+    /// `max_steps` in force.
+    pub max_steps: Option<u64>,
+    /// The checkpoint this `fit` resumed from; checkpoint callbacks never delete it.
+    pub resumed_from: Option<PathBuf>,
+    /// The trainer's `default_root_dir`.
+    pub default_root_dir: PathBuf,
+    /// The logger's directory, when there is a logger.
+    pub log_dir: Option<PathBuf>,
+}
