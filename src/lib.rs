@@ -1,4 +1,34 @@
 //! fulgur: PyTorch Lightning's way of training and checkpointing, for dfdx, checked at compile time.
+//!
+//! This facade re-exports the runtime ([`trainer`], [`callbacks`], [`checkpoint`], [`optim`], …), the
+//! macros, and `dfdx` itself; `use fulgur::prelude::*;` brings what a module and a training script need.
 #![warn(missing_docs)]
 
-pub use fulgur_runtime::*;
+pub use dfdx;
+pub use fulgur_runtime::{
+    callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer, Backend, Error, Result,
+};
+
+#[cfg(feature = "datasets")]
+pub mod datasets;
+
+/// What a module definition and a training script need.
+pub mod prelude {
+    pub use fulgur_runtime::callbacks::{Callback, CallbackContext};
+    pub use fulgur_runtime::checkpoint::Checkpoint;
+    pub use fulgur_runtime::data::{ClassificationBatch, ClassificationData, DataLoader};
+    pub use fulgur_runtime::device::Backend;
+    pub use fulgur_runtime::logger::CsvLogger;
+    pub use fulgur_runtime::metrics::{MetricSpec, Reduce, Stage, StepLog};
+    pub use fulgur_runtime::module::{LightningModule, Loss};
+    pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
+    pub use fulgur_runtime::trainer::{CkptPath, Trainer};
+    pub use fulgur_runtime::{Error, Result};
+}
+
+/// Paths the macros' generated code names. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use dfdx;
+    pub use fulgur_runtime;
+}

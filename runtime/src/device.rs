@@ -7,7 +7,7 @@ use dfdx::tensor_ops::Device;
 /// dfdx keeps optimizer buffers as raw device vectors (`Storage::Vec`) that it offers no public way to
 /// fill from the host. Restoring optimizer state from a checkpoint needs exactly that, so each device
 /// implements these two transfers; everything else goes through dfdx's public API.
-pub trait Backend: Device<f32> + Clone + Send + Sync + 'static {
+pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + Send + Sync + 'static {
     /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).
     const NAME: &'static str;
 
@@ -16,6 +16,10 @@ pub trait Backend: Device<f32> + Clone + Send + Sync + 'static {
 
     /// Overwrites a device vector with host values; `src.len()` equals the vector's length.
     fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err>;
+
+    /// A new device (the first one, for CUDA) whose random generator starts from `seed`, so that
+    /// weight initialisation is reproducible.
+    fn try_seeded(seed: u64) -> Result<Self, <Self as dfdx::tensor::HasErr>::Err>;
 }
 
 impl Backend for dfdx::tensor::Cpu {
@@ -28,6 +32,10 @@ impl Backend for dfdx::tensor::Cpu {
     fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
         dst.copy_from_slice(src);
         Ok(())
+    }
+
+    fn try_seeded(seed: u64) -> Result<Self, <Self as dfdx::tensor::HasErr>::Err> {
+        Ok(Self::seed_from_u64(seed))
     }
 }
 
@@ -43,5 +51,9 @@ impl Backend for dfdx::tensor::Cuda {
     fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
         let dev = (**dst).device();
         Ok(dev.htod_sync_copy_into(src, &mut **dst)?)
+    }
+
+    fn try_seeded(seed: u64) -> Result<Self, <Self as dfdx::tensor::HasErr>::Err> {
+        Self::try_seed_from_u64(seed)
     }
 }

@@ -203,14 +203,17 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let index = self.state.batches_done;
             let is_last = index + 1 == n;
             self.state.is_last_batch = is_last;
-            self.train_batch(train, index as usize, is_last, accumulate)?;
+            let step_row = self.train_batch(train, index as usize, is_last, accumulate)?;
             self.state.batches_done = index + 1;
             self.state.total_batches += 1;
+            if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0 {
+                self.log_row(step_row)?;
+            }
 
             self.call_callbacks(all, |c, ctx| c.on_train_batch_end(ctx))?;
             let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
             self.module.as_mut().ok_or_else(no_module)?.on_train_batch_end(&mut log)?;
-            self.record(log, Stage::Train, None)?;
+            self.record(log.finish()?, Stage::Train, None);
 
             if self.val_due(index) {
                 if let Some(v) = val.as_deref_mut() {
@@ -226,7 +229,14 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.end_epoch()
     }
 
-    fn train_batch(&mut self, train: &mut DynLoader<'_, M::Batch>, index: usize, is_last: bool, accumulate: u64) -> Result<()> {
+    /// One training batch up to the scheduler step; returns the logger row of its on-step metrics.
+    fn train_batch(
+        &mut self,
+        train: &mut DynLoader<'_, M::Batch>,
+        index: usize,
+        is_last: bool,
+        accumulate: u64,
+    ) -> Result<BTreeMap<String, f64>> {
         let batch_size = train.batch_size(index);
         let batch = train.batch(index)?;
         let module = self.module.as_mut().ok_or_else(no_module)?;
@@ -236,6 +246,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         };
         let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size);
         let loss = module.training_step(batch, grads, &mut log)?;
+        // A logging mistake fails the step before it changes anything.
+        let logged = log.finish()?;
         let loss = if accumulate > 1 { loss * (1.0 / accumulate as f32) } else { loss };
         let mut grads: Gradients<f32, D> = loss.try_backward().map_err(crate::device_err)?;
 
@@ -256,11 +268,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         self.grads = Some(grads);
-        let step_row = self.record(log, Stage::Train, Some(batch_size))?;
-        if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0 {
-            self.log_row(step_row)?;
-        }
-        Ok(())
+        Ok(self.record(logged, Stage::Train, Some(batch_size)))
     }
 
     fn val_due(&self, index: u64) -> bool {
@@ -289,7 +297,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
         self.module.as_mut().ok_or_else(no_module)?.on_train_epoch_end(&mut log)?;
-        self.record(log, Stage::Train, None)?;
+        self.record(log.finish()?, Stage::Train, None);
         let epoch_row = self.publish_epoch_metrics();
         self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         if !epoch_row.is_empty() {
@@ -314,9 +322,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Applies a step's logged values: `callback_metrics`, epoch accumulation (weighted by
     /// `batch_size`; hook values weigh 1). Returns the logger row of on-step values.
-    fn record(&mut self, log: StepLog, stage: Stage, batch_size: Option<usize>) -> Result<BTreeMap<String, f64>> {
+    fn record(&mut self, values: Vec<(usize, f64)>, stage: Stage, batch_size: Option<usize>) -> BTreeMap<String, f64> {
         let weight = batch_size.unwrap_or(1) as f64;
-        let values = log.finish()?;
         let mut row = BTreeMap::new();
         for (i, v) in values {
             let Some(spec) = M::METRICS.get(i) else { continue };
@@ -330,7 +337,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 self.train_accum.add(spec.name, v, weight);
             }
         }
-        Ok(row)
+        row
     }
 
     fn log_row(&mut self, mut row: BTreeMap<String, f64>) -> Result<()> {
