@@ -81,3 +81,11 @@ impl<M, D: Backend> Optimizers<M, D> {
         self
     }
 }
+
+mod adam;
+pub(crate) mod named;
+mod sgd;
+
+pub use adam::Adam;
+pub use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
+pub use sgd::Sgd;

@@ -1,0 +1,373 @@
+//! Adam and AdamW whose moments are saved by parameter name.
+
+use dfdx::nn::tensor_collection::TensorCollection;
+use dfdx::optim::{AdamConfig, WeightDecay};
+use dfdx::shapes::Shape;
+use dfdx::tensor::{Gradients, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::named::{visit_params_mut, ParamVisitor, SlotState};
+use super::sgd::{check_kind, encode_config, WeightDecayRecord};
+use super::{Optimizer, StateError};
+use crate::checkpoint::OptimizerState;
+use crate::device::Backend;
+use crate::{device_err, Error, Result};
+
+const SLOTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
+
+/// Adam, and AdamW when its weight decay is [`WeightDecay::Decoupled`], computed by dfdx's own Adam
+/// kernel, so that its updates equal `dfdx::optim::Adam`'s bit for bit.
+///
+/// Unlike dfdx's, its first and second moments are saved in checkpoints (as PyTorch's `exp_avg` and
+/// `exp_avg_sq`) keyed by parameter name, with the step count.
+///
+/// ```
+/// use dfdx::optim::{AdamConfig, WeightDecay};
+/// use fulgur_runtime::optim::Adam;
+///
+/// type Dev = dfdx::tensor::Cpu;
+/// let adam: Adam<Dev> = Adam::new(AdamConfig { lr: 3e-4, ..Default::default() });
+/// assert_eq!(adam.kind(), "adam");
+///
+/// let adamw: Adam<Dev> = Adam::adamw(1e-3, 0.01);
+/// assert_eq!(adamw.kind(), "adamw");
+/// assert!(matches!(adamw.config().weight_decay, Some(WeightDecay::Decoupled(wd)) if wd == 0.01));
+/// ```
+#[derive(Debug, Clone)]
+pub struct Adam<D: Backend> {
+    cfg: AdamConfig,
+    t: u64,
+    moments: SlotState<D, 2>,
+}
+
+impl<D: Backend> Adam<D> {
+    /// Adam configured by `cfg` (learning rate, betas, eps, weight decay).
+    pub fn new(cfg: AdamConfig) -> Self {
+        Self {
+            cfg,
+            t: 0,
+            moments: SlotState::new(SLOTS),
+        }
+    }
+
+    /// AdamW: Adam with decoupled weight decay `weight_decay` and the default betas `(0.9, 0.999)` and eps
+    /// `1e-8` (PyTorch's `AdamW(lr=lr, weight_decay=weight_decay)`).
+    pub fn adamw(lr: f64, weight_decay: f64) -> Self {
+        Self::new(AdamConfig {
+            lr,
+            weight_decay: Some(WeightDecay::Decoupled(weight_decay)),
+            ..Default::default()
+        })
+    }
+
+    /// The configuration in force (its `lr` follows [`Optimizer::set_lr`]).
+    pub fn config(&self) -> &AdamConfig {
+        &self.cfg
+    }
+
+    /// The learning rate in force.
+    pub fn lr(&self) -> f64 {
+        self.cfg.lr
+    }
+
+    /// Sets the learning rate.
+    pub fn set_lr(&mut self, lr: f64) {
+        self.cfg.lr = lr;
+    }
+
+    /// The state to store in a checkpoint (see [`Optimizer::state_dict`]); callable without naming the
+    /// module type.
+    pub fn state_dict(&self) -> Result<OptimizerState> {
+        Ok(OptimizerState {
+            kind: self.kind().to_string(),
+            step: self.t,
+            lr: self.cfg.lr,
+            config: encode_config(&AdamRecord::from(&self.cfg))?,
+            params: self.moments.to_host()?,
+        })
+    }
+
+    /// Updates applied so far (Adam's `t`).
+    pub fn steps(&self) -> u64 {
+        self.t
+    }
+
+    /// `"adamw"` with decoupled weight decay, `"adam"` otherwise; the `kind` of its saved state.
+    pub fn kind(&self) -> &'static str {
+        kind_of(&self.cfg)
+    }
+}
+
+fn kind_of(cfg: &AdamConfig) -> &'static str {
+    match cfg.weight_decay {
+        Some(WeightDecay::Decoupled(_)) => "adamw",
+        _ => "adam",
+    }
+}
+
+struct AdamStep<'a, D: Backend> {
+    cfg: &'a AdamConfig,
+    t: i32,
+    moments: &'a mut SlotState<D, 2>,
+    grads: &'a mut Gradients<f32, D>,
+}
+
+impl<D: Backend> ParamVisitor<D> for AdamStep<'_, D> {
+    fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()> {
+        let grad = self.grads.get_or_alloc_mut(&*param).map_err(device_err)?;
+        let [m, v] = self.moments.get_or_alloc(name, param)?;
+        self.cfg
+            .try_update(self.t, param, m, v, grad)
+            .map_err(device_err)
+    }
+}
+
+/// Updates every trainable parameter. A parameter without a gradient in `grads` is updated with a zero
+/// gradient (as dfdx does with gradients from `alloc_grads`), so its moments still act.
+impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
+    fn step(&mut self, module: &mut M, grads: &mut Gradients<f32, D>) -> Result<()> {
+        let t = self.t + 1;
+        // dfdx's kernel takes the step count as an i32 (for `powi`).
+        let t_kernel = i32::try_from(t)
+            .map_err(|_| Error::Config(format!("Adam cannot take more than {} steps", i32::MAX)))?;
+        self.t = t;
+        visit_params_mut(
+            module,
+            &mut AdamStep {
+                cfg: &self.cfg,
+                t: t_kernel,
+                moments: &mut self.moments,
+                grads,
+            },
+        )
+    }
+
+    fn lr(&self) -> f64 {
+        Self::lr(self)
+    }
+
+    fn set_lr(&mut self, lr: f64) {
+        Self::set_lr(self, lr)
+    }
+
+    fn state_dict(&self) -> Result<OptimizerState> {
+        Self::state_dict(self)
+    }
+
+    /// Restores the moments, the step count, the learning rate and, as PyTorch does, the stored betas, eps
+    /// and weight decay, which replace the configured ones.
+    fn load_state_dict(&mut self, module: &M, state: &OptimizerState) -> Result<(), StateError> {
+        check_kind(state, self.kind())?;
+        let mut problems = Vec::new();
+        let cfg = match state.config.deserialized::<AdamRecord>() {
+            Ok(rec) => {
+                let cfg = AdamConfig {
+                    lr: state.lr,
+                    betas: rec.betas,
+                    eps: rec.eps,
+                    weight_decay: rec.weight_decay.map(Into::into),
+                };
+                if kind_of(&cfg) != state.kind {
+                    problems.push(format!(
+                        "its `config` describes `{}`, not `{}`: its weight decay is {:?}",
+                        kind_of(&cfg),
+                        state.kind,
+                        cfg.weight_decay
+                    ));
+                }
+                Some(cfg)
+            }
+            Err(e) => {
+                problems.push(format!("its `config` is not an Adam configuration ({e})"));
+                None
+            }
+        };
+        if i32::try_from(state.step).is_err() {
+            problems.push(format!(
+                "its `step` {} exceeds Adam's limit of {} steps",
+                state.step,
+                i32::MAX
+            ));
+        }
+        let moments = SlotState::from_host(SLOTS, module, state, problems)?;
+        if let Some(cfg) = cfg {
+            self.cfg = cfg;
+        }
+        self.t = state.step;
+        self.moments = moments;
+        Ok(())
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct AdamRecord {
+    lr: f64,
+    betas: [f64; 2],
+    eps: f64,
+    weight_decay: Option<WeightDecayRecord>,
+}
+
+impl From<&AdamConfig> for AdamRecord {
+    fn from(cfg: &AdamConfig) -> Self {
+        Self {
+            lr: cfg.lr,
+            betas: cfg.betas,
+            eps: cfg.eps,
+            weight_decay: cfg.weight_decay.map(Into::into),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use dfdx::prelude::*;
+
+    use super::*;
+    use crate::checkpoint::TensorData;
+    use crate::optim::named::test_util::{
+        assert_close, batches, bits, linear_grads, through_bytes, train, Mlp,
+    };
+    use crate::optim::Optimizer;
+
+    #[test]
+    fn constant_gradient_moves_each_parameter_by_lr_per_step() {
+        // With a constant gradient, m_hat / sqrt(v_hat) = sign(g): PyTorch's Adam moves by lr per step.
+        let dev = Cpu::default();
+        let mut p = dev.tensor([1.0f32, -1.0]);
+        let mut adam = Adam::new(AdamConfig {
+            lr: 0.1,
+            ..Default::default()
+        });
+        for e in [[0.9, -0.9], [0.8, -0.8], [0.7, -0.7]] {
+            let mut grads = linear_grads(&p, [0.5, -2.0]);
+            adam.step(&mut p, &mut grads).unwrap();
+            assert_close(&p.as_vec(), &e);
+        }
+        assert_eq!(adam.steps(), 3);
+    }
+
+    #[test]
+    fn adamw_decays_weights_apart_from_the_gradient() {
+        // PyTorch's AdamW(lr=0.1, weight_decay=0.1): p = p * (1 - 0.01) - 0.1 * sign(g).
+        let dev = Cpu::default();
+        let mut p = dev.tensor([1.0f32]);
+        let mut adamw = Adam::adamw(0.1, 0.1);
+        for e in [0.89, 0.7811] {
+            let mut grads = linear_grads(&p, [0.5]);
+            adamw.step(&mut p, &mut grads).unwrap();
+            assert_close(&p.as_vec(), &[e]);
+        }
+        assert_eq!(adamw.state_dict().unwrap().kind, "adamw");
+    }
+
+    #[test]
+    fn state_round_trip_continues_bit_for_bit() {
+        let dev = Cpu::seed_from_u64(11);
+        let data = batches(&dev, 8);
+        let mut model = dev.build_module::<Mlp, f32>();
+        let mut adam = Adam::adamw(1e-2, 0.05);
+        train(&mut model, &mut adam, &data[..4]);
+        adam.set_lr(3e-3);
+
+        let state = adam.state_dict().unwrap();
+        assert_eq!(
+            (state.kind.as_str(), state.step, state.lr),
+            ("adamw", 4, 3e-3)
+        );
+        assert!(state
+            .params
+            .values()
+            .all(|s| s.keys().eq(["exp_avg", "exp_avg_sq"])));
+        assert_eq!(state.params["2.weight"]["exp_avg_sq"].shape(), [2, 5]);
+
+        // Restored before its first step, the new optimizer must start from the stored moments and `t`.
+        let mut resumed_model = model.clone();
+        let mut resumed = Adam::adamw(1.0, 0.5);
+        resumed
+            .load_state_dict(&resumed_model, &through_bytes(&state))
+            .unwrap();
+        assert_eq!(resumed.lr(), 3e-3);
+        assert_eq!(resumed.steps(), 4);
+        assert!(
+            matches!(resumed.config().weight_decay, Some(WeightDecay::Decoupled(w)) if w == 0.05)
+        );
+
+        train(&mut model, &mut adam, &data[4..]);
+        train(&mut resumed_model, &mut resumed, &data[4..]);
+        assert_eq!(bits(&model), bits(&resumed_model));
+        assert_eq!(adam.state_dict().unwrap(), resumed.state_dict().unwrap());
+    }
+
+    #[test]
+    fn loading_reports_every_problem_at_once_and_changes_nothing() {
+        let dev = Cpu::seed_from_u64(3);
+        let mut model = dev.build_module::<Mlp, f32>();
+        let mut adam = Adam::new(AdamConfig::default());
+        train(&mut model, &mut adam, &batches(&dev, 1));
+        let mut state = adam.state_dict().unwrap();
+
+        let bias = state.params.get_mut("0.bias").unwrap();
+        bias.remove("exp_avg_sq");
+        bias.insert(
+            "momentum_buffer".into(),
+            TensorData::from_f32(vec![5], vec![0.0; 5]),
+        );
+        state.params.get_mut("2.weight").unwrap().insert(
+            "exp_avg".into(),
+            TensorData::from_f32(vec![3], vec![0.0; 3]),
+        );
+        state.params.get_mut("2.bias").unwrap().insert(
+            "exp_avg".into(),
+            TensorData::from_f64(vec![2], vec![0.0; 2]),
+        );
+        state.params.insert("1.weight".into(), BTreeMap::new());
+
+        let mut fresh = Adam::new(AdamConfig::default());
+        let err = fresh.load_state_dict(&model, &state).unwrap_err();
+        assert_eq!(
+            err.0,
+            "the `adam` optimizer state does not fit the module (5 problems): `0.bias` lacks `exp_avg_sq`; \
+             `0.bias.momentum_buffer` is not a state slot of `adam`; `1.weight` is not a trainable parameter of the \
+             module; `2.bias.exp_avg`: expected f32, found f64; `2.weight.exp_avg`: expected 10 elements (shape \
+             [2, 5]), found 3 (shape [3]); the module's trainable parameters are `0.bias`, `0.weight`, `2.bias`, \
+             `2.weight`"
+        );
+        assert_eq!(fresh.steps(), 0);
+        assert!(fresh.state_dict().unwrap().params.is_empty());
+    }
+
+    #[test]
+    fn adam_state_is_refused_by_adamw() {
+        let dev = Cpu::default();
+        let model = dev.build_module::<Mlp, f32>();
+        let state = Adam::<Cpu>::new(AdamConfig::default())
+            .state_dict()
+            .unwrap();
+        let err = Adam::adamw(1e-3, 1e-2)
+            .load_state_dict(&model, &state)
+            .unwrap_err();
+        assert!(err.0.starts_with(
+            "the checkpoint holds `adam` optimizer state, but the configured optimizer is `adamw`"
+        ));
+    }
+
+    #[test]
+    fn a_malformed_config_is_reported() {
+        let dev = Cpu::default();
+        let model = dev.build_module::<Mlp, f32>();
+        let mut state = Adam::<Cpu>::new(AdamConfig::default())
+            .state_dict()
+            .unwrap();
+        state.config = ciborium::Value::Text("betas?".into());
+        let err = Adam::new(AdamConfig::default())
+            .load_state_dict(&model, &state)
+            .unwrap_err();
+        assert!(
+            err.0.contains("its `config` is not an Adam configuration"),
+            "{}",
+            err.0
+        );
+    }
+}

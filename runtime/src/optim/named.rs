@@ -1,0 +1,439 @@
+//! A module's trainable tensors by name, and per-parameter optimizer buffers keyed by those names.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
+    ViewTensorRef,
+};
+use dfdx::shapes::{HasShape, Shape};
+use dfdx::tensor::{Storage, Tensor};
+
+use super::StateError;
+use crate::checkpoint::{DType, OptimizerState, TensorData};
+use crate::device::Backend;
+use crate::{device_err, Error, Result};
+
+/// A device vector of `f32`.
+pub(crate) type DeviceVec<D> = <D as Storage<f32>>::Vec;
+
+/// Something done to each trainable parameter of a module, given its name (`0.weight`, `net.2.bias`).
+pub(crate) trait ParamVisitor<D: Backend> {
+    /// Visits one trainable parameter.
+    fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()>;
+}
+
+/// Calls `visitor` on every trainable parameter of `module`, in the module's field order; tensors whose
+/// `TensorOptions::do_gradient_update` is off (batch-norm running statistics) are skipped.
+pub(crate) fn visit_params_mut<M, D, V>(module: &mut M, visitor: &mut V) -> Result<()>
+where
+    M: TensorCollection<f32, D>,
+    D: Backend,
+    V: ParamVisitor<D>,
+{
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut MutWalker(visitor),
+    })?;
+    Ok(())
+}
+
+struct MutWalker<'a, V>(&'a mut V);
+
+impl<D: Backend, V: ParamVisitor<D>> TensorVisitor<f32, D> for MutWalker<'_, V> {
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = Error;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (param, name): (&mut Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>> {
+        if opts.do_gradient_update {
+            self.0.visit(name, param)?;
+        }
+        Ok(None)
+    }
+}
+
+/// A trainable parameter as seen without mutating the module.
+pub(crate) struct ParamInfo<D> {
+    pub(crate) shape: Vec<usize>,
+    pub(crate) device: D,
+}
+
+/// The trainable parameters of `module` by name.
+pub(crate) fn trainable_params<M, D>(module: &M) -> BTreeMap<String, ParamInfo<D>>
+where
+    M: TensorCollection<f32, D>,
+    D: Backend,
+{
+    let mut out = InfoWalker(BTreeMap::new());
+    match M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut out,
+    }) {
+        Ok(_) => out.0,
+        Err(never) => match never {},
+    }
+}
+
+struct InfoWalker<D>(BTreeMap<String, ParamInfo<D>>);
+
+impl<D: Backend> TensorVisitor<f32, D> for InfoWalker<D> {
+    type Viewer = (ViewTensorRef, ViewTensorName);
+    type Err = Infallible;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        opts: TensorOptions<S, f32, D>,
+        (param, name): (&Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Infallible> {
+        if opts.do_gradient_update {
+            let info = ParamInfo {
+                shape: param.shape().concrete().into(),
+                device: param.device().clone(),
+            };
+            self.0.insert(name, info);
+        }
+        Ok(None)
+    }
+}
+
+/// An optimizer's per-parameter buffers (`N` of them, named by `slots`), zero until first written.
+#[derive(Debug, Clone)]
+pub(crate) struct SlotState<D: Backend, const N: usize> {
+    slots: [&'static str; N],
+    params: BTreeMap<String, Slots<D, N>>,
+}
+
+#[derive(Debug, Clone)]
+struct Slots<D: Backend, const N: usize> {
+    shape: Vec<usize>,
+    device: D,
+    bufs: [DeviceVec<D>; N],
+}
+
+impl<D: Backend, const N: usize> SlotState<D, N> {
+    /// No buffers yet; `slots` are the names under which they are saved (PyTorch's, e.g. `exp_avg`).
+    pub(crate) fn new(slots: [&'static str; N]) -> Self {
+        Self {
+            slots,
+            params: BTreeMap::new(),
+        }
+    }
+
+    /// The buffers of parameter `name`, allocated as zeros on its first use.
+    pub(crate) fn get_or_alloc<S: Shape>(
+        &mut self,
+        name: String,
+        param: &Tensor<S, f32, D>,
+    ) -> Result<&mut [DeviceVec<D>; N]> {
+        let numel = param.shape().num_elements();
+        match self.params.entry(name) {
+            std::collections::btree_map::Entry::Occupied(e) => {
+                let found: usize = e.get().shape.iter().product();
+                if found != numel {
+                    // The kernels walk both buffers in lockstep; a size mismatch must never reach them.
+                    return Err(Error::Config(format!(
+                        "the optimizer holds state for parameter `{}` with {found} elements, but the module's \
+                         parameter has {numel}; an optimizer must not be shared between different modules",
+                        e.key()
+                    )));
+                }
+                Ok(&mut e.into_mut().bufs)
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                let device = param.device().clone();
+                let mut bufs = Vec::with_capacity(N);
+                for _ in 0..N {
+                    bufs.push(Storage::<f32>::try_alloc_len(&device, numel).map_err(device_err)?);
+                }
+                let bufs = <[DeviceVec<D>; N]>::try_from(bufs).map_err(|_| {
+                    Error::Device("optimizer buffer allocation lost a buffer".to_string())
+                })?;
+                let shape = param.shape().concrete().into();
+                Ok(&mut e
+                    .insert(Slots {
+                        shape,
+                        device,
+                        bufs,
+                    })
+                    .bufs)
+            }
+        }
+    }
+
+    /// Copies every buffer to the host, keyed by parameter name and then slot name.
+    pub(crate) fn to_host(&self) -> Result<BTreeMap<String, BTreeMap<String, TensorData>>> {
+        let mut out = BTreeMap::new();
+        for (name, p) in &self.params {
+            let mut slots = BTreeMap::new();
+            for (slot, buf) in self.slots.iter().zip(&p.bufs) {
+                let host = p.device.vec_to_host(buf).map_err(device_err)?;
+                slots.insert(
+                    slot.to_string(),
+                    TensorData::from_f32(p.shape.clone(), host),
+                );
+            }
+            out.insert(name.clone(), slots);
+        }
+        Ok(out)
+    }
+
+    /// Builds the buffers stored in `state` for `module`, after checking that every stored name is a
+    /// trainable parameter of `module` holding exactly this state's slots with the parameter's element count.
+    /// Every problem, including the caller's `problems` (with the configuration, say), is reported in one
+    /// error. Parameters absent from `state` start from zero.
+    pub(crate) fn from_host<M: TensorCollection<f32, D>>(
+        slots: [&'static str; N],
+        module: &M,
+        state: &OptimizerState,
+        mut problems: Vec<String>,
+    ) -> Result<Self, StateError> {
+        let params = trainable_params::<M, D>(module);
+        let mut unknown = false;
+        for (name, stored) in &state.params {
+            let Some(info) = params.get(name) else {
+                problems.push(format!(
+                    "`{name}` is not a trainable parameter of the module"
+                ));
+                unknown = true;
+                continue;
+            };
+            let expected: usize = info.shape.iter().product();
+            for slot in slots {
+                match stored.get(slot) {
+                    None => problems.push(format!("`{name}` lacks `{slot}`")),
+                    Some(t) if t.dtype() != DType::F32 => {
+                        problems.push(format!("`{name}.{slot}`: expected f32, found {}", t.dtype()))
+                    }
+                    Some(t) if t.numel() != expected => problems.push(format!(
+                        "`{name}.{slot}`: expected {expected} elements (shape {:?}), found {} (shape {:?})",
+                        info.shape,
+                        t.numel(),
+                        t.shape()
+                    )),
+                    Some(_) => {}
+                }
+            }
+            for slot in stored.keys().filter(|k| !slots.contains(&k.as_str())) {
+                problems.push(format!(
+                    "`{name}.{slot}` is not a state slot of `{}`",
+                    state.kind
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            let mut msg = format!(
+                "the `{}` optimizer state does not fit the module ({} problem{}): {}",
+                state.kind,
+                problems.len(),
+                if problems.len() == 1 { "" } else { "s" },
+                problems.join("; ")
+            );
+            if unknown {
+                let names: Vec<&str> = params.keys().map(String::as_str).collect();
+                msg.push_str(&format!(
+                    "; the module's trainable parameters are {}",
+                    list(&names)
+                ));
+            }
+            return Err(StateError(msg));
+        }
+
+        let mut out = Self::new(slots);
+        for (name, stored) in &state.params {
+            // Both were checked above.
+            let (Some(info), Some(bufs)) = (params.get(name), read_slots(&slots, stored)) else {
+                continue;
+            };
+            let alloc_err = |e| {
+                StateError(format!(
+                    "cannot restore the state of `{name}` on the device: {e:?}"
+                ))
+            };
+            let mut device_bufs = Vec::with_capacity(N);
+            for host in bufs {
+                let mut v =
+                    Storage::<f32>::try_alloc_len(&info.device, host.len()).map_err(alloc_err)?;
+                info.device.host_to_vec(&host, &mut v).map_err(alloc_err)?;
+                device_bufs.push(v);
+            }
+            let bufs = <[DeviceVec<D>; N]>::try_from(device_bufs)
+                .map_err(|_| StateError(format!("cannot restore the state of `{name}`")))?;
+            out.params.insert(
+                name.clone(),
+                Slots {
+                    shape: info.shape.clone(),
+                    device: info.device.clone(),
+                    bufs,
+                },
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn read_slots<'a>(
+    slots: &[&str],
+    stored: &'a BTreeMap<String, TensorData>,
+) -> Option<Vec<std::borrow::Cow<'a, [f32]>>> {
+    slots
+        .iter()
+        .map(|s| stored.get(*s).and_then(TensorData::as_f32))
+        .collect()
+}
+
+/// `` `a`, `b`, `c` ``, or `none` for an empty list.
+pub(crate) fn list(names: &[&str]) -> String {
+    if names.is_empty() {
+        return "none".to_string();
+    }
+    names
+        .iter()
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+pub(crate) mod test_util {
+    //! Helpers shared by the optimizer tests.
+
+    use std::collections::BTreeMap;
+
+    use dfdx::prelude::*;
+
+    use dfdx::losses::mse_loss;
+
+    use crate::checkpoint::{DType, OptimizerState, TensorData};
+    use crate::optim::Optimizer;
+
+    /// A small model for the optimizer tests.
+    pub(crate) type Mlp = (Linear<3, 5>, ReLU, Linear<5, 2>);
+    /// An input batch and its targets.
+    pub(crate) type Batch = (Tensor<Rank2<4, 3>, f32, Cpu>, Tensor<Rank2<4, 2>, f32, Cpu>);
+
+    /// `n` random batches.
+    pub(crate) fn batches(dev: &Cpu, n: usize) -> Vec<Batch> {
+        (0..n)
+            .map(|_| (dev.sample_normal(), dev.sample_normal()))
+            .collect()
+    }
+
+    /// One optimizer step per batch on the mean squared error.
+    pub(crate) fn train<M, O>(model: &mut M, opt: &mut O, data: &[Batch])
+    where
+        M: TensorCollection<f32, Cpu>
+            + ModuleMut<
+                Tensor<Rank2<4, 3>, f32, Cpu, OwnedTape<f32, Cpu>>,
+                Output = Tensor<Rank2<4, 2>, f32, Cpu, OwnedTape<f32, Cpu>>,
+            >,
+        O: Optimizer<M, Cpu>,
+    {
+        let mut grads = model.alloc_grads();
+        for (x, y) in data {
+            let loss = mse_loss(model.forward_mut(x.trace(grads)), y.clone());
+            grads = loss.backward();
+            opt.step(model, &mut grads).unwrap();
+            model.zero_grads(&mut grads);
+        }
+    }
+
+    /// The gradients of `sum(p * c)`, which are `c`.
+    pub(crate) fn linear_grads<const N: usize>(
+        p: &Tensor<Rank1<N>, f32, Cpu>,
+        c: [f32; N],
+    ) -> Gradients<f32, Cpu> {
+        let dev = p.device().clone();
+        let grads = p.alloc_grads();
+        (p.trace(grads) * dev.tensor(c)).sum().backward()
+    }
+
+    /// `state` as a file read would return it: every tensor held as little-endian bytes.
+    pub(crate) fn through_bytes(state: &OptimizerState) -> OptimizerState {
+        let mut out = state.clone();
+        for slots in out.params.values_mut() {
+            for t in slots.values_mut() {
+                *t = TensorData::from_le_bytes(
+                    DType::F32,
+                    t.shape().to_vec(),
+                    t.le_bytes().into_owned(),
+                )
+                .expect("bytes of an f32 tensor");
+            }
+        }
+        out
+    }
+
+    /// Every tensor of `m` (trainable or not) as bit patterns, by name.
+    pub(crate) fn bits<M: TensorCollection<f32, Cpu>>(m: &M) -> BTreeMap<String, Vec<u32>> {
+        struct Bits(BTreeMap<String, Vec<u32>>);
+        impl TensorVisitor<f32, Cpu> for Bits {
+            type Viewer = (ViewTensorRef, ViewTensorName);
+            type Err = std::convert::Infallible;
+            type E2 = f32;
+            type D2 = Cpu;
+            fn visit<S: Shape>(
+                &mut self,
+                _: TensorOptions<S, f32, Cpu>,
+                (t, name): (&Tensor<S, f32, Cpu>, String),
+            ) -> Result<Option<Tensor<S, f32, Cpu>>, Self::Err> {
+                self.0
+                    .insert(name, t.as_vec().iter().map(|x| x.to_bits()).collect());
+                Ok(None)
+            }
+        }
+        let mut out = Bits(BTreeMap::new());
+        let _ = M::iter_tensors(&mut RecursiveWalker {
+            m: (m, String::new()),
+            f: &mut out,
+        });
+        out.0
+    }
+
+    pub(crate) fn assert_close(found: &[f32], expected: &[f32]) {
+        assert_eq!(found.len(), expected.len());
+        for (f, e) in found.iter().zip(expected) {
+            assert!(
+                (f - e).abs() < 1e-5,
+                "found {found:?}, expected {expected:?}"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::trainable_params;
+
+    #[test]
+    fn parameters_are_named_by_field_path_and_running_statistics_are_skipped() {
+        let dev = Cpu::default();
+        type Model = (Linear<2, 3>, BatchNorm1D<3>, ReLU, (Linear<3, 1>, Tanh));
+        let m = dev.build_module::<Model, f32>();
+        let params = trainable_params::<_, Cpu>(&m);
+        let names: Vec<&str> = params.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            [
+                "0.bias",
+                "0.weight",
+                "1.bias",
+                "1.scale",
+                "3.0.bias",
+                "3.0.weight"
+            ]
+        );
+        assert_eq!(params["0.weight"].shape, [3, 2]);
+        assert_eq!(params["3.0.bias"].shape, [1]);
+    }
+}
