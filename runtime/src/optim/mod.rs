@@ -84,8 +84,10 @@ impl<M, D: Backend> Optimizers<M, D> {
 
 mod adam;
 pub(crate) mod named;
+mod scheduler;
 mod sgd;
 
 pub use adam::Adam;
 pub use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
+pub use scheduler::{CosineAnnealingLr, LinearWarmup, StepLr};
 pub use sgd::Sgd;
