@@ -32,3 +32,18 @@ pub mod __private {
     pub use dfdx;
     pub use fulgur_runtime;
 }
+
+/// The guide's chapters, so that their Rust code compiles (and runs) as doctests of this crate.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../book/src/introduction.md")]
+    mod introduction {}
+    #[doc = include_str!("../book/src/getting-started.md")]
+    mod getting_started {}
+    #[doc = include_str!("../book/src/trainer.md")]
+    mod trainer {}
+    #[doc = include_str!("../book/src/resuming.md")]
+    mod resuming {}
+    #[doc = include_str!("../book/src/checkpoint-file.md")]
+    mod checkpoint_file {}
+}

@@ -7,7 +7,7 @@ use dfdx::tensor_ops::Device;
 /// dfdx keeps optimizer buffers as raw device vectors (`Storage::Vec`) that it offers no public way to
 /// fill from the host. Restoring optimizer state from a checkpoint needs exactly that, so each device
 /// implements these two transfers; everything else goes through dfdx's public API.
-pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + Send + Sync + 'static {
+pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + 'static {
     /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).
     const NAME: &'static str;
 

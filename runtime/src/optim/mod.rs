@@ -11,7 +11,7 @@ use crate::device::Backend;
 use crate::Result;
 
 /// The optimizer of a module `M` on device `D`.
-pub trait Optimizer<M, D: Backend>: Send {
+pub trait Optimizer<M, D: Backend> {
     /// Applies one update to every trainable parameter of `module` from `grads`.
     fn step(&mut self, module: &mut M, grads: &mut Gradients<f32, D>) -> Result<()>;
 
