@@ -192,6 +192,8 @@ fn metrics_follow_lightnings_names_and_epoch_means() {
         assert!(m.contains_key(key), "missing `{key}` in {m:?}");
     }
     assert_eq!(m["train_loss"], m["train_loss_epoch"], "after the epoch, the plain name holds the epoch value");
+    let candidates = t.state().monitor_candidates();
+    assert_eq!((candidates["epoch"], candidates["step"]), (1.0, 4.0));
     assert!(m["val_acc"] >= 0.0 && m["val_acc"] <= 1.0);
     // The validation mean over 2 batches of 64 equals the trainer's `validate` result.
     let (_, mut val) = loaders();
@@ -283,4 +285,37 @@ fn test_and_predict_use_the_attached_module() {
     assert!(metrics.contains_key("test_acc"));
     let preds = t.predict(None, &mut val).unwrap();
     assert_eq!(preds.iter().map(Vec::len).sum::<usize>(), 359);
+}
+
+#[test]
+fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
+    struct Fails;
+    impl Callback for Fails {
+        fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+            if ctx.state().global_step == 3 {
+                return Err(fulgur::Error::user("disk on fire"));
+            }
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+    struct Sees(Events);
+    impl Callback for Sees {
+        fn on_exception(&mut self, ctx: &mut CallbackContext<'_>, error: &fulgur::Error) -> fulgur::Result<()> {
+            self.0.lock().unwrap().push(format!("on_exception at step {}: {error}", ctx.state().global_step));
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+    let events = Events::default();
+    let (mut train, mut val) = loaders();
+    let mut t = base().max_epochs(2).callback(Fails).callback(Sees(events.clone())).build().unwrap();
+    let err = t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap_err();
+    assert_eq!(err.to_string(), "disk on fire");
+    assert_eq!(*events.lock().unwrap(), ["on_exception at step 3: disk on fire"]);
+    assert!(t.module().is_some(), "the module stays attached: nothing is lost");
 }

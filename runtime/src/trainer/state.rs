@@ -72,3 +72,14 @@ pub struct TrainerState {
     /// The logger's directory, when there is a logger.
     pub log_dir: Option<PathBuf>,
 }
+
+impl TrainerState {
+    /// `callback_metrics` plus `epoch` and `step` (the global step), which are always available to
+    /// monitor and to filename templates (section B.3 of the reference).
+    pub fn monitor_candidates(&self) -> BTreeMap<String, f64> {
+        let mut m = self.callback_metrics.clone();
+        m.insert("epoch".into(), self.epoch as f64);
+        m.insert("step".into(), self.global_step as f64);
+        m
+    }
+}
