@@ -68,11 +68,20 @@ impl<D: Backend> LightningModule<D> for LitClassifier<D> {
     }
 
     fn from_hparams(config: Config, _device: &D) -> fulgur::Result<Self> {
-        let dev = D::try_seeded(config.seed).map_err(|e| fulgur::Error::Device(format!("{e:?}")))?;
-        Ok(Self { net: dev.build_module::<Mlp, f32>(), config })
+        let dev =
+            D::try_seeded(config.seed).map_err(|e| fulgur::Error::Device(format!("{e:?}")))?;
+        Ok(Self {
+            net: dev.build_module::<Mlp, f32>(),
+            config,
+        })
     }
 
-    fn training_step(&mut self, batch: Self::Batch, grads: Gradients<f32, D>, log: &mut StepLog) -> fulgur::Result<Loss<D>> {
+    fn training_step(
+        &mut self,
+        batch: Self::Batch,
+        grads: Gradients<f32, D>,
+        log: &mut StepLog,
+    ) -> fulgur::Result<Loss<D>> {
         let logits = self.net.forward_mut(batch.x.traced(grads));
         let loss = cross_entropy_with_logits_loss(logits, batch.y);
         log.log("train_loss", loss.as_vec()[0]);
@@ -87,7 +96,10 @@ impl<D: Backend> LightningModule<D> for LitClassifier<D> {
     }
 
     fn configure_optimizers(&self) -> Optimizers<Self, D> {
-        Optimizers::new(Adam::new(AdamConfig { lr: self.config.lr, ..Default::default() }))
+        Optimizers::new(Adam::new(AdamConfig {
+            lr: self.config.lr,
+            ..Default::default()
+        }))
     }
 }
 
@@ -117,18 +129,30 @@ fn main() -> fulgur::Result<()> {
     let dev = Cpu::default();
     let digits = fulgur::datasets::digits()?;
     let (train, val) = digits.split(0.2, 0)?;
-    println!("digits: {} training and {} validation images of 8x8 pixels", train.len(), val.len());
+    println!(
+        "digits: {} training and {} validation images of 8x8 pixels",
+        train.len(),
+        val.len()
+    );
     let mut train = train.loader(32, true, &dev)?;
     let mut val = val.loader(128, false, &dev)?;
 
     let model = LitClassifier::from_hparams(Config { lr: 3e-3, seed: 0 }, &dev)?;
-    let mut trainer = Trainer::builder().max_epochs(10).default_root_dir(&root).callback(PrintMetrics).build()?;
+    let mut trainer = Trainer::builder()
+        .max_epochs(10)
+        .default_root_dir(&root)
+        .callback(PrintMetrics)
+        .build()?;
     trainer.fit(model, &mut train, Some(&mut val), None)?;
 
     let path = root.join("quickstart.ckpt");
     trainer.save_checkpoint(&path, false)?;
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    println!("saved {} ({size} bytes, global_step {})", path.display(), trainer.global_step());
+    println!(
+        "saved {} ({size} bytes, global_step {})",
+        path.display(),
+        trainer.global_step()
+    );
     if let Some(dir) = trainer.log_dir()? {
         println!("logs in {}", dir.display());
     }
@@ -137,6 +161,9 @@ fn main() -> fulgur::Result<()> {
     let restored = LitClassifier::<Cpu>::load_from_checkpoint(&path, &dev)?;
     let mut evaluator = Trainer::builder().no_logger().build()?;
     let metrics = evaluator.validate(Some(restored), &mut val)?;
-    println!("reloaded model: val_loss {:.4}  val_acc {:.3}", metrics["val_loss"], metrics["val_acc"]);
+    println!(
+        "reloaded model: val_loss {:.4}  val_acc {:.3}",
+        metrics["val_loss"], metrics["val_acc"]
+    );
     Ok(())
 }

@@ -6,7 +6,8 @@
 
 pub use dfdx;
 pub use fulgur_runtime::{
-    callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer, Backend, Error, Result,
+    callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer,
+    Backend, Error, Result,
 };
 
 #[cfg(feature = "datasets")]

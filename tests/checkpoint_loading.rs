@@ -9,9 +9,19 @@ use support::{loaders, weight_bits, Hparams, LitMlp};
 
 fn trained(dir: &std::path::Path) -> Trainer<LitMlp<Cpu>> {
     let (mut train, mut val) = loaders();
-    let mut t = Trainer::builder().max_steps(10).default_root_dir(dir).no_logger().build().unwrap();
-    let hp = Hparams { lr: 3e-3, init_seed: 4, with_scheduler: false };
-    t.fit(LitMlp::new(hp), &mut train, Some(&mut val), None).unwrap();
+    let mut t = Trainer::builder()
+        .max_steps(10)
+        .default_root_dir(dir)
+        .no_logger()
+        .build()
+        .unwrap();
+    let hp = Hparams {
+        lr: 3e-3,
+        init_seed: 4,
+        with_scheduler: false,
+    };
+    t.fit(LitMlp::new(hp), &mut train, Some(&mut val), None)
+        .unwrap();
     t
 }
 
@@ -25,7 +35,17 @@ fn load_from_checkpoint_rebuilds_the_module_from_its_hyperparameters() {
     assert_eq!(loaded.hparams, t.module().unwrap().hparams);
     assert_eq!(weight_bits(&loaded), weight_bits(t.module().unwrap()));
     let names: Vec<String> = weight_bits(&loaded).into_iter().map(|(n, _)| n).collect();
-    assert_eq!(names, ["head.bias", "head.weight", "net.0.bias", "net.0.weight", "net.2.bias", "net.2.weight"]);
+    assert_eq!(
+        names,
+        [
+            "head.bias",
+            "head.weight",
+            "net.0.bias",
+            "net.0.weight",
+            "net.2.bias",
+            "net.2.weight"
+        ]
+    );
 }
 
 #[test]
@@ -36,17 +56,44 @@ fn strict_loading_reports_every_mismatch_in_one_error() {
     let mut ckpt = read_checkpoint(&path).unwrap();
     ckpt.state_dict.remove("net.0.bias");
     ckpt.state_dict.remove("head.bias");
-    ckpt.state_dict.insert("extra.weight".into(), TensorData::from_f32(vec![2], vec![1.0, 2.0]));
-    ckpt.state_dict.insert("head.weight".into(), TensorData::from_f32(vec![5, 10], vec![0.0; 50]));
-    ckpt.state_dict.insert("net.2.bias".into(), TensorData::from_f64(vec![10], vec![0.0; 10]));
+    ckpt.state_dict.insert(
+        "extra.weight".into(),
+        TensorData::from_f32(vec![2], vec![1.0, 2.0]),
+    );
+    ckpt.state_dict.insert(
+        "head.weight".into(),
+        TensorData::from_f32(vec![5, 10], vec![0.0; 50]),
+    );
+    ckpt.state_dict.insert(
+        "net.2.bias".into(),
+        TensorData::from_f64(vec![10], vec![0.0; 10]),
+    );
     write_checkpoint(&path, &ckpt).unwrap();
 
-    let err = LitMlp::load_from_checkpoint(&path, &Cpu::default()).err().expect("strict load must fail").to_string();
-    assert!(err.contains(&path.display().to_string()), "names the file: {err}");
-    assert!(err.contains("missing keys (in the module, not in the file): `head.bias`, `net.0.bias`"), "{err}");
-    assert!(err.contains("unexpected keys (in the file, not in the module): `extra.weight`"), "{err}");
-    assert!(err.contains("`head.weight`: expected f32 [10, 10], found f32 [5, 10]"), "{err}");
-    assert!(err.contains("`net.2.bias`: expected f32 [10], found f64 [10]"), "{err}");
+    let err = LitMlp::load_from_checkpoint(&path, &Cpu::default())
+        .err()
+        .expect("strict load must fail")
+        .to_string();
+    assert!(
+        err.contains(&path.display().to_string()),
+        "names the file: {err}"
+    );
+    assert!(
+        err.contains("missing keys (in the module, not in the file): `head.bias`, `net.0.bias`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("unexpected keys (in the file, not in the module): `extra.weight`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`head.weight`: expected f32 [10, 10], found f32 [5, 10]"),
+        "{err}"
+    );
+    assert!(
+        err.contains("`net.2.bias`: expected f32 [10], found f64 [10]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -66,7 +113,10 @@ fn a_failed_strict_load_leaves_the_module_unchanged() {
     let loaded = weight_bits(&fresh);
     let trained = weight_bits(t.module().unwrap());
     assert_eq!(loaded[1..], trained[1..]);
-    assert_eq!(loaded[0], before[0], "`head.bias` was not in the file and keeps its value");
+    assert_eq!(
+        loaded[0], before[0],
+        "`head.bias` was not in the file and keeps its value"
+    );
 }
 
 #[test]
@@ -77,12 +127,24 @@ fn a_weights_only_file_cannot_resume_fit_and_says_so() {
     t.save_checkpoint(&path, true).unwrap();
     let ckpt = read_checkpoint(&path).unwrap();
     assert!(ckpt.weights_only && ckpt.optimizer.is_none() && ckpt.callbacks.is_empty());
-    assert!(ckpt.hyper_parameters.is_some(), "hyperparameters are kept, so the module can be rebuilt");
+    assert!(
+        ckpt.hyper_parameters.is_some(),
+        "hyperparameters are kept, so the module can be rebuilt"
+    );
 
     let (mut train, mut val) = loaders();
-    let mut t2 = Trainer::builder().max_steps(20).no_logger().build().unwrap();
+    let mut t2 = Trainer::builder()
+        .max_steps(20)
+        .no_logger()
+        .build()
+        .unwrap();
     let err = t2
-        .fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), Some(CkptPath::Path(path.clone())))
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            Some(&mut val),
+            Some(CkptPath::Path(path.clone())),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains(&path.display().to_string()), "{err}");
@@ -98,8 +160,14 @@ fn a_weights_only_file_cannot_resume_fit_and_says_so() {
 fn save_checkpoint_without_a_module_is_an_error() {
     let t: Trainer<LitMlp<Cpu>> = Trainer::builder().no_logger().build().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let err = t.save_checkpoint(dir.path().join("x.ckpt"), false).unwrap_err().to_string();
-    assert!(err.contains("only possible if a module is attached"), "{err}");
+    let err = t
+        .save_checkpoint(dir.path().join("x.ckpt"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("only possible if a module is attached"),
+        "{err}"
+    );
     assert!(!dir.path().join("x.ckpt").exists());
 }
 
@@ -108,7 +176,12 @@ fn a_missing_checkpoint_file_is_a_clear_error() {
     let (mut train, _) = loaders();
     let mut t = Trainer::builder().max_steps(2).no_logger().build().unwrap();
     let err = t
-        .fit(LitMlp::new(Hparams::default()), &mut train, None, Some("does/not/exist.ckpt".into()))
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            None,
+            Some("does/not/exist.ckpt".into()),
+        )
         .unwrap_err()
         .to_string();
     assert!(err.contains("does/not/exist.ckpt"), "{err}");

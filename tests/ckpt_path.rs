@@ -27,26 +27,52 @@ impl Callback for Known {
 /// Saves a full checkpoint after `steps` steps at `path`.
 fn save_after(steps: u64, path: &PathBuf) {
     let (mut train, mut val) = loaders();
-    let mut t = Trainer::builder().max_steps(steps).no_logger().build().unwrap();
-    t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap();
+    let mut t = Trainer::builder()
+        .max_steps(steps)
+        .no_logger()
+        .build()
+        .unwrap();
+    t.fit(
+        LitMlp::new(Hparams::default()),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     t.save_checkpoint(path, false).unwrap();
 }
 
 fn resume(paths: CheckpointPaths, which: &str) -> fulgur::Result<Trainer<LitMlp<Cpu>>> {
     let (mut train, mut val) = loaders();
-    let mut t = Trainer::builder().max_steps(12).no_logger().callback(Known(paths)).build()?;
-    t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), Some(which.into()))?;
+    let mut t = Trainer::builder()
+        .max_steps(12)
+        .no_logger()
+        .callback(Known(paths))
+        .build()?;
+    t.fit(
+        LitMlp::new(Hparams::default()),
+        &mut train,
+        Some(&mut val),
+        Some(which.into()),
+    )?;
     Ok(t)
 }
 
 #[test]
 fn last_is_the_newest_intact_file_by_global_step_not_by_mtime() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"), dir.path().join("c.ckpt"));
+    let (a, b, c) = (
+        dir.path().join("a.ckpt"),
+        dir.path().join("b.ckpt"),
+        dir.path().join("c.ckpt"),
+    );
     save_after(10, &a);
     save_after(4, &b); // written later, so newer by modification time, but at an earlier step
     std::fs::write(&c, b"not a checkpoint").unwrap(); // damaged: skipped with a warning
-    let paths = CheckpointPaths { best: None, last: vec![b.clone(), c, a.clone(), dir.path().join("gone.ckpt")] };
+    let paths = CheckpointPaths {
+        best: None,
+        last: vec![b.clone(), c, a.clone(), dir.path().join("gone.ckpt")],
+    };
     let t = resume(paths, "last").unwrap();
     assert_eq!(t.state().resumed_from.as_deref(), Some(a.as_path()));
     assert_eq!(t.global_step(), 12);
@@ -64,19 +90,43 @@ fn best_uses_the_first_checkpoint_callback() {
     let dir = tempfile::tempdir().unwrap();
     let best = dir.path().join("best.ckpt");
     save_after(3, &best);
-    let t = resume(CheckpointPaths { best: Some(best.clone()), last: vec![] }, "best").unwrap();
+    let t = resume(
+        CheckpointPaths {
+            best: Some(best.clone()),
+            last: vec![],
+        },
+        "best",
+    )
+    .unwrap();
     assert_eq!(t.state().resumed_from.as_deref(), Some(best.as_path()));
 }
 
 #[test]
 fn best_without_a_best_model_or_without_a_checkpoint_callback_is_an_error() {
-    let err = resume(CheckpointPaths::default(), "best").err().unwrap().to_string();
-    assert_eq!(err, "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model");
+    let err = resume(CheckpointPaths::default(), "best")
+        .err()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        err,
+        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model"
+    );
 
     let (mut train, _) = loaders();
     let mut t = Trainer::builder().max_steps(2).no_logger().build().unwrap();
-    let err = t.fit(LitMlp::new(Hparams::default()), &mut train, None, Some("best".into())).unwrap_err().to_string();
-    assert_eq!(err, "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured");
+    let err = t
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            None,
+            Some("best".into()),
+        )
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured"
+    );
 }
 
 #[test]
@@ -99,13 +149,37 @@ fn restoring_past_max_epochs_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("e2.ckpt");
     let (mut train, mut val) = loaders();
-    let mut t = Trainer::builder().max_epochs(2).limit_train_batches(3u64).no_logger().build().unwrap();
-    t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap();
+    let mut t = Trainer::builder()
+        .max_epochs(2)
+        .limit_train_batches(3u64)
+        .no_logger()
+        .build()
+        .unwrap();
+    t.fit(
+        LitMlp::new(Hparams::default()),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     t.save_checkpoint(&path, false).unwrap();
-    let mut t = Trainer::builder().max_epochs(1).limit_train_batches(3u64).no_logger().build().unwrap();
+    let mut t = Trainer::builder()
+        .max_epochs(1)
+        .limit_train_batches(3u64)
+        .no_logger()
+        .build()
+        .unwrap();
     let err = t
-        .fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), Some(CkptPath::Path(path)))
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            Some(&mut val),
+            Some(CkptPath::Path(path)),
+        )
         .unwrap_err()
         .to_string();
-    assert_eq!(err, "you restored a checkpoint with current_epoch=2, but you have set `max_epochs(1)`");
+    assert_eq!(
+        err,
+        "you restored a checkpoint with current_epoch=2, but you have set `max_epochs(1)`"
+    );
 }

@@ -17,8 +17,16 @@ struct Setup {
     scheduler: bool,
 }
 
-const PLAIN: Setup = Setup { accumulate: 1, clip: None, scheduler: false };
-const FULL: Setup = Setup { accumulate: 2, clip: Some(0.5), scheduler: true };
+const PLAIN: Setup = Setup {
+    accumulate: 1,
+    clip: None,
+    scheduler: false,
+};
+const FULL: Setup = Setup {
+    accumulate: 2,
+    clip: Some(0.5),
+    scheduler: true,
+};
 
 fn trainer(setup: Setup, max_steps: u64, root: &Path) -> Trainer<LitMlp<Cpu>> {
     let mut b = Trainer::builder()
@@ -35,21 +43,36 @@ fn trainer(setup: Setup, max_steps: u64, root: &Path) -> Trainer<LitMlp<Cpu>> {
 }
 
 fn hparams(setup: Setup, init_seed: u64) -> Hparams {
-    Hparams { lr: 1e-2, init_seed, with_scheduler: setup.scheduler }
+    Hparams {
+        lr: 1e-2,
+        init_seed,
+        with_scheduler: setup.scheduler,
+    }
 }
 
 type Outcome = (Vec<(String, Vec<u32>)>, OptimizerState, u64, u64);
 
 fn outcome(t: &Trainer<LitMlp<Cpu>>) -> Outcome {
     let ckpt = t.build_checkpoint(false).unwrap();
-    (weight_bits(t.module().unwrap()), ckpt.optimizer.unwrap(), t.global_step(), t.current_epoch())
+    (
+        weight_bits(t.module().unwrap()),
+        ckpt.optimizer.unwrap(),
+        t.global_step(),
+        t.current_epoch(),
+    )
 }
 
 fn straight(setup: Setup, n: u64) -> Outcome {
     let dir = tempfile::tempdir().unwrap();
     let (mut train, mut val) = loaders();
     let mut t = trainer(setup, n, dir.path());
-    t.fit(LitMlp::new(hparams(setup, 0)), &mut train, Some(&mut val), None).unwrap();
+    t.fit(
+        LitMlp::new(hparams(setup, 0)),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     outcome(&t)
 }
 
@@ -59,14 +82,26 @@ fn resumed(setup: Setup, k: u64, n: u64) -> Outcome {
     {
         let (mut train, mut val) = loaders();
         let mut t = trainer(setup, k, dir.path());
-        t.fit(LitMlp::new(hparams(setup, 0)), &mut train, Some(&mut val), None).unwrap();
+        t.fit(
+            LitMlp::new(hparams(setup, 0)),
+            &mut train,
+            Some(&mut val),
+            None,
+        )
+        .unwrap();
         assert_eq!(t.global_step(), k);
         t.save_checkpoint(&path, false).unwrap();
     }
     // Fresh objects everywhere; the new module even starts from other weights.
     let (mut train, mut val) = loaders();
     let mut t = trainer(setup, n, dir.path());
-    t.fit(LitMlp::new(hparams(setup, 99)), &mut train, Some(&mut val), Some(CkptPath::Path(path))).unwrap();
+    t.fit(
+        LitMlp::new(hparams(setup, 99)),
+        &mut train,
+        Some(&mut val),
+        Some(CkptPath::Path(path)),
+    )
+    .unwrap();
     outcome(&t)
 }
 
@@ -111,7 +146,13 @@ fn the_resumed_run_differs_from_a_fresh_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mut train, mut val) = loaders();
     let mut t = trainer(PLAIN, 60, dir.path());
-    t.fit(LitMlp::new(hparams(PLAIN, 99)), &mut train, Some(&mut val), None).unwrap();
+    t.fit(
+        LitMlp::new(hparams(PLAIN, 99)),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     assert_ne!(outcome(&t).0, straight(PLAIN, 60).0);
 }
 
@@ -144,17 +185,35 @@ fn a_checkpoint_saved_by_a_callback_resumes_exactly() {
         .no_logger()
         .seed(1234)
         .val_check_interval(0.5)
-        .callback(SaveAt { step: 30, path: path.clone() })
+        .callback(SaveAt {
+            step: 30,
+            path: path.clone(),
+        })
         .build()
         .unwrap();
-    t.fit(LitMlp::new(hparams(PLAIN, 0)), &mut train, Some(&mut val), None).unwrap();
+    t.fit(
+        LitMlp::new(hparams(PLAIN, 0)),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     let base = outcome(&t);
     assert_eq!(base, straight(PLAIN, 60));
 
     let ckpt = fulgur::checkpoint::read_checkpoint(&path).unwrap();
-    assert_eq!((ckpt.global_step, ckpt.loops.epoch, ckpt.loops.batches_done), (30, 0, 30));
+    assert_eq!(
+        (ckpt.global_step, ckpt.loops.epoch, ckpt.loops.batches_done),
+        (30, 0, 30)
+    );
     let (mut train, mut val) = loaders();
     let mut t = trainer(PLAIN, 60, dir.path());
-    t.fit(LitMlp::new(hparams(PLAIN, 5)), &mut train, Some(&mut val), Some(CkptPath::Path(path))).unwrap();
+    t.fit(
+        LitMlp::new(hparams(PLAIN, 5)),
+        &mut train,
+        Some(&mut val),
+        Some(CkptPath::Path(path)),
+    )
+    .unwrap();
     assert_same(&base, &outcome(&t));
 }

@@ -23,7 +23,10 @@ impl Recorder {
     fn push(&self, hook: &str, ctx: &CallbackContext<'_>) {
         let s = ctx.state();
         let tag = if s.sanity_checking { " sanity" } else { "" };
-        self.events.lock().unwrap().push(format!("{}.{hook}(e{} s{}){tag}", self.name, s.epoch, s.global_step));
+        self.events.lock().unwrap().push(format!(
+            "{}.{hook}(e{} s{}){tag}",
+            self.name, s.epoch, s.global_step
+        ));
     }
 }
 
@@ -66,18 +69,26 @@ fn module(events: &Events) -> LitMlp<Cpu> {
 }
 
 fn base() -> TrainerBuilder<LitMlp<Cpu>, Cpu> {
-    Trainer::builder().no_logger().limit_train_batches(4u64).limit_val_batches(2u64)
+    Trainer::builder()
+        .no_logger()
+        .limit_train_batches(4u64)
+        .limit_val_batches(2u64)
 }
 
 fn run(builder: TrainerBuilder<LitMlp<Cpu>, Cpu>, events: &Events) -> Trainer<LitMlp<Cpu>> {
     let (mut train, mut val) = loaders();
     let mut t = builder.build().unwrap();
-    t.fit(module(events), &mut train, Some(&mut val), None).unwrap();
+    t.fit(module(events), &mut train, Some(&mut val), None)
+        .unwrap();
     t
 }
 
 fn recorder(name: &'static str, checkpoint: bool, events: &Events) -> Recorder {
-    Recorder { name, checkpoint, events: events.clone() }
+    Recorder {
+        name,
+        checkpoint,
+        events: events.clone(),
+    }
 }
 
 #[test]
@@ -132,17 +143,34 @@ fn hooks_run_in_lightnings_order() {
 }
 
 fn count(events: &Events, what: &str) -> usize {
-    events.lock().unwrap().iter().filter(|e| e.starts_with(what)).count()
+    events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with(what))
+        .count()
 }
 
 #[test]
 fn check_val_every_n_epoch_skips_epochs() {
     let events = Events::default();
-    let b = base().max_epochs(4).num_sanity_val_steps(0).check_val_every_n_epoch(Some(2)).callback(recorder("r", false, &events));
+    let b = base()
+        .max_epochs(4)
+        .num_sanity_val_steps(0)
+        .check_val_every_n_epoch(Some(2))
+        .callback(recorder("r", false, &events));
     run(b, &events);
-    let vals: Vec<String> =
-        events.lock().unwrap().iter().filter(|e| e.starts_with("r.on_validation_end")).cloned().collect();
-    assert_eq!(vals, ["r.on_validation_end(e1 s8)", "r.on_validation_end(e3 s16)"]);
+    let vals: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("r.on_validation_end"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        vals,
+        ["r.on_validation_end(e1 s8)", "r.on_validation_end(e3 s16)"]
+    );
 }
 
 #[test]
@@ -156,16 +184,37 @@ fn val_check_interval_in_batches_across_epochs() {
         .callback(recorder("r", false, &events));
     run(b, &events);
     // 12 batches in all, validation after batches 3, 6, 9 and 12.
-    let vals: Vec<String> =
-        events.lock().unwrap().iter().filter(|e| e.starts_with("r.on_validation_end")).cloned().collect();
-    assert_eq!(vals, ["r.on_validation_end(e0 s3)", "r.on_validation_end(e1 s6)", "r.on_validation_end(e2 s9)", "r.on_validation_end(e2 s12)"]);
+    let vals: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("r.on_validation_end"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        vals,
+        [
+            "r.on_validation_end(e0 s3)",
+            "r.on_validation_end(e1 s6)",
+            "r.on_validation_end(e2 s9)",
+            "r.on_validation_end(e2 s12)"
+        ]
+    );
 }
 
 #[test]
 fn val_check_interval_larger_than_the_epoch_is_rejected() {
     let (mut train, mut val) = loaders();
     let mut t = base().val_check_interval(5u64).build().unwrap();
-    let err = t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap_err().to_string();
+    let err = t
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            Some(&mut val),
+            None,
+        )
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("`val_check_interval` (5) must be less than or equal to the number of the training batches (4)"), "{err}");
 }
 
@@ -173,13 +222,22 @@ fn val_check_interval_larger_than_the_epoch_is_rejected() {
 fn accumulation_counts_optimizer_steps_and_max_steps_stops_inside_an_epoch() {
     let events = Events::default();
     // 4 batches per epoch, accumulating 3: windows close after batches 3 and 4 → 2 steps per epoch.
-    let t = run(base().max_epochs(3).accumulate_grad_batches(3).num_sanity_val_steps(0), &events);
+    let t = run(
+        base()
+            .max_epochs(3)
+            .accumulate_grad_batches(3)
+            .num_sanity_val_steps(0),
+        &events,
+    );
     assert_eq!((t.global_step(), t.current_epoch()), (6, 3));
     assert_eq!(count(&events, "training_step"), 12);
 
     let events = Events::default();
     let t = run(base().max_steps(6).num_sanity_val_steps(0), &events);
-    assert_eq!((t.global_step(), t.current_epoch(), t.state().batches_done), (6, 1, 2));
+    assert_eq!(
+        (t.global_step(), t.current_epoch(), t.state().batches_done),
+        (6, 1, 2)
+    );
     assert_eq!(count(&events, "module.on_train_epoch_end"), 1);
 }
 
@@ -188,10 +246,19 @@ fn metrics_follow_lightnings_names_and_epoch_means() {
     let events = Events::default();
     let t = run(base().max_epochs(1).num_sanity_val_steps(0), &events);
     let m = t.callback_metrics();
-    for key in ["train_loss", "train_loss_step", "train_loss_epoch", "val_loss", "val_acc"] {
+    for key in [
+        "train_loss",
+        "train_loss_step",
+        "train_loss_epoch",
+        "val_loss",
+        "val_acc",
+    ] {
         assert!(m.contains_key(key), "missing `{key}` in {m:?}");
     }
-    assert_eq!(m["train_loss"], m["train_loss_epoch"], "after the epoch, the plain name holds the epoch value");
+    assert_eq!(
+        m["train_loss"], m["train_loss_epoch"],
+        "after the epoch, the plain name holds the epoch value"
+    );
     let candidates = t.state().monitor_candidates();
     assert_eq!((candidates["epoch"], candidates["step"]), (1.0, 4.0));
     assert!(m["val_acc"] >= 0.0 && m["val_acc"] <= 1.0);
@@ -205,10 +272,21 @@ fn metrics_follow_lightnings_names_and_epoch_means() {
 #[test]
 fn sanity_validation_leaves_no_metrics_behind() {
     let events = Events::default();
-    let b = base().max_epochs(1).num_sanity_val_steps(2).callback(recorder("r", false, &events));
+    let b = base()
+        .max_epochs(1)
+        .num_sanity_val_steps(2)
+        .callback(recorder("r", false, &events));
     run(b, &events);
-    assert_eq!(count(&events, "r.on_validation_end"), 2, "once sanity, once at the epoch end");
-    assert!(events.lock().unwrap().iter().any(|e| e.ends_with(" sanity")));
+    assert_eq!(
+        count(&events, "r.on_validation_end"),
+        2,
+        "once sanity, once at the epoch end"
+    );
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| e.ends_with(" sanity")));
 }
 
 #[test]
@@ -217,7 +295,10 @@ fn a_metric_missing_from_the_registry_stops_fit_with_its_name() {
     let mut m = LitMlp::new(Hparams::default());
     m.extra_metric = Some("train_acc");
     let mut t = base().max_epochs(1).build().unwrap();
-    let err = t.fit(m, &mut train, Some(&mut val), None).unwrap_err().to_string();
+    let err = t
+        .fit(m, &mut train, Some(&mut val), None)
+        .unwrap_err()
+        .to_string();
     assert_eq!(
         err,
         "metric `train_acc` is not in the module's metric registry for the Train stage (declared: `train_loss`)"
@@ -260,14 +341,23 @@ fn csv_logger_writes_metrics_and_hparams_under_the_next_version() {
         .log_every_n_steps(2)
         .build()
         .unwrap();
-    t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap();
+    t.fit(
+        LitMlp::new(Hparams::default()),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
     let log_dir = dir.path().join("lightning_logs/version_4");
     assert_eq!(t.log_dir().unwrap(), Some(log_dir.clone()));
     let hparams = std::fs::read_to_string(log_dir.join("hparams.yaml")).unwrap();
     assert_eq!(hparams, "lr: 0.01\ninit_seed: 0\nwith_scheduler: false\n");
     let csv = std::fs::read_to_string(log_dir.join("metrics.csv")).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("epoch,step,train_loss_epoch,train_loss_step,val_acc,val_loss"));
+    assert_eq!(
+        lines.next(),
+        Some("epoch,step,train_loss_epoch,train_loss_step,val_acc,val_loss")
+    );
     let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
     // Per epoch: steps 2 and 4 (every 2 batches), the validation row, the training epoch row.
     assert_eq!(rows.len(), 8, "{csv}");
@@ -303,8 +393,15 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
     }
     struct Sees(Events);
     impl Callback for Sees {
-        fn on_exception(&mut self, ctx: &mut CallbackContext<'_>, error: &fulgur::Error) -> fulgur::Result<()> {
-            self.0.lock().unwrap().push(format!("on_exception at step {}: {error}", ctx.state().global_step));
+        fn on_exception(
+            &mut self,
+            ctx: &mut CallbackContext<'_>,
+            error: &fulgur::Error,
+        ) -> fulgur::Result<()> {
+            self.0.lock().unwrap().push(format!(
+                "on_exception at step {}: {error}",
+                ctx.state().global_step
+            ));
             Ok(())
         }
         fn as_any(&self) -> &dyn std::any::Any {
@@ -313,9 +410,27 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
     }
     let events = Events::default();
     let (mut train, mut val) = loaders();
-    let mut t = base().max_epochs(2).callback(Fails).callback(Sees(events.clone())).build().unwrap();
-    let err = t.fit(LitMlp::new(Hparams::default()), &mut train, Some(&mut val), None).unwrap_err();
+    let mut t = base()
+        .max_epochs(2)
+        .callback(Fails)
+        .callback(Sees(events.clone()))
+        .build()
+        .unwrap();
+    let err = t
+        .fit(
+            LitMlp::new(Hparams::default()),
+            &mut train,
+            Some(&mut val),
+            None,
+        )
+        .unwrap_err();
     assert_eq!(err.to_string(), "disk on fire");
-    assert_eq!(*events.lock().unwrap(), ["on_exception at step 3: disk on fire"]);
-    assert!(t.module().is_some(), "the module stays attached: nothing is lost");
+    assert_eq!(
+        *events.lock().unwrap(),
+        ["on_exception at step 3: disk on fire"]
+    );
+    assert!(
+        t.module().is_some(),
+        "the module stays attached: nothing is lost"
+    );
 }

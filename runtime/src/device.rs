@@ -12,10 +12,17 @@ pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + 'static {
     const NAME: &'static str;
 
     /// Copies a device vector to the host.
-    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err>;
+    fn vec_to_host(
+        &self,
+        v: &<Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err>;
 
     /// Overwrites a device vector with host values; `src.len()` equals the vector's length.
-    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err>;
+    fn host_to_vec(
+        &self,
+        src: &[f32],
+        dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<(), <Self as dfdx::tensor::HasErr>::Err>;
 
     /// A new device (the first one, for CUDA) whose random generator starts from `seed`, so that
     /// weight initialisation is reproducible.
@@ -25,11 +32,18 @@ pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + 'static {
 impl Backend for dfdx::tensor::Cpu {
     const NAME: &'static str = "cpu";
 
-    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
+    fn vec_to_host(
+        &self,
+        v: &<Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
         Ok(v.to_vec())
     }
 
-    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
+    fn host_to_vec(
+        &self,
+        src: &[f32],
+        dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
         dst.copy_from_slice(src);
         Ok(())
     }
@@ -43,12 +57,19 @@ impl Backend for dfdx::tensor::Cpu {
 impl Backend for dfdx::tensor::Cuda {
     const NAME: &'static str = "cuda";
 
-    fn vec_to_host(&self, v: &<Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
+    fn vec_to_host(
+        &self,
+        v: &<Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<Vec<f32>, <Self as dfdx::tensor::HasErr>::Err> {
         let dev = (**v).device();
         Ok(dev.dtoh_sync_copy(&**v)?)
     }
 
-    fn host_to_vec(&self, src: &[f32], dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
+    fn host_to_vec(
+        &self,
+        src: &[f32],
+        dst: &mut <Self as dfdx::tensor::Storage<f32>>::Vec,
+    ) -> Result<(), <Self as dfdx::tensor::HasErr>::Err> {
         let dev = (**dst).device();
         Ok(dev.htod_sync_copy_into(src, &mut **dst)?)
     }

@@ -10,8 +10,8 @@ mod error;
 pub mod optim;
 
 pub use device::Backend;
-pub use error::{Error, Result};
 pub(crate) use error::device_err;
+pub use error::{Error, Result};
 
 pub mod callbacks;
 pub mod data;

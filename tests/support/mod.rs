@@ -21,7 +21,11 @@ pub struct Hparams {
 
 impl Default for Hparams {
     fn default() -> Self {
-        Self { lr: 1e-2, init_seed: 0, with_scheduler: false }
+        Self {
+            lr: 1e-2,
+            init_seed: 0,
+            with_scheduler: false,
+        }
     }
 }
 
@@ -83,10 +87,17 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
     fn from_hparams(hparams: Hparams, device: &D) -> fulgur::Result<Self> {
         // Same weights for the same seed, whatever device object the caller passes.
         let _ = device;
-        let dev = D::try_seeded(hparams.init_seed).map_err(|e| fulgur::Error::Device(format!("{e:?}")))?;
+        let dev = D::try_seeded(hparams.init_seed)
+            .map_err(|e| fulgur::Error::Device(format!("{e:?}")))?;
         let net = dev.build_module::<Mlp, f32>();
         let head = dev.build_module::<Linear<10, 10>, f32>();
-        Ok(Self { net, head, hparams, events: None, extra_metric: None })
+        Ok(Self {
+            net,
+            head,
+            hparams,
+            events: None,
+            extra_metric: None,
+        })
     }
 
     fn training_step(
@@ -95,7 +106,9 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
         grads: Gradients<f32, D>,
         log: &mut StepLog,
     ) -> fulgur::Result<Loss<D>> {
-        let logits = self.head.forward_mut(self.net.forward_mut(batch.x.traced(grads)));
+        let logits = self
+            .head
+            .forward_mut(self.net.forward_mut(batch.x.traced(grads)));
         let loss = cross_entropy_with_logits_loss(logits, batch.y);
         log.log("train_loss", loss.as_vec()[0]);
         if let Some(name) = self.extra_metric {
@@ -125,7 +138,10 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
     }
 
     fn configure_optimizers(&self) -> Optimizers<Self, D> {
-        let adam = Adam::new(AdamConfig { lr: self.hparams.lr, ..Default::default() });
+        let adam = Adam::new(AdamConfig {
+            lr: self.hparams.lr,
+            ..Default::default()
+        });
         let opts = Optimizers::new(adam);
         if self.hparams.with_scheduler {
             opts.with_scheduler(StepLr::new(1, 0.5).interval(Interval::Step))
@@ -149,7 +165,11 @@ impl<D: Backend> LitMlp<D> {
     fn evaluate(&self, batch: ClassificationBatch<64, 10, D>) -> (f32, f32) {
         let logits = self.head.forward(self.net.forward(batch.x));
         let pred = argmax_rows(&logits.as_vec());
-        let correct = pred.iter().zip(&batch.labels).filter(|(p, l)| p == l).count();
+        let correct = pred
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, l)| p == l)
+            .count();
         let loss = cross_entropy_with_logits_loss(logits, batch.y).as_vec()[0];
         (loss, correct as f32 / batch.labels.len() as f32)
     }
@@ -158,7 +178,11 @@ impl<D: Backend> LitMlp<D> {
 pub fn argmax_rows(values: &[f32]) -> Vec<usize> {
     values
         .chunks(10)
-        .map(|r| r.iter().enumerate().fold(0, |best, (i, v)| if *v > r[best] { i } else { best }))
+        .map(|r| {
+            r.iter()
+                .enumerate()
+                .fold(0, |best, (i, v)| if *v > r[best] { i } else { best })
+        })
         .collect()
 }
 
@@ -170,7 +194,10 @@ pub fn loaders() -> (
     let data = fulgur::datasets::digits().unwrap();
     let (train, val) = data.split(0.2, 7).unwrap();
     let dev = Cpu::default();
-    (train.loader(32, true, &dev).unwrap(), val.loader(64, false, &dev).unwrap())
+    (
+        train.loader(32, true, &dev).unwrap(),
+        val.loader(64, false, &dev).unwrap(),
+    )
 }
 
 /// Every parameter of the module, bit for bit.

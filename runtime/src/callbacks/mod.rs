@@ -100,7 +100,11 @@ pub struct CallbackContext<'a> {
 
 /// Builds a checkpoint of the attached module and training state (implemented by the trainer).
 pub(crate) trait CheckpointSink {
-    fn checkpoint(&self, weights_only: bool, callbacks: BTreeMap<String, Value>) -> Result<Checkpoint>;
+    fn checkpoint(
+        &self,
+        weights_only: bool,
+        callbacks: BTreeMap<String, Value>,
+    ) -> Result<Checkpoint>;
 }
 
 impl CallbackContext<'_> {
@@ -123,7 +127,12 @@ impl CallbackContext<'_> {
     ///
     /// `this` is the calling callback, whose state is stored as it is at this moment: update your
     /// bookkeeping before saving, as Lightning's `ModelCheckpoint` does.
-    pub fn save_checkpoint(&self, path: &Path, weights_only: bool, this: &dyn Callback) -> Result<()> {
+    pub fn save_checkpoint(
+        &self,
+        path: &Path,
+        weights_only: bool,
+        this: &dyn Callback,
+    ) -> Result<()> {
         let ckpt = self.build_checkpoint(weights_only, this)?;
         self.fs().write_checkpoint(path, &ckpt)?;
         self.strategy.barrier()
@@ -133,7 +142,13 @@ impl CallbackContext<'_> {
     pub fn build_checkpoint(&self, weights_only: bool, this: &dyn Callback) -> Result<Checkpoint> {
         let mut states = BTreeMap::new();
         if !weights_only {
-            for cb in self.others.iter().flat_map(|s| s.iter()).map(|b| &**b).chain(std::iter::once(this)) {
+            for cb in self
+                .others
+                .iter()
+                .flat_map(|s| s.iter())
+                .map(|b| &**b)
+                .chain(std::iter::once(this))
+            {
                 if let Some(s) = cb.state_dict() {
                     states.insert(cb.state_key(), s);
                 }

@@ -106,4 +106,3 @@ pub struct LoopState {
     /// Epoch-level metric accumulators of the interrupted epoch, so epoch means continue exactly.
     pub metric_state: Option<Value>,
 }
-

@@ -33,7 +33,11 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
             )));
         }
         let indices = (0..labels.len()).collect();
-        Ok(Self { features: Arc::new(features), labels: Arc::new(labels), indices })
+        Ok(Self {
+            features: Arc::new(features),
+            labels: Arc::new(labels),
+            indices,
+        })
     }
 
     /// Number of samples.
@@ -49,7 +53,9 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
     /// Splits into `(train, val)` with `val_fraction` of the samples, chosen by a shuffle with `seed`.
     pub fn split(&self, val_fraction: f64, seed: u64) -> Result<(Self, Self)> {
         if !(0.0..=1.0).contains(&val_fraction) {
-            return Err(Error::Config(format!("`val_fraction` must be in [0, 1], got {val_fraction}")));
+            return Err(Error::Config(format!(
+                "`val_fraction` must be in [0, 1], got {val_fraction}"
+            )));
         }
         let order = permutation(self.len(), seed, 0);
         let n_val = (self.len() as f64 * val_fraction).round() as usize;
@@ -62,12 +68,23 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
     }
 
     /// A loader of batches of `batch_size` samples on `device`, reshuffled every epoch when `shuffle`.
-    pub fn loader<D: Backend>(&self, batch_size: usize, shuffle: bool, device: &D) -> Result<ClassificationLoader<F, C, D>> {
+    pub fn loader<D: Backend>(
+        &self,
+        batch_size: usize,
+        shuffle: bool,
+        device: &D,
+    ) -> Result<ClassificationLoader<F, C, D>> {
         if batch_size == 0 {
             return Err(Error::Config("`batch_size` must be at least 1".into()));
         }
         let order = (0..self.len()).collect();
-        Ok(ClassificationLoader { data: self.clone(), batch_size, shuffle, device: device.clone(), order })
+        Ok(ClassificationLoader {
+            data: self.clone(),
+            batch_size,
+            shuffle,
+            device: device.clone(),
+            order,
+        })
     }
 }
 
@@ -100,13 +117,19 @@ impl<const F: usize, const C: usize, D: Backend> DataLoader for ClassificationLo
     }
 
     fn set_epoch(&mut self, epoch: u64, seed: u64) {
-        self.order =
-            if self.shuffle { permutation(self.data.len(), seed, epoch) } else { (0..self.data.len()).collect() };
+        self.order = if self.shuffle {
+            permutation(self.data.len(), seed, epoch)
+        } else {
+            (0..self.data.len()).collect()
+        };
     }
 
     fn batch(&mut self, index: usize) -> Result<Self::Batch> {
         let start = index * self.batch_size;
-        let Some(rows) = self.order.get(start..(start + self.batch_size).min(self.order.len())) else {
+        let Some(rows) = self
+            .order
+            .get(start..(start + self.batch_size).min(self.order.len()))
+        else {
             return Err(Error::Config(format!(
                 "batch index {index} is out of range: the loader has {} batches",
                 self.num_batches()
@@ -123,8 +146,14 @@ impl<const F: usize, const C: usize, D: Backend> DataLoader for ClassificationLo
             y[r * C + label] = 1.0;
             labels.push(label);
         }
-        let x = self.device.try_tensor_from_vec(x, (n, Const::<F>)).map_err(crate::device_err)?;
-        let y = self.device.try_tensor_from_vec(y, (n, Const::<C>)).map_err(crate::device_err)?;
+        let x = self
+            .device
+            .try_tensor_from_vec(x, (n, Const::<F>))
+            .map_err(crate::device_err)?;
+        let y = self
+            .device
+            .try_tensor_from_vec(y, (n, Const::<C>))
+            .map_err(crate::device_err)?;
         Ok(ClassificationBatch { x, y, labels })
     }
 
@@ -169,9 +198,13 @@ mod tests {
 
     #[test]
     fn bad_input_is_rejected_with_a_message() {
-        let err = ClassificationData::<2, 3>::new(vec![0.0; 3], vec![0, 1]).unwrap_err().to_string();
+        let err = ClassificationData::<2, 3>::new(vec![0.0; 3], vec![0, 1])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("need 4 feature values"), "{err}");
-        let err = ClassificationData::<1, 3>::new(vec![0.0; 2], vec![0, 3]).unwrap_err().to_string();
+        let err = ClassificationData::<1, 3>::new(vec![0.0; 2], vec![0, 3])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("label 3 of sample 1"), "{err}");
     }
 

@@ -57,12 +57,22 @@ impl CsvLogger {
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => return Err(Error::Io { path: dir, op: "list", source }),
+            Err(source) => {
+                return Err(Error::Io {
+                    path: dir,
+                    op: "list",
+                    source,
+                })
+            }
         };
         let max = entries
             .filter_map(|e| e.ok())
             .filter(|e| e.path().is_dir())
-            .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_prefix("version_")?.parse::<u32>().ok()))
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_prefix("version_")?.parse::<u32>().ok())
+            })
             .max();
         Ok(max.map_or(0, |m| m + 1))
     }
@@ -83,7 +93,11 @@ impl CsvLogger {
         } else {
             let text = render(&self.columns, &rows, false);
             if fs.is_writer() {
-                let io = |source| Error::Io { path: path.to_path_buf(), op: "append to", source };
+                let io = |source| Error::Io {
+                    path: path.to_path_buf(),
+                    op: "append to",
+                    source,
+                };
                 let mut f = OpenOptions::new().append(true).open(path).map_err(io)?;
                 f.write_all(text.as_bytes()).map_err(io)?;
             }
@@ -100,7 +114,10 @@ fn render(columns: &[String], rows: &[BTreeMap<String, f64>], header: bool) -> S
         out.push('\n');
     }
     for row in rows {
-        let cells: Vec<String> = columns.iter().map(|c| row.get(c).map(|v| format_value(c, *v)).unwrap_or_default()).collect();
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| row.get(c).map(|v| format_value(c, *v)).unwrap_or_default())
+            .collect();
         out.push_str(&cells.join(","));
         out.push('\n');
     }
@@ -123,7 +140,11 @@ impl Logger for CsvLogger {
                 None => self.next_version()?,
             };
             self.version = Some(version);
-            self.log_dir = Some(self.root.join(&self.name).join(format!("version_{version}")));
+            self.log_dir = Some(
+                self.root
+                    .join(&self.name)
+                    .join(format!("version_{version}")),
+            );
         }
         Ok(self.log_dir.as_deref().unwrap_or(Path::new("")))
     }
@@ -133,7 +154,12 @@ impl Logger for CsvLogger {
         fs.write_file(&path, yaml::to_yaml(hparams).as_bytes())
     }
 
-    fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: u64, _fs: RankZeroFs<'_>) -> Result<()> {
+    fn log_metrics(
+        &mut self,
+        metrics: &BTreeMap<String, f64>,
+        step: u64,
+        _fs: RankZeroFs<'_>,
+    ) -> Result<()> {
         let mut row = metrics.clone();
         row.insert("step".into(), step as f64);
         self.pending.push(row);
@@ -159,20 +185,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = RankZeroFs::new(&SingleProcess);
         let mut a = CsvLogger::new(dir.path());
-        assert_eq!(a.log_dir().unwrap(), dir.path().join("lightning_logs/version_0"));
-        a.log_hyperparams(&Value::serialized(&BTreeMap::from([("lr", 0.5)])).unwrap(), fs).unwrap();
-        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.5)]), 1, fs).unwrap();
+        assert_eq!(
+            a.log_dir().unwrap(),
+            dir.path().join("lightning_logs/version_0")
+        );
+        a.log_hyperparams(
+            &Value::serialized(&BTreeMap::from([("lr", 0.5)])).unwrap(),
+            fs,
+        )
+        .unwrap();
+        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.5)]), 1, fs)
+            .unwrap();
         a.save(fs).unwrap();
-        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.25)]), 2, fs).unwrap();
+        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.25)]), 2, fs)
+            .unwrap();
         a.save(fs).unwrap();
         let csv = std::fs::read_to_string(a.metrics_path().unwrap()).unwrap();
         assert_eq!(csv, "step,train_loss\n1,0.5\n2,0.25\n");
-        a.log_metrics(&BTreeMap::from([("epoch".to_string(), 0.0), ("val_loss".to_string(), 1.5)]), 2, fs).unwrap();
+        a.log_metrics(
+            &BTreeMap::from([("epoch".to_string(), 0.0), ("val_loss".to_string(), 1.5)]),
+            2,
+            fs,
+        )
+        .unwrap();
         a.save(fs).unwrap();
         let csv = std::fs::read_to_string(a.metrics_path().unwrap()).unwrap();
-        assert_eq!(csv, "epoch,step,train_loss,val_loss\n,1,0.5,\n,2,0.25,\n0,2,,1.5\n");
+        assert_eq!(
+            csv,
+            "epoch,step,train_loss,val_loss\n,1,0.5,\n,2,0.25,\n0,2,,1.5\n"
+        );
 
         let mut b = CsvLogger::new(dir.path());
-        assert_eq!(b.log_dir().unwrap(), dir.path().join("lightning_logs/version_1"));
+        assert_eq!(
+            b.log_dir().unwrap(),
+            dir.path().join("lightning_logs/version_1")
+        );
     }
 }

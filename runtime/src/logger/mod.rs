@@ -23,7 +23,12 @@ pub trait Logger: Send {
     fn log_hyperparams(&mut self, hparams: &Value, fs: RankZeroFs<'_>) -> Result<()>;
 
     /// Records metrics at `step`.
-    fn log_metrics(&mut self, metrics: &BTreeMap<String, f64>, step: u64, fs: RankZeroFs<'_>) -> Result<()>;
+    fn log_metrics(
+        &mut self,
+        metrics: &BTreeMap<String, f64>,
+        step: u64,
+        fs: RankZeroFs<'_>,
+    ) -> Result<()>;
 
     /// Flushes what is buffered.
     fn save(&mut self, fs: RankZeroFs<'_>) -> Result<()>;

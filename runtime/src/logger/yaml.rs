@@ -8,7 +8,11 @@ pub(crate) fn to_yaml(value: &Value) -> String {
     match value {
         Value::Map(entries) if !entries.is_empty() => write_map(entries, 0, &mut out),
         Value::Null => out.push_str("{}\n"),
-        other => write_map(&[(Value::Text("hparams".into()), other.clone())], 0, &mut out),
+        other => write_map(
+            &[(Value::Text("hparams".into()), other.clone())],
+            0,
+            &mut out,
+        ),
     }
     out
 }
@@ -54,7 +58,10 @@ fn scalar(v: &Value) -> String {
         Value::Float(f) if f.is_infinite() => if *f > 0.0 { ".inf" } else { "-.inf" }.into(),
         Value::Float(f) => format!("{f:?}"),
         Value::Text(t) => quote(t),
-        Value::Bytes(b) => format!("!!binary {}", b.iter().map(|x| format!("{x:02x}")).collect::<String>()),
+        Value::Bytes(b) => format!(
+            "!!binary {}",
+            b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+        ),
         Value::Map(_) => "{}".into(),
         Value::Array(_) => "[]".into(),
         Value::Tag(_, inner) => scalar(inner),
@@ -65,11 +72,15 @@ fn scalar(v: &Value) -> String {
 /// Plain when YAML would read it back as the same string, double-quoted otherwise.
 fn quote(t: &str) -> String {
     let plain = !t.is_empty()
-        && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-./ ".contains(c))
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-./ ".contains(c))
         && !t.starts_with(['-', ' ', '.'])
         && !t.ends_with(' ')
         && t.parse::<f64>().is_err()
-        && !matches!(t.to_ascii_lowercase().as_str(), "true" | "false" | "yes" | "no" | "null" | "on" | "off" | "~");
+        && !matches!(
+            t.to_ascii_lowercase().as_str(),
+            "true" | "false" | "yes" | "no" | "null" | "on" | "off" | "~"
+        );
     if plain {
         t.to_string()
     } else {

@@ -49,7 +49,14 @@ impl MetricSpec {
     /// A metric with Lightning's defaults for `stage`: per step in training, per epoch otherwise.
     pub const fn new(name: &'static str, stage: Stage) -> Self {
         let train = matches!(stage, Stage::Train);
-        Self { name, stage, on_step: train, on_epoch: !train, reduce: Reduce::Mean, prog_bar: false }
+        Self {
+            name,
+            stage,
+            on_step: train,
+            on_epoch: !train,
+            reduce: Reduce::Mean,
+            prog_bar: false,
+        }
     }
 
     /// A training metric (`on_step`).
@@ -115,16 +122,28 @@ pub struct StepLog {
 
 impl StepLog {
     pub(crate) fn new(registry: &'static [MetricSpec], stage: Stage, batch_size: usize) -> Self {
-        Self { registry, stage, batch_size, values: Vec::new(), errors: Vec::new() }
+        Self {
+            registry,
+            stage,
+            batch_size,
+            values: Vec::new(),
+            errors: Vec::new(),
+        }
     }
 
     /// Logs `value` under `name`, which must be declared in the module's metric registry for this stage.
     /// A mistake is reported by the trainer as an error after the step.
     pub fn log(&mut self, name: &str, value: impl Into<f64>) {
         let value = value.into();
-        match self.registry.iter().position(|s| s.name == name && s.stage == self.stage) {
+        match self
+            .registry
+            .iter()
+            .position(|s| s.name == name && s.stage == self.stage)
+        {
             Some(i) => self.values.push((i, value)),
-            None => self.errors.push(unknown_metric(self.registry, name, self.stage)),
+            None => self
+                .errors
+                .push(unknown_metric(self.registry, name, self.stage)),
         }
     }
 
@@ -142,15 +161,22 @@ impl StepLog {
 }
 
 fn unknown_metric(registry: &[MetricSpec], name: &str, stage: Stage) -> String {
-    let known: Vec<String> =
-        registry.iter().filter(|s| s.stage == stage).map(|s| format!("`{}`", s.name)).collect();
+    let known: Vec<String> = registry
+        .iter()
+        .filter(|s| s.stage == stage)
+        .map(|s| format!("`{}`", s.name))
+        .collect();
     if let Some(other) = registry.iter().find(|s| s.name == name) {
         return format!(
             "metric `{name}` is declared for the {:?} stage but was logged from the {stage:?} stage",
             other.stage
         );
     }
-    let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+    let known = if known.is_empty() {
+        "none".to_string()
+    } else {
+        known.join(", ")
+    };
     format!("metric `{name}` is not in the module's metric registry for the {stage:?} stage (declared: {known})")
 }
 
@@ -252,6 +278,9 @@ mod tests {
         assert!(t.on_step && !t.on_epoch);
         let v = MetricSpec::validation("b");
         assert!(!v.on_step && v.on_epoch);
-        assert_eq!(metric_keys(&MetricSpec::train("x").on_epoch(true)), ["x", "x_step", "x_epoch"]);
+        assert_eq!(
+            metric_keys(&MetricSpec::train("x").on_epoch(true)),
+            ["x", "x_step", "x_epoch"]
+        );
     }
 }

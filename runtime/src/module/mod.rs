@@ -47,7 +47,12 @@ pub trait LightningModule<D: Backend>: TensorCollection<f32, D> + Sized + 'stati
     /// One training step: the forward pass on a batch traced into `grads`, returning the loss.
     ///
     /// Trace the input with `x.traced(grads)` so that the returned loss carries the tape.
-    fn training_step(&mut self, batch: Self::Batch, grads: Gradients<f32, D>, log: &mut StepLog) -> Result<Loss<D>>;
+    fn training_step(
+        &mut self,
+        batch: Self::Batch,
+        grads: Gradients<f32, D>,
+        log: &mut StepLog,
+    ) -> Result<Loss<D>>;
 
     /// One validation step. The default does nothing: validation then only runs the hooks.
     fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
-    ViewTensorRef,
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
+    ViewTensorName, ViewTensorRef,
 };
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
@@ -17,17 +17,28 @@ use crate::device::Backend;
 use crate::Result;
 
 /// The module's tensors (and dfdx scalar fields, as f64) by name, copied to the host.
-pub fn state_dict<M: TensorCollection<f32, D>, D: Backend>(module: &M) -> Result<BTreeMap<String, TensorData>> {
+pub fn state_dict<M: TensorCollection<f32, D>, D: Backend>(
+    module: &M,
+) -> Result<BTreeMap<String, TensorData>> {
     let mut out = Collect(BTreeMap::new());
-    M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut out }).map_err(crate::device_err)?;
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut out,
+    })
+    .map_err(crate::device_err)?;
     Ok(out.0)
 }
 
 /// The name, dtype and shape of every entry [`state_dict`] would produce, without copying data.
-pub fn param_shapes<M: TensorCollection<f32, D>, D: Backend>(module: &M) -> BTreeMap<String, (DType, Vec<usize>)> {
+pub fn param_shapes<M: TensorCollection<f32, D>, D: Backend>(
+    module: &M,
+) -> BTreeMap<String, (DType, Vec<usize>)> {
     let mut out = Shapes(BTreeMap::new());
     // Shapes never touches data, so the walk cannot fail.
-    let _ = M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut out });
+    let _ = M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut out,
+    });
     out.0
 }
 
@@ -46,16 +57,21 @@ pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
     for (name, (dtype, shape)) in &expected {
         match entries.get(name) {
             None => missing.push(format!("`{name}`")),
-            Some(t) if t.dtype() != *dtype || t.shape() != shape.as_slice() => mismatched.push(format!(
-                "`{name}`: expected {dtype} {shape:?}, found {} {:?}",
-                t.dtype(),
-                t.shape()
-            )),
+            Some(t) if t.dtype() != *dtype || t.shape() != shape.as_slice() => {
+                mismatched.push(format!(
+                    "`{name}`: expected {dtype} {shape:?}, found {} {:?}",
+                    t.dtype(),
+                    t.shape()
+                ))
+            }
             Some(_) => {}
         }
     }
-    let unexpected: Vec<String> =
-        entries.keys().filter(|k| !expected.contains_key(*k)).map(|k| format!("`{k}`")).collect();
+    let unexpected: Vec<String> = entries
+        .keys()
+        .filter(|k| !expected.contains_key(*k))
+        .map(|k| format!("`{k}`"))
+        .collect();
     if !mismatched.is_empty() || (strict && !(missing.is_empty() && unexpected.is_empty())) {
         return Err(CheckpointError::StateDictMismatch {
             path: path.to_path_buf(),
@@ -67,14 +83,24 @@ pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
         .into());
     }
     let mut apply = Apply(entries);
-    M::iter_tensors(&mut RecursiveWalker { m: (module, String::new()), f: &mut apply }).map_err(crate::device_err)?;
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut apply,
+    })
+    .map_err(crate::device_err)?;
     Ok(())
 }
 
 /// Rebuilds a module from the hyperparameters and weights stored in a checkpoint.
-pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(path: &Path, device: &D) -> Result<M> {
+pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(
+    path: &Path,
+    device: &D,
+) -> Result<M> {
     let ckpt = read_checkpoint(path)?;
-    let hparams_error = |reason: String| CheckpointError::Hyperparameters { path: path.to_path_buf(), reason };
+    let hparams_error = |reason: String| CheckpointError::Hyperparameters {
+        path: path.to_path_buf(),
+        reason,
+    };
     let value = match &ckpt.hyper_parameters {
         Some(v) => v.clone(),
         None => ciborium::Value::Null,
@@ -109,7 +135,8 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         _: TensorOptions<S, f32, D>,
         (t, name): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        self.0.insert(name, TensorData::from_f32(dims(t.shape()), t.as_vec()));
+        self.0
+            .insert(name, TensorData::from_f32(dims(t.shape()), t.as_vec()));
         Ok(None)
     }
 
@@ -118,7 +145,10 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         _: ScalarOptions<N>,
         (n, name): (&N, String),
     ) -> Result<Option<N>, Self::Err> {
-        self.0.insert(name, TensorData::from_f64(Vec::new(), vec![n.to_f64().unwrap_or(f64::NAN)]));
+        self.0.insert(
+            name,
+            TensorData::from_f64(Vec::new(), vec![n.to_f64().unwrap_or(f64::NAN)]),
+        );
         Ok(None)
     }
 }
@@ -175,7 +205,12 @@ impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
         _: ScalarOptions<N>,
         (n, name): (&mut N, String),
     ) -> Result<Option<N>, Self::Err> {
-        if let Some(v) = self.0.get(&name).and_then(TensorData::as_f64).and_then(|v| v.first().copied()) {
+        if let Some(v) = self
+            .0
+            .get(&name)
+            .and_then(TensorData::as_f64)
+            .and_then(|v| v.first().copied())
+        {
             if let Some(x) = N::from(v) {
                 *n = x;
             }

@@ -72,7 +72,10 @@ pub struct Optimizers<M, D: Backend> {
 impl<M, D: Backend> Optimizers<M, D> {
     /// An optimizer with no scheduler.
     pub fn new(optimizer: impl Optimizer<M, D> + 'static) -> Self {
-        Self { optimizer: Box::new(optimizer), scheduler: None }
+        Self {
+            optimizer: Box::new(optimizer),
+            scheduler: None,
+        }
     }
 
     /// Adds a learning-rate scheduler.

@@ -87,7 +87,11 @@ impl<'a> RankZeroFs<'a> {
             if let Some(parent) = path.parent() {
                 self.create_dir_all(parent)?;
             }
-            std::fs::write(path, contents).map_err(|source| Error::Io { path: path.into(), op: "write", source })?;
+            std::fs::write(path, contents).map_err(|source| Error::Io {
+                path: path.into(),
+                op: "write",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -95,8 +99,11 @@ impl<'a> RankZeroFs<'a> {
     /// Creates a directory and its parents (rank 0 only).
     pub fn create_dir_all(&self, path: &Path) -> Result<()> {
         if self.is_writer() && !path.as_os_str().is_empty() {
-            std::fs::create_dir_all(path)
-                .map_err(|source| Error::Io { path: path.into(), op: "create directory", source })?;
+            std::fs::create_dir_all(path).map_err(|source| Error::Io {
+                path: path.into(),
+                op: "create directory",
+                source,
+            })?;
         }
         Ok(())
     }
@@ -106,7 +113,11 @@ impl<'a> RankZeroFs<'a> {
         if self.is_writer() {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::Io { path: path.into(), op: "delete", source: e })
+                    return Err(Error::Io {
+                        path: path.into(),
+                        op: "delete",
+                        source: e,
+                    })
                 }
                 _ => {}
             }

@@ -118,19 +118,25 @@ impl TrainerConfig {
         }
         if let Some(v) = self.gradient_clip_val {
             if !(v.is_finite() && v >= 0.0) {
-                errors.push(format!("`gradient_clip_val` must be a finite number >= 0, got {v}"));
+                errors.push(format!(
+                    "`gradient_clip_val` must be a finite number >= 0, got {v}"
+                ));
             }
         }
         if self.log_every_n_steps == 0 {
             errors.push("`log_every_n_steps` must be at least 1, got 0".into());
         }
         if self.max_steps == Some(0) {
-            errors.push("`max_steps` must be at least 1 (leave it unset for no limit), got 0".into());
+            errors
+                .push("`max_steps` must be at least 1 (leave it unset for no limit), got 0".into());
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(format!("invalid `Trainer` settings:\n  {}", errors.join("\n  "))))
+            Err(Error::Config(format!(
+                "invalid `Trainer` settings:\n  {}",
+                errors.join("\n  ")
+            )))
         }
     }
 }

@@ -42,7 +42,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if let Err(error) = &result {
             let mut callbacks = std::mem::take(&mut self.callbacks);
             let sink = self.sink();
-            let hooked = run_callbacks(&mut callbacks, &sink, &*self.strategy, all, |c, ctx| c.on_exception(ctx, error));
+            let hooked = run_callbacks(&mut callbacks, &sink, &*self.strategy, all, |c, ctx| {
+                c.on_exception(ctx, error)
+            });
             self.callbacks = callbacks;
             if let Err(e) = hooked {
                 crate::warn(&format!("a callback's `on_exception` failed: {e}"));
@@ -54,24 +56,38 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Runs one validation pass over `val` with the attached module (or `module`, which is attached).
     /// Returns the epoch-level validation metrics.
-    pub fn validate(&mut self, module: Option<M>, val: &mut DynLoader<'_, M::Batch>) -> Result<BTreeMap<String, f64>> {
+    pub fn validate(
+        &mut self,
+        module: Option<M>,
+        val: &mut DynLoader<'_, M::Batch>,
+    ) -> Result<BTreeMap<String, f64>> {
         self.eval(module, val, Stage::Validation)
     }
 
     /// Runs one test pass over `test`; returns the epoch-level test metrics.
-    pub fn test(&mut self, module: Option<M>, test: &mut DynLoader<'_, M::Batch>) -> Result<BTreeMap<String, f64>> {
+    pub fn test(
+        &mut self,
+        module: Option<M>,
+        test: &mut DynLoader<'_, M::Batch>,
+    ) -> Result<BTreeMap<String, f64>> {
         self.eval(module, test, Stage::Test)
     }
 
     /// Runs `predict_step` over every batch of `loader`.
-    pub fn predict(&mut self, module: Option<M>, loader: &mut DynLoader<'_, M::Batch>) -> Result<Vec<M::Prediction>> {
+    pub fn predict(
+        &mut self,
+        module: Option<M>,
+        loader: &mut DynLoader<'_, M::Batch>,
+    ) -> Result<Vec<M::Prediction>> {
         if let Some(m) = module {
             self.attach(m)?;
         }
         let module = self.module.as_mut().ok_or_else(no_module)?;
         self.state.fn_ = TrainerFn::Predicting;
         loader.set_epoch(0, self.state.seed);
-        let out = (0..loader.num_batches()).map(|i| module.predict_step(loader.batch(i)?)).collect();
+        let out = (0..loader.num_batches())
+            .map(|i| module.predict_step(loader.batch(i)?))
+            .collect();
         self.state.fn_ = TrainerFn::Idle;
         out
     }
@@ -84,7 +100,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.install_callbacks(from_module)
     }
 
-    fn eval(&mut self, module: Option<M>, loader: &mut DynLoader<'_, M::Batch>, stage: Stage) -> Result<BTreeMap<String, f64>> {
+    fn eval(
+        &mut self,
+        module: Option<M>,
+        loader: &mut DynLoader<'_, M::Batch>,
+        stage: Stage,
+    ) -> Result<BTreeMap<String, f64>> {
         if let Some(m) = module {
             self.attach(m)?;
         }
@@ -92,8 +113,16 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             return Err(no_module());
         }
         let (fn_, limit, what) = match stage {
-            Stage::Test => (TrainerFn::Testing, self.config.limit_test_batches, "limit_test_batches"),
-            _ => (TrainerFn::Validating, self.config.limit_val_batches, "limit_val_batches"),
+            Stage::Test => (
+                TrainerFn::Testing,
+                self.config.limit_test_batches,
+                "limit_test_batches",
+            ),
+            _ => (
+                TrainerFn::Validating,
+                self.config.limit_val_batches,
+                "limit_val_batches",
+            ),
         };
         self.state.fn_ = fn_;
         self.state.metric_registry = M::METRICS;
@@ -124,12 +153,22 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             ..Default::default()
         };
         self.train_accum = EpochAccumulator::default();
-        self.state.num_training_batches = limited(train.num_batches() as u64, cfg.limit_train_batches, "limit_train_batches")?;
+        self.state.num_training_batches = limited(
+            train.num_batches() as u64,
+            cfg.limit_train_batches,
+            "limit_train_batches",
+        )?;
         self.state.num_val_batches = match val.as_deref() {
-            Some(v) => limited(v.num_batches() as u64, cfg.limit_val_batches, "limit_val_batches")?,
+            Some(v) => limited(
+                v.num_batches() as u64,
+                cfg.limit_val_batches,
+                "limit_val_batches",
+            )?,
             None => 0,
         };
-        if let (ValCheckInterval::Batches(b), Some(_)) = (cfg.val_check_interval, cfg.check_val_every_n_epoch) {
+        if let (ValCheckInterval::Batches(b), Some(_)) =
+            (cfg.val_check_interval, cfg.check_val_every_n_epoch)
+        {
             let n = self.state.num_training_batches;
             if self.state.num_val_batches > 0 && b > n {
                 return Err(Error::Config(format!(
@@ -144,8 +183,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let dir = logger.log_dir()?.to_path_buf();
             self.state.log_dir = Some(dir);
             if let Some(m) = &self.module {
-                let hparams = ciborium::Value::serialized(m.hparams())
-                    .map_err(|e| Error::Config(format!("the hyperparameters cannot be serialised: {e}")))?;
+                let hparams = ciborium::Value::serialized(m.hparams()).map_err(|e| {
+                    Error::Config(format!("the hyperparameters cannot be serialised: {e}"))
+                })?;
                 logger.log_hyperparams(&hparams, RankZeroFs::new(&*self.strategy))?;
             }
         }
@@ -190,12 +230,19 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 
     fn fit_done(&self) -> bool {
-        let steps_done = self.state.max_steps.is_some_and(|m| self.state.global_step >= m);
+        let steps_done = self
+            .state
+            .max_steps
+            .is_some_and(|m| self.state.global_step >= m);
         let epochs_done = self.state.max_epochs.is_some_and(|m| self.state.epoch >= m);
         steps_done || epochs_done || self.state.num_training_batches == 0
     }
 
-    fn run_epoch(&mut self, train: &mut DynLoader<'_, M::Batch>, mut val: Option<&mut DynLoader<'_, M::Batch>>) -> Result<()> {
+    fn run_epoch(
+        &mut self,
+        train: &mut DynLoader<'_, M::Batch>,
+        mut val: Option<&mut DynLoader<'_, M::Batch>>,
+    ) -> Result<()> {
         let n = self.state.num_training_batches;
         let accumulate = self.config.accumulate_grad_batches;
         train.set_epoch(self.state.epoch, self.state.seed);
@@ -206,13 +253,17 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let step_row = self.train_batch(train, index as usize, is_last, accumulate)?;
             self.state.batches_done = index + 1;
             self.state.total_batches += 1;
-            if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0 {
+            if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0
+            {
                 self.log_row(step_row)?;
             }
 
             self.call_callbacks(all, |c, ctx| c.on_train_batch_end(ctx))?;
             let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
-            self.module.as_mut().ok_or_else(no_module)?.on_train_batch_end(&mut log)?;
+            self.module
+                .as_mut()
+                .ok_or_else(no_module)?
+                .on_train_batch_end(&mut log)?;
             self.record(log.finish()?, Stage::Train, None);
 
             if self.val_due(index) {
@@ -221,7 +272,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     self.run_eval(v, nv, Stage::Validation, false)?;
                 }
             }
-            if self.state.max_steps.is_some_and(|m| self.state.global_step >= m) && !is_last {
+            if self
+                .state
+                .max_steps
+                .is_some_and(|m| self.state.global_step >= m)
+                && !is_last
+            {
                 // Stopped inside the epoch: the position is kept, so a checkpoint resumes here.
                 return Ok(());
             }
@@ -248,7 +304,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let loss = module.training_step(batch, grads, &mut log)?;
         // A logging mistake fails the step before it changes anything.
         let logged = log.finish()?;
-        let loss = if accumulate > 1 { loss * (1.0 / accumulate as f32) } else { loss };
+        let loss = if accumulate > 1 {
+            loss * (1.0 / accumulate as f32)
+        } else {
+            loss
+        };
         let mut grads: Gradients<f32, D> = loss.try_backward().map_err(crate::device_err)?;
 
         let window_closed = (index as u64 + 1) % accumulate == 0 || is_last;
@@ -258,7 +318,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             let opt = self.optimizers.as_mut().ok_or_else(no_module)?;
             opt.optimizer.step(module, &mut grads)?;
-            module.try_zero_grads(&mut grads).map_err(crate::device_err)?;
+            module
+                .try_zero_grads(&mut grads)
+                .map_err(crate::device_err)?;
             self.state.global_step += 1;
             if let Some(s) = &mut opt.scheduler {
                 if s.interval() == crate::optim::Interval::Step || is_last {
@@ -286,7 +348,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 let every = ((s.num_training_batches as f64 * f) as u64).max(1);
                 (index + 1) % every == 0
             }
-            ValCheckInterval::Batches(b) if s.check_val_every_n_epoch.is_none() => s.total_batches % b == 0,
+            ValCheckInterval::Batches(b) if s.check_val_every_n_epoch.is_none() => {
+                s.total_batches % b == 0
+            }
             ValCheckInterval::Batches(b) => (index + 1) % b == 0,
         }
     }
@@ -296,7 +360,10 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.publish_epoch_metrics();
         self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
-        self.module.as_mut().ok_or_else(no_module)?.on_train_epoch_end(&mut log)?;
+        self.module
+            .as_mut()
+            .ok_or_else(no_module)?
+            .on_train_epoch_end(&mut log)?;
         self.record(log.finish()?, Stage::Train, None);
         let epoch_row = self.publish_epoch_metrics();
         self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
@@ -322,13 +389,24 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Applies a step's logged values: `callback_metrics`, epoch accumulation (weighted by
     /// `batch_size`; hook values weigh 1). Returns the logger row of on-step values.
-    fn record(&mut self, values: Vec<(usize, f64)>, stage: Stage, batch_size: Option<usize>) -> BTreeMap<String, f64> {
+    fn record(
+        &mut self,
+        values: Vec<(usize, f64)>,
+        stage: Stage,
+        batch_size: Option<usize>,
+    ) -> BTreeMap<String, f64> {
         let weight = batch_size.unwrap_or(1) as f64;
         let mut row = BTreeMap::new();
         for (i, v) in values {
-            let Some(spec) = M::METRICS.get(i) else { continue };
+            let Some(spec) = M::METRICS.get(i) else {
+                continue;
+            };
             if spec.on_step {
-                let key = if spec.on_epoch { format!("{}_step", spec.name) } else { spec.name.to_string() };
+                let key = if spec.on_epoch {
+                    format!("{}_step", spec.name)
+                } else {
+                    spec.name.to_string()
+                };
                 self.state.callback_metrics.insert(spec.name.to_string(), v);
                 self.state.callback_metrics.insert(key.clone(), v);
                 row.insert(key, v);
@@ -343,13 +421,23 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     fn log_row(&mut self, mut row: BTreeMap<String, f64>) -> Result<()> {
         if let Some(logger) = &mut self.logger {
             row.insert("epoch".into(), self.state.epoch as f64);
-            logger.log_metrics(&row, self.state.global_step, RankZeroFs::new(&*self.strategy))?;
+            logger.log_metrics(
+                &row,
+                self.state.global_step,
+                RankZeroFs::new(&*self.strategy),
+            )?;
         }
         Ok(())
     }
 
     /// One validation or test pass of `n` batches. Sanity runs leave `callback_metrics` untouched.
-    fn run_eval(&mut self, loader: &mut DynLoader<'_, M::Batch>, n: u64, stage: Stage, sanity: bool) -> Result<BTreeMap<String, f64>> {
+    fn run_eval(
+        &mut self,
+        loader: &mut DynLoader<'_, M::Batch>,
+        n: u64,
+        stage: Stage,
+        sanity: bool,
+    ) -> Result<BTreeMap<String, f64>> {
         self.state.sanity_checking = sanity;
         loader.set_epoch(0, self.state.seed);
         let mut accum = EpochAccumulator::default();
@@ -357,9 +445,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let module = self.module.as_mut().ok_or_else(no_module)?;
         let mut take = |log: StepLog, weight: f64| -> Result<()> {
             for (i, v) in log.finish()? {
-                let Some(spec) = M::METRICS.get(i) else { continue };
+                let Some(spec) = M::METRICS.get(i) else {
+                    continue;
+                };
                 if spec.on_step {
-                    let key = if spec.on_epoch { format!("{}_step", spec.name) } else { spec.name.to_string() };
+                    let key = if spec.on_epoch {
+                        format!("{}_step", spec.name)
+                    } else {
+                        spec.name.to_string()
+                    };
                     step_metrics.insert(key, v);
                 }
                 if spec.on_epoch {
@@ -387,7 +481,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let mut row = BTreeMap::new();
         if !sanity {
             self.state.callback_metrics.extend(step_metrics);
-            row = publish_epoch(&mut self.state.callback_metrics, M::METRICS, epoch_values.clone());
+            row = publish_epoch(
+                &mut self.state.callback_metrics,
+                M::METRICS,
+                epoch_values.clone(),
+            );
         }
         if stage == Stage::Validation {
             self.call_callbacks(all, |c, ctx| c.on_validation_end(ctx))?;
@@ -412,7 +510,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Lightning's `ckpt_path` resolution (C.3), with "last" chosen by the global step inside the files.
     fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<PathBuf>> {
-        let ckpt_callbacks: Vec<_> = self.callbacks.iter().filter(|c| c.is_checkpoint()).collect();
+        let ckpt_callbacks: Vec<_> = self
+            .callbacks
+            .iter()
+            .filter(|c| c.is_checkpoint())
+            .collect();
         match p {
             CkptPath::Path(path) => Ok(Some(path)),
             CkptPath::Best => {
@@ -445,9 +547,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 let mut newest: Option<(u64, PathBuf)> = None;
                 for path in candidates {
                     match read_checkpoint(&path) {
-                        Ok(c) if newest.as_ref().is_none_or(|(s, _)| c.global_step > *s) => newest = Some((c.global_step, path)),
+                        Ok(c) if newest.as_ref().is_none_or(|(s, _)| c.global_step > *s) => {
+                            newest = Some((c.global_step, path))
+                        }
                         Ok(_) => {}
-                        Err(e) => crate::warn(&format!("skipping a damaged \"last\" checkpoint: {e}")),
+                        Err(e) => {
+                            crate::warn(&format!("skipping a damaged \"last\" checkpoint: {e}"))
+                        }
                     }
                 }
                 if newest.is_none() {
@@ -465,10 +571,18 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     fn restore(&mut self, path: &Path) -> Result<()> {
         let ckpt = read_checkpoint(path)?;
         if ckpt.weights_only {
-            return Err(CheckpointError::WeightsOnly { path: path.into(), what: "optimizer" }.into());
+            return Err(CheckpointError::WeightsOnly {
+                path: path.into(),
+                what: "optimizer",
+            }
+            .into());
         }
         let loops = &ckpt.loops;
-        let epoch = if loops.epoch_finished { loops.epoch + 1 } else { loops.epoch };
+        let epoch = if loops.epoch_finished {
+            loops.epoch + 1
+        } else {
+            loops.epoch
+        };
         if let Some(max) = self.state.max_epochs {
             if epoch > max {
                 return Err(Error::Config(format!(
@@ -489,7 +603,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
         self.state.seed = loops.seed;
         self.state.epoch = epoch;
-        self.state.batches_done = if loops.epoch_finished { 0 } else { loops.batches_done };
+        self.state.batches_done = if loops.epoch_finished {
+            0
+        } else {
+            loops.batches_done
+        };
         self.state.global_step = loops.global_step;
         self.state.total_batches = loops.total_batches;
         self.train_accum = match (&loops.metric_state, loops.epoch_finished) {
@@ -526,9 +644,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             reason: format!("the {what} state does not fit the configured {what}: {e}"),
         };
         let Some(state) = &ckpt.optimizer else {
-            return Err(CheckpointError::WeightsOnly { path: path.into(), what: "optimizer" }.into());
+            return Err(CheckpointError::WeightsOnly {
+                path: path.into(),
+                what: "optimizer",
+            }
+            .into());
         };
-        opt.optimizer.load_state_dict(module, state).map_err(|e| mismatch("optimizer", e))?;
+        opt.optimizer
+            .load_state_dict(module, state)
+            .map_err(|e| mismatch("optimizer", e))?;
         match (&mut opt.scheduler, &ckpt.scheduler) {
             (Some(s), Some(state)) => s.load_state_dict(state).map_err(|e| mismatch("learning-rate scheduler", e))?,
             (Some(_), None) => {
@@ -556,8 +680,14 @@ fn publish_epoch(
 ) -> BTreeMap<String, f64> {
     let mut row = BTreeMap::new();
     for (name, v) in values {
-        let both = registry.iter().any(|s| s.name == name && s.on_step && s.on_epoch);
-        let key = if both { format!("{name}_epoch") } else { name.clone() };
+        let both = registry
+            .iter()
+            .any(|s| s.name == name && s.on_step && s.on_epoch);
+        let key = if both {
+            format!("{name}_epoch")
+        } else {
+            name.clone()
+        };
         callback_metrics.insert(name, v);
         callback_metrics.insert(key.clone(), v);
         row.insert(key, v);
@@ -566,5 +696,8 @@ fn publish_epoch(
 }
 
 fn no_module() -> Error {
-    Error::Config("no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`".into())
+    Error::Config(
+        "no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`"
+            .into(),
+    )
 }

@@ -154,7 +154,9 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         self.config.validate()?;
         let logger = match self.logger {
             Some(choice) => choice,
-            None => Some(Box::new(CsvLogger::new(&self.config.default_root_dir)) as Box<dyn Logger>),
+            None => {
+                Some(Box::new(CsvLogger::new(&self.config.default_root_dir)) as Box<dyn Logger>)
+            }
         };
         let mut trainer = Trainer {
             config: self.config,
@@ -257,7 +259,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// The first callback of type `C`.
     pub fn callback<C: Callback>(&self) -> Option<&C> {
-        self.callbacks.iter().find_map(|c| c.as_any().downcast_ref::<C>())
+        self.callbacks
+            .iter()
+            .find_map(|c| c.as_any().downcast_ref::<C>())
     }
 
     /// The logger's directory (`<root>/lightning_logs/version_N`), when there is a logger.
@@ -316,8 +320,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             all.push(cb);
         }
         let mut keys = std::collections::BTreeSet::new();
-        let duplicate = all.iter().map(|c| c.state_key()).find(|k| !keys.insert(k.clone()));
-        let checkpointing_off = !self.config.enable_checkpointing && all.iter().any(|c| c.is_checkpoint());
+        let duplicate = all
+            .iter()
+            .map(|c| c.state_key())
+            .find(|k| !keys.insert(k.clone()));
+        let checkpointing_off =
+            !self.config.enable_checkpointing && all.iter().any(|c| c.is_checkpoint());
         let (ckpt, plain): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.is_checkpoint());
         self.callbacks = plain.into_iter().chain(ckpt).collect();
         if checkpointing_off {
@@ -343,7 +351,11 @@ struct Sink<'a, M: LightningModule<D>, D: Backend> {
 }
 
 impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
-    fn checkpoint(&self, weights_only: bool, callbacks: BTreeMap<String, Value>) -> Result<Checkpoint> {
+    fn checkpoint(
+        &self,
+        weights_only: bool,
+        callbacks: BTreeMap<String, Value>,
+    ) -> Result<Checkpoint> {
         let module = self.module.ok_or_else(|| {
             Error::Config(
                 "saving a checkpoint is only possible if a module is attached to the trainer: call \
@@ -394,11 +406,18 @@ fn run_callbacks<M: LightningModule<D>, D: Backend>(
 ) -> Result<()> {
     for i in 0..callbacks.len() {
         let (before, rest) = callbacks.split_at_mut(i);
-        let Some((current, after)) = rest.split_first_mut() else { break };
+        let Some((current, after)) = rest.split_first_mut() else {
+            break;
+        };
         if !filter(&**current) {
             continue;
         }
-        let mut ctx = CallbackContext { state: sink.state, sink, others: [before, after], strategy };
+        let mut ctx = CallbackContext {
+            state: sink.state,
+            sink,
+            others: [before, after],
+            strategy,
+        };
         hook(&mut **current, &mut ctx)?;
     }
     Ok(())

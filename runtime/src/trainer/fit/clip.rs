@@ -1,6 +1,8 @@
 //! Gradient clipping by global L2 norm (Lightning's default `gradient_clip_algorithm = "norm"`).
 
-use dfdx::nn::tensor_collection::{RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorRef};
+use dfdx::nn::tensor_collection::{
+    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorRef,
+};
 use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 
@@ -14,12 +16,24 @@ pub(crate) fn clip_grad_norm<M: TensorCollection<f32, D>, D: Backend>(
     grads: &mut Gradients<f32, D>,
     max_norm: f64,
 ) -> Result<f64> {
-    let mut sum = SquaredNorm { grads, sum: 0.0, scale: None };
-    M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut sum }).map_err(crate::device_err)?;
+    let mut sum = SquaredNorm {
+        grads,
+        sum: 0.0,
+        scale: None,
+    };
+    M::iter_tensors(&mut RecursiveWalker {
+        m: module,
+        f: &mut sum,
+    })
+    .map_err(crate::device_err)?;
     let norm = sum.sum.sqrt();
     if norm > max_norm {
         sum.scale = Some((max_norm / (norm + 1e-6)) as f32);
-        M::iter_tensors(&mut RecursiveWalker { m: module, f: &mut sum }).map_err(crate::device_err)?;
+        M::iter_tensors(&mut RecursiveWalker {
+            m: module,
+            f: &mut sum,
+        })
+        .map_err(crate::device_err)?;
     }
     Ok(norm)
 }
@@ -49,7 +63,12 @@ impl<D: Backend> TensorVisitor<f32, D> for SquaredNorm<'_, D> {
         let g = self.grads.get_or_alloc_mut(t)?;
         let mut host = dev.vec_to_host(g)?;
         match self.scale {
-            None => self.sum += host.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>(),
+            None => {
+                self.sum += host
+                    .iter()
+                    .map(|&x| f64::from(x) * f64::from(x))
+                    .sum::<f64>()
+            }
             Some(s) => {
                 host.iter_mut().for_each(|x| *x *= s);
                 dev.host_to_vec(&host, g)?;
