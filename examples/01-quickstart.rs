@@ -113,7 +113,11 @@ impl Callback for PrintMetrics {
             let m = &s.callback_metrics;
             println!(
                 "epoch {:>2}  step {:>4}  train_loss {:.4}  val_loss {:.4}  val_acc {:.3}",
-                s.epoch, s.global_step, m["train_loss"], m["val_loss"], m["val_acc"]
+                s.epoch,
+                s.global_step,
+                m["train_loss"].as_f64(),
+                m["val_loss"].as_f64(),
+                m["val_acc"].as_f64()
             );
         }
         Ok(())
@@ -163,7 +167,8 @@ fn main() -> fulgur::Result<()> {
     let metrics = evaluator.validate(Some(restored), &mut val)?;
     println!(
         "reloaded model: val_loss {:.4}  val_acc {:.3}",
-        metrics["val_loss"], metrics["val_acc"]
+        metrics["val_loss"].as_f64(),
+        metrics["val_acc"].as_f64()
     );
     Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use ciborium::Value;
 
 use super::{yaml, Logger};
+use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
 
@@ -18,8 +19,8 @@ pub struct CsvLogger {
     version: Option<u32>,
     log_dir: Option<PathBuf>,
     columns: Vec<String>,
-    pending: Vec<BTreeMap<String, f64>>,
-    written: Vec<BTreeMap<String, f64>>,
+    pending: Vec<BTreeMap<String, MetricValue>>,
+    written: Vec<BTreeMap<String, MetricValue>>,
 }
 
 impl CsvLogger {
@@ -107,7 +108,7 @@ impl CsvLogger {
     }
 }
 
-fn render(columns: &[String], rows: &[BTreeMap<String, f64>], header: bool) -> String {
+fn render(columns: &[String], rows: &[BTreeMap<String, MetricValue>], header: bool) -> String {
     let mut out = String::new();
     if header {
         out.push_str(&columns.join(","));
@@ -116,7 +117,7 @@ fn render(columns: &[String], rows: &[BTreeMap<String, f64>], header: bool) -> S
     for row in rows {
         let cells: Vec<String> = columns
             .iter()
-            .map(|c| row.get(c).map(|v| format_value(c, *v)).unwrap_or_default())
+            .map(|c| row.get(c).map(|v| format_value(*v)).unwrap_or_default())
             .collect();
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -124,11 +125,11 @@ fn render(columns: &[String], rows: &[BTreeMap<String, f64>], header: bool) -> S
     out
 }
 
-fn format_value(column: &str, v: f64) -> String {
-    if matches!(column, "epoch" | "step") && v.fract() == 0.0 {
-        format!("{}", v as i64)
-    } else {
-        format!("{v}")
+fn format_value(v: MetricValue) -> String {
+    match v {
+        // Python's spelling, as Lightning's CSV files have it.
+        MetricValue::Bool(b) => if b { "True" } else { "False" }.to_string(),
+        other => other.to_string(),
     }
 }
 
@@ -156,12 +157,12 @@ impl Logger for CsvLogger {
 
     fn log_metrics(
         &mut self,
-        metrics: &BTreeMap<String, f64>,
+        metrics: &BTreeMap<String, MetricValue>,
         step: u64,
         _fs: RankZeroFs<'_>,
     ) -> Result<()> {
         let mut row = metrics.clone();
-        row.insert("step".into(), step as f64);
+        row.insert("step".into(), MetricValue::Int(step as i64));
         self.pending.push(row);
         Ok(())
     }
@@ -194,16 +195,27 @@ mod tests {
             fs,
         )
         .unwrap();
-        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.5)]), 1, fs)
-            .unwrap();
+        a.log_metrics(
+            &BTreeMap::from([("train_loss".to_string(), MetricValue::F32(0.5))]),
+            1,
+            fs,
+        )
+        .unwrap();
         a.save(fs).unwrap();
-        a.log_metrics(&BTreeMap::from([("train_loss".to_string(), 0.25)]), 2, fs)
-            .unwrap();
+        a.log_metrics(
+            &BTreeMap::from([("train_loss".to_string(), MetricValue::F32(0.25))]),
+            2,
+            fs,
+        )
+        .unwrap();
         a.save(fs).unwrap();
         let csv = std::fs::read_to_string(a.metrics_path().unwrap()).unwrap();
         assert_eq!(csv, "step,train_loss\n1,0.5\n2,0.25\n");
         a.log_metrics(
-            &BTreeMap::from([("epoch".to_string(), 0.0), ("val_loss".to_string(), 1.5)]),
+            &BTreeMap::from([
+                ("epoch".to_string(), MetricValue::Int(0)),
+                ("val_loss".to_string(), MetricValue::F32(1.5)),
+            ]),
             2,
             fs,
         )

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use ciborium::Value;
 
+use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
 use crate::Result;
 
@@ -25,7 +26,7 @@ pub trait Logger: Send {
     /// Records metrics at `step`.
     fn log_metrics(
         &mut self,
-        metrics: &BTreeMap<String, f64>,
+        metrics: &BTreeMap<String, MetricValue>,
         step: u64,
         fs: RankZeroFs<'_>,
     ) -> Result<()>;

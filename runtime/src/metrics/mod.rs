@@ -47,6 +47,8 @@ pub struct MetricSpec {
     pub reduce: Reduce,
     /// Show in the progress bar.
     pub prog_bar: bool,
+    /// The type of the logged value (f32 by default); filename format specs are checked against it.
+    pub kind: MetricKind,
 }
 
 impl MetricSpec {
@@ -60,6 +62,7 @@ impl MetricSpec {
             on_epoch: !train,
             reduce: Reduce::Mean,
             prog_bar: false,
+            kind: MetricKind::F32,
         }
     }
 
@@ -101,6 +104,12 @@ impl MetricSpec {
         self.prog_bar = true;
         self
     }
+
+    /// Sets the type of the logged value.
+    pub const fn kind(mut self, kind: MetricKind) -> Self {
+        self.kind = kind;
+        self
+    }
 }
 
 /// The names a metric appears under in `callback_metrics`, besides its own name: Lightning's
@@ -120,7 +129,7 @@ pub struct StepLog {
     registry: &'static [MetricSpec],
     stage: Stage,
     batch_size: usize,
-    values: Vec<(usize, f64)>,
+    values: Vec<(usize, MetricValue)>,
     errors: Vec<String>,
 }
 
@@ -136,15 +145,20 @@ impl StepLog {
     }
 
     /// Logs `value` under `name`, which must be declared in the module's metric registry for this stage.
-    /// A mistake is reported by the trainer as an error after the step.
-    pub fn log(&mut self, name: &str, value: impl Into<f64>) {
+    /// The value is stored with the registry's kind for `name`. A mistake is reported by the trainer as
+    /// an error right after the step, before the step is applied.
+    pub fn log(&mut self, name: &str, value: impl Into<MetricValue>) {
         let value = value.into();
         match self
             .registry
             .iter()
             .position(|s| s.name == name && s.stage == self.stage)
         {
-            Some(i) => self.values.push((i, value)),
+            Some(i) => {
+                let kind = self.registry[i].kind;
+                self.values
+                    .push((i, MetricValue::from_f64(value.as_f64(), kind)))
+            }
             None => self
                 .errors
                 .push(unknown_metric(self.registry, name, self.stage)),
@@ -156,7 +170,7 @@ impl StepLog {
         self.batch_size
     }
 
-    pub(crate) fn finish(self) -> Result<Vec<(usize, f64)>, crate::Error> {
+    pub(crate) fn finish(self) -> Result<Vec<(usize, MetricValue)>, crate::Error> {
         if let Some(first) = self.errors.into_iter().next() {
             return Err(crate::Error::Metric(first));
         }
@@ -215,8 +229,12 @@ impl EpochAccumulator {
         a.min = a.min.min(value);
     }
 
-    /// The epoch value of each accumulated metric of `registry`.
-    pub(crate) fn compute(&self, registry: &[MetricSpec], stage: Stage) -> BTreeMap<String, f64> {
+    /// The epoch value of each accumulated metric of `registry`, in the metric's kind.
+    pub(crate) fn compute(
+        &self,
+        registry: &[MetricSpec],
+        stage: Stage,
+    ) -> BTreeMap<String, MetricValue> {
         let mut out = BTreeMap::new();
         for spec in registry.iter().filter(|s| s.stage == stage && s.on_epoch) {
             if let Some(a) = self.entries.get(spec.name) {
@@ -227,7 +245,7 @@ impl EpochAccumulator {
                     Reduce::Max => a.max,
                     Reduce::Min => a.min,
                 };
-                out.insert(spec.name.to_string(), v);
+                out.insert(spec.name.to_string(), MetricValue::from_f64(v, spec.kind));
             }
         }
         out
@@ -256,8 +274,11 @@ mod tests {
         acc.add("val_max", 1.0, 32.0);
         acc.add("val_max", 4.0, 16.0);
         let out = acc.compute(REG, Stage::Validation);
-        assert_eq!(out["val_loss"], (32.0 + 64.0) / 48.0);
-        assert_eq!(out["val_max"], 4.0);
+        assert_eq!(
+            out["val_loss"],
+            MetricValue::F32(((32.0 + 64.0) / 48.0) as f32)
+        );
+        assert_eq!(out["val_max"], MetricValue::F32(4.0));
         assert!(!out.contains_key("train_loss"));
     }
 
@@ -265,7 +286,7 @@ mod tests {
     fn unknown_and_wrong_stage_metrics_are_errors() {
         let mut log = StepLog::new(REG, Stage::Train, 8);
         log.log("train_loss", 1.0f32);
-        assert_eq!(log.finish().unwrap(), vec![(0, 1.0)]);
+        assert_eq!(log.finish().unwrap(), vec![(0, MetricValue::F32(1.0))]);
         let mut log = StepLog::new(REG, Stage::Train, 8);
         log.log("val_loss", 1.0);
         let err = log.finish().unwrap_err().to_string();

@@ -12,7 +12,7 @@ use super::{run_callbacks, CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInte
 use crate::callbacks::Callback;
 use crate::checkpoint::{read_checkpoint, Checkpoint, CheckpointError};
 use crate::device::Backend;
-use crate::metrics::{EpochAccumulator, MetricSpec, Stage, StepLog};
+use crate::metrics::{EpochAccumulator, MetricSpec, MetricValue, Stage, StepLog};
 use crate::module::{load_state_dict, LightningModule};
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
@@ -60,7 +60,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         &mut self,
         module: Option<M>,
         val: &mut DynLoader<'_, M::Batch>,
-    ) -> Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         self.eval(module, val, Stage::Validation)
     }
 
@@ -69,7 +69,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         &mut self,
         module: Option<M>,
         test: &mut DynLoader<'_, M::Batch>,
-    ) -> Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         self.eval(module, test, Stage::Test)
     }
 
@@ -105,7 +105,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         module: Option<M>,
         loader: &mut DynLoader<'_, M::Batch>,
         stage: Stage,
-    ) -> Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         if let Some(m) = module {
             self.attach(m)?;
         }
@@ -292,7 +292,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         index: usize,
         is_last: bool,
         accumulate: u64,
-    ) -> Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         let batch_size = train.batch_size(index);
         let batch = train.batch(index)?;
         let module = self.module.as_mut().ok_or_else(no_module)?;
@@ -382,7 +382,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 
     /// Moves the training epoch aggregates into `callback_metrics`; returns the logger row.
-    fn publish_epoch_metrics(&mut self) -> BTreeMap<String, f64> {
+    fn publish_epoch_metrics(&mut self) -> BTreeMap<String, MetricValue> {
         let values = self.train_accum.compute(M::METRICS, Stage::Train);
         publish_epoch(&mut self.state.callback_metrics, M::METRICS, values)
     }
@@ -391,10 +391,10 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// `batch_size`; hook values weigh 1). Returns the logger row of on-step values.
     fn record(
         &mut self,
-        values: Vec<(usize, f64)>,
+        values: Vec<(usize, MetricValue)>,
         stage: Stage,
         batch_size: Option<usize>,
-    ) -> BTreeMap<String, f64> {
+    ) -> BTreeMap<String, MetricValue> {
         let weight = batch_size.unwrap_or(1) as f64;
         let mut row = BTreeMap::new();
         for (i, v) in values {
@@ -412,15 +412,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 row.insert(key, v);
             }
             if spec.on_epoch && stage == Stage::Train {
-                self.train_accum.add(spec.name, v, weight);
+                self.train_accum.add(spec.name, v.as_f64(), weight);
             }
         }
         row
     }
 
-    fn log_row(&mut self, mut row: BTreeMap<String, f64>) -> Result<()> {
+    fn log_row(&mut self, mut row: BTreeMap<String, MetricValue>) -> Result<()> {
         if let Some(logger) = &mut self.logger {
-            row.insert("epoch".into(), self.state.epoch as f64);
+            row.insert("epoch".into(), MetricValue::Int(self.state.epoch as i64));
             logger.log_metrics(
                 &row,
                 self.state.global_step,
@@ -437,7 +437,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         n: u64,
         stage: Stage,
         sanity: bool,
-    ) -> Result<BTreeMap<String, f64>> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         self.state.sanity_checking = sanity;
         loader.set_epoch(0, self.state.seed);
         let mut accum = EpochAccumulator::default();
@@ -457,7 +457,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     step_metrics.insert(key, v);
                 }
                 if spec.on_epoch {
-                    accum.add(spec.name, v, weight);
+                    accum.add(spec.name, v.as_f64(), weight);
                 }
             }
             Ok(())
@@ -674,10 +674,10 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
 /// Publishes epoch aggregates under Lightning's names; returns the logger row.
 fn publish_epoch(
-    callback_metrics: &mut BTreeMap<String, f64>,
+    callback_metrics: &mut BTreeMap<String, MetricValue>,
     registry: &[MetricSpec],
-    values: BTreeMap<String, f64>,
-) -> BTreeMap<String, f64> {
+    values: BTreeMap<String, MetricValue>,
+) -> BTreeMap<String, MetricValue> {
     let mut row = BTreeMap::new();
     for (name, v) in values {
         let both = registry

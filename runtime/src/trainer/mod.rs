@@ -30,7 +30,7 @@ use crate::checkpoint::{Checkpoint, LoopState};
 use crate::data::DataLoader;
 use crate::device::Backend;
 use crate::logger::{CsvLogger, Logger};
-use crate::metrics::EpochAccumulator;
+use crate::metrics::{EpochAccumulator, MetricValue};
 use crate::module::{state_dict, LightningModule};
 use crate::optim::Optimizers;
 use crate::strategy::{RankZeroFs, SingleProcess, Strategy};
@@ -231,7 +231,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 
     /// The latest value of every logged metric.
-    pub fn callback_metrics(&self) -> &BTreeMap<String, f64> {
+    pub fn callback_metrics(&self) -> &BTreeMap<String, MetricValue> {
         &self.state.callback_metrics
     }
 

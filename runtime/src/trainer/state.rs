@@ -1,7 +1,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use crate::metrics::MetricSpec;
+use crate::metrics::{MetricSpec, MetricValue};
 
 /// What the trainer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -50,7 +50,7 @@ pub struct TrainerState {
     /// `true` while the last training batch of the epoch is being processed.
     pub is_last_batch: bool,
     /// The latest value of every logged metric: step values, then epoch aggregates.
-    pub callback_metrics: BTreeMap<String, f64>,
+    pub callback_metrics: BTreeMap<String, MetricValue>,
     /// The module's metric registry.
     pub metric_registry: &'static [MetricSpec],
     /// Training batches per epoch (after `limit_train_batches`).
@@ -76,10 +76,10 @@ pub struct TrainerState {
 impl TrainerState {
     /// `callback_metrics` plus `epoch` and `step` (the global step), which are always available to
     /// monitor and to filename templates (section B.3 of the reference).
-    pub fn monitor_candidates(&self) -> BTreeMap<String, f64> {
+    pub fn monitor_candidates(&self) -> BTreeMap<String, MetricValue> {
         let mut m = self.callback_metrics.clone();
-        m.insert("epoch".into(), self.epoch as f64);
-        m.insert("step".into(), self.global_step as f64);
+        m.insert("epoch".into(), MetricValue::Int(self.epoch as i64));
+        m.insert("step".into(), MetricValue::Int(self.global_step as i64));
         m
     }
 }
