@@ -1,1 +1,272 @@
-fn main() {}
+//! Checkpoint save and load against raw file I/O of the same bytes and against safetensors.
+//!
+//! `cargo bench --bench checkpoint_io` measures a checkpoint of 4 × 25M f32 parameters (400 MB) with
+//! criterion, then times every operation again in interleaved rounds and prints medians, throughputs and
+//! the ratios the format is held to: save and load at ≥ 0.9× raw `std::fs::write` / `std::fs::read`.
+//! Without `--bench` (as under `cargo test --benches`) it runs once on a small checkpoint as a smoke test.
+//!
+//! Like is compared with like: `write_checkpoint` replaces its file crash-safely (temporary file, fsync,
+//! rename, fsync of the directory), so it is measured against the same protocol on the raw bytes, and
+//! against a plain in-place `write_all` + `sync_all` for reference; `encode_checkpoint` into a buffered file
+//! is the no-fsync counterpart of `std::fs::write` and of `safetensors::serialize_to_file`. Before every
+//! timed operation, untimed, the files of the previous ones are fsynced so that background writeback does
+//! not bleed into the next measurement. Loads read from the page cache.
+//!
+//! `FULGUR_BENCH_PARAMS` overrides the number of parameters (default 100M, split over 4 tensors).
+//! Files go to a temporary directory under `FULGUR_BENCH_DIR` when it is set (e.g. a tmpfs, to measure
+//! the format's CPU cost without the disk), else under the system's temporary directory.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use criterion::{BatchSize, Criterion, SamplingMode, Throughput};
+use fulgur::checkpoint::{
+    decode_checkpoint, encode_checkpoint, read_checkpoint, write_checkpoint, Checkpoint, TensorData,
+};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+const TENSORS: usize = 4;
+const ROUNDS: usize = 5;
+
+type Op<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
+fn main() {
+    let bench_mode = std::env::args().any(|a| a == "--bench");
+    let params = std::env::var("FULGUR_BENCH_PARAMS")
+        .ok()
+        .and_then(|p| p.parse::<usize>().ok());
+    let per_tensor =
+        params.unwrap_or(if bench_mode { 100_000_000 } else { 400_000 }) / TENSORS / 1000 * 1000;
+    let ckpt = checkpoint(per_tensor);
+    let dir = match std::env::var_os("FULGUR_BENCH_DIR") {
+        Some(parent) => tempfile::tempdir_in(parent),
+        None => tempfile::tempdir(),
+    }
+    .expect("a temporary directory");
+    let ours = dir.path().join("ours.ckpt");
+    let ours_plain = dir.path().join("ours-no-fsync.ckpt");
+    let raw = dir.path().join("raw.bin");
+    let raw_synced = dir.path().join("raw-fsync.bin");
+    let st = dir.path().join("model.safetensors");
+    let raw_atomic = dir.path().join("raw-atomic.bin");
+    let raw_tmp = dir.path().join(".raw-atomic.bin.tmp");
+    let settle = || settle(dir.path());
+
+    // The raw baselines write and read exactly the bytes of our file.
+    let mut file_bytes = Vec::new();
+    encode_checkpoint(&mut file_bytes, &ckpt, &ours).expect("encode");
+    write_checkpoint(&ours, &ckpt).expect("write");
+    let bytes = file_bytes.len() as u64;
+
+    let save_ours = || {
+        let file = File::create(&ours_plain).expect("create");
+        encode_checkpoint(BufWriter::with_capacity(1 << 20, file), &ckpt, &ours_plain)
+            .expect("save");
+    };
+    let save_raw = || std::fs::write(&raw, &file_bytes).expect("write");
+    let save_st = || save_safetensors(&ckpt, &st);
+    let save_ours_fsync = || write_checkpoint(&ours, &ckpt).expect("save");
+    let save_raw_fsync = || {
+        let mut file = File::create(&raw_synced).expect("create");
+        file.write_all(&file_bytes).expect("write");
+        file.sync_all().expect("fsync");
+    };
+    let save_raw_atomic = || {
+        let mut file = File::create(&raw_tmp).expect("create");
+        file.write_all(&file_bytes).expect("write");
+        file.sync_all().expect("fsync");
+        drop(file);
+        std::fs::rename(&raw_tmp, &raw_atomic).expect("rename");
+        File::open(dir.path())
+            .and_then(|d| d.sync_all())
+            .expect("fsync directory");
+    };
+    let load_ours = || drop(black_box(read_checkpoint(&ours).expect("load")));
+    let load_raw = || drop(black_box(std::fs::read(&ours).expect("read")));
+    let load_st = || load_safetensors(&st);
+    let encode_cpu = || encode_checkpoint(std::io::sink(), &ckpt, &ours).expect("encode");
+    let decode_cpu = || {
+        drop(black_box(
+            decode_checkpoint(&file_bytes[..], bytes, &ours).expect("decode"),
+        ))
+    };
+    save_st();
+
+    let mut c = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    let mut groups: [(&str, Vec<Op>); 3] = [
+        (
+            "save",
+            vec![
+                ("ours encode_checkpoint", Box::new(save_ours)),
+                ("raw std::fs::write", Box::new(save_raw)),
+                ("safetensors serialize_to_file", Box::new(save_st)),
+            ],
+        ),
+        (
+            "save_fsync",
+            vec![
+                ("ours write_checkpoint", Box::new(save_ours_fsync)),
+                (
+                    "raw tmp, fsync, rename, fsync dir",
+                    Box::new(save_raw_atomic),
+                ),
+                (
+                    "raw in place write_all + sync_all",
+                    Box::new(save_raw_fsync),
+                ),
+            ],
+        ),
+        (
+            "load",
+            vec![
+                ("ours read_checkpoint", Box::new(load_ours)),
+                ("raw std::fs::read", Box::new(load_raw)),
+                ("safetensors read + deserialize", Box::new(load_st)),
+            ],
+        ),
+    ];
+    for (name, ops) in &mut groups {
+        let mut group = c.benchmark_group(*name);
+        group
+            .sampling_mode(SamplingMode::Flat)
+            .throughput(Throughput::Bytes(bytes));
+        for (label, op) in ops.iter_mut() {
+            group.bench_function(*label, |b| {
+                b.iter_batched(settle, |()| op(), BatchSize::PerIteration)
+            });
+        }
+        group.finish();
+    }
+    c.final_summary();
+
+    // Medians of interleaved rounds, all in this run, so that drift hits every operation alike.
+    let [(_, save), (_, save_fsync), (_, load)] = groups;
+    let mut ops: Vec<Op> = save.into_iter().chain(save_fsync).chain(load).collect();
+    ops.push(("cpu: encode_checkpoint into io::sink", Box::new(encode_cpu)));
+    ops.push(("cpu: decode_checkpoint from memory", Box::new(decode_cpu)));
+    let rounds = if bench_mode { ROUNDS } else { 1 };
+    let mut times = vec![Vec::new(); ops.len()];
+    for _ in 0..rounds {
+        for ((_, op), times) in ops.iter_mut().zip(&mut times) {
+            settle();
+            let start = Instant::now();
+            op();
+            times.push(start.elapsed().as_secs_f64());
+        }
+    }
+    for ((label, _), t) in ops.iter().zip(&times) {
+        eprintln!("{label:<42} {:?}", t.iter().map(|x| (x * 1e3) as u32).collect::<Vec<_>>());
+    }
+    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    let mb = bytes as f64 / 1e6;
+    let params = TENSORS * per_tensor;
+    println!("\ncheckpoint I/O: {TENSORS} f32 tensors, {params} parameters, {mb:.1} MB file; medians of {rounds} interleaved rounds");
+    println!("{:<42} {:>10} {:>10}", "operation", "ms", "MB/s");
+    for ((label, _), m) in ops.iter().zip(&medians) {
+        println!("{label:<42} {:>10.1} {:>10.0}", m * 1e3, mb / m);
+    }
+    let median_of = |label: &str| {
+        medians[ops
+            .iter()
+            .position(|(l, _)| *l == label)
+            .expect("an operation")]
+    };
+    println!("\nthroughput ratios (ours / baseline; target >= 0.90 against raw)");
+    for (what, ours, baseline) in [
+        (
+            "save, no fsync",
+            "ours encode_checkpoint",
+            "raw std::fs::write",
+        ),
+        (
+            "save, fsync",
+            "ours write_checkpoint",
+            "raw tmp, fsync, rename, fsync dir",
+        ),
+        (
+            "save, fsync",
+            "ours write_checkpoint",
+            "raw in place write_all + sync_all",
+        ),
+        ("load", "ours read_checkpoint", "raw std::fs::read"),
+        (
+            "save, no fsync",
+            "ours encode_checkpoint",
+            "safetensors serialize_to_file",
+        ),
+        (
+            "load",
+            "ours read_checkpoint",
+            "safetensors read + deserialize",
+        ),
+    ] {
+        let r = median_of(baseline) / median_of(ours);
+        println!("  {what:<15} ours / {baseline:<36} {r:.2}");
+    }
+}
+
+/// `TENSORS` f32 tensors of `per_tensor` values each, in the state dict of an otherwise full checkpoint.
+fn checkpoint(per_tensor: usize) -> Checkpoint {
+    let mut ckpt = Checkpoint::new("bench::Net");
+    ckpt.epoch = 1;
+    ckpt.global_step = 1000;
+    for t in 0..TENSORS {
+        let values = (0..per_tensor)
+            .map(|i| (i % 1013) as f32 * 0.001 - t as f32)
+            .collect();
+        ckpt.state_dict.insert(
+            format!("layers.{t}.weight"),
+            TensorData::from_f32(vec![per_tensor / 1000, 1000], values),
+        );
+    }
+    ckpt
+}
+
+fn save_safetensors(ckpt: &Checkpoint, path: &Path) {
+    let bytes: Vec<_> = ckpt
+        .state_dict
+        .iter()
+        .map(|(name, t)| (name, t.shape().to_vec(), t.le_bytes()))
+        .collect();
+    let views = bytes.iter().map(|(name, shape, data)| {
+        (
+            name.as_str(),
+            TensorView::new(Dtype::F32, shape.clone(), data).expect("view"),
+        )
+    });
+    safetensors::serialize_to_file(views, &None, path).expect("safetensors save");
+}
+
+fn load_safetensors(path: &Path) {
+    let buffer = std::fs::read(path).expect("read");
+    let tensors = SafeTensors::deserialize(&buffer).expect("safetensors load");
+    for (name, view) in tensors.iter() {
+        black_box((name, view.shape(), view.data().len()));
+    }
+    drop(black_box(buffer));
+}
+
+/// Flushes what earlier operations left dirty, so that it is not written back during the next one.
+fn settle(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("list").flatten() {
+        File::open(entry.path())
+            .and_then(|f| f.sync_all())
+            .expect("fsync");
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .expect("fsync directory");
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}

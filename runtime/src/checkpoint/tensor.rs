@@ -22,6 +22,13 @@ impl DType {
             DType::F64 => 8,
         }
     }
+
+    /// Bytes of a tensor of this type and `shape`, or `None` when that overflows `usize`.
+    pub fn byte_len(self, shape: &[usize]) -> Option<usize> {
+        shape
+            .iter()
+            .try_fold(self.size(), |acc, &d| acc.checked_mul(d))
+    }
 }
 
 impl std::fmt::Display for DType {
@@ -71,25 +78,43 @@ impl TensorData {
     /// An f32 tensor from host values; `values.len()` must be the product of `shape`.
     pub fn from_f32(shape: Vec<usize>, values: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), values.len());
-        Self { dtype: DType::F32, shape, storage: Storage::F32(values) }
+        Self {
+            dtype: DType::F32,
+            shape,
+            storage: Storage::F32(values),
+        }
     }
 
     /// An f64 tensor from host values; `values.len()` must be the product of `shape`.
     pub fn from_f64(shape: Vec<usize>, values: Vec<f64>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), values.len());
-        Self { dtype: DType::F64, shape, storage: Storage::F64(values) }
+        Self {
+            dtype: DType::F64,
+            shape,
+            storage: Storage::F64(values),
+        }
     }
 
     /// A tensor from little-endian bytes, checking that their length fits `dtype` and `shape`.
-    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<Self, TensorSizeError> {
-        let expected = shape
-            .iter()
-            .try_fold(dtype.size(), |acc, &d| acc.checked_mul(d))
-            .unwrap_or(usize::MAX);
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: Vec<u8>,
+    ) -> Result<Self, TensorSizeError> {
+        let expected = dtype.byte_len(&shape).unwrap_or(usize::MAX);
         if expected != bytes.len() {
-            return Err(TensorSizeError { dtype, shape, expected, found: bytes.len() });
+            return Err(TensorSizeError {
+                dtype,
+                shape,
+                expected,
+                found: bytes.len(),
+            });
         }
-        Ok(Self { dtype, shape, storage: Storage::Bytes(bytes) })
+        Ok(Self {
+            dtype,
+            shape,
+            storage: Storage::Bytes(bytes),
+        })
     }
 
     /// Element type.
@@ -111,8 +136,12 @@ impl TensorData {
     pub fn le_bytes(&self) -> Cow<'_, [u8]> {
         match &self.storage {
             Storage::Bytes(b) => Cow::Borrowed(b),
-            Storage::F32(v) if cfg!(target_endian = "little") => Cow::Borrowed(bytemuck::cast_slice(v)),
-            Storage::F64(v) if cfg!(target_endian = "little") => Cow::Borrowed(bytemuck::cast_slice(v)),
+            Storage::F32(v) if cfg!(target_endian = "little") => {
+                Cow::Borrowed(bytemuck::cast_slice(v))
+            }
+            Storage::F64(v) if cfg!(target_endian = "little") => {
+                Cow::Borrowed(bytemuck::cast_slice(v))
+            }
             Storage::F32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             Storage::F64(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         }
@@ -137,7 +166,10 @@ impl TensorData {
     }
 }
 
-fn decode<'a, T: bytemuck::Pod, const N: usize>(bytes: &'a [u8], from_le: fn([u8; N]) -> T) -> Cow<'a, [T]> {
+fn decode<'a, T: bytemuck::Pod, const N: usize>(
+    bytes: &'a [u8],
+    from_le: fn([u8; N]) -> T,
+) -> Cow<'a, [T]> {
     if cfg!(target_endian = "little") {
         if let Ok(values) = bytemuck::try_cast_slice(bytes) {
             return Cow::Borrowed(values);
@@ -161,7 +193,10 @@ mod tests {
         let bytes = t.le_bytes().into_owned();
         let back = TensorData::from_le_bytes(DType::F32, vec![2, 2], bytes).unwrap();
         let (a, b) = (t.as_f32().unwrap(), back.as_f32().unwrap());
-        assert_eq!(a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), b.iter().map(|x| x.to_bits()).collect::<Vec<_>>());
+        assert_eq!(
+            a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            b.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
+        );
         assert!(back.as_f64().is_none());
     }
 
