@@ -13,6 +13,7 @@ fn trained(dir: &std::path::Path) -> Trainer<LitMlp<Cpu>> {
         .max_steps(10)
         .default_root_dir(dir)
         .no_logger()
+        .enable_checkpointing(false)
         .build()
         .unwrap();
     let hp = Hparams {
@@ -136,6 +137,7 @@ fn a_weights_only_file_cannot_resume_fit_and_says_so() {
     let mut t2 = Trainer::builder()
         .max_steps(20)
         .no_logger()
+        .enable_checkpointing(false)
         .build()
         .unwrap();
     let err = t2
@@ -158,7 +160,11 @@ fn a_weights_only_file_cannot_resume_fit_and_says_so() {
 
 #[test]
 fn save_checkpoint_without_a_module_is_an_error() {
-    let t: Trainer<LitMlp<Cpu>> = Trainer::builder().no_logger().build().unwrap();
+    let t: Trainer<LitMlp<Cpu>> = Trainer::builder()
+        .no_logger()
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let err = t
         .save_checkpoint(dir.path().join("x.ckpt"), false)
@@ -174,7 +180,12 @@ fn save_checkpoint_without_a_module_is_an_error() {
 #[test]
 fn a_missing_checkpoint_file_is_a_clear_error() {
     let (mut train, _) = loaders();
-    let mut t = Trainer::builder().max_steps(2).no_logger().build().unwrap();
+    let mut t = Trainer::builder()
+        .max_steps(2)
+        .no_logger()
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
     let err = t
         .fit(
             LitMlp::new(Hparams::default()),

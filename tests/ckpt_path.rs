@@ -30,6 +30,7 @@ fn save_after(steps: u64, path: &PathBuf) {
     let mut t = Trainer::builder()
         .max_steps(steps)
         .no_logger()
+        .enable_checkpointing(false)
         .build()
         .unwrap();
     t.fit(
@@ -113,7 +114,12 @@ fn best_without_a_best_model_or_without_a_checkpoint_callback_is_an_error() {
     );
 
     let (mut train, _) = loaders();
-    let mut t = Trainer::builder().max_steps(2).no_logger().build().unwrap();
+    let mut t = Trainer::builder()
+        .max_steps(2)
+        .no_logger()
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
     let err = t
         .fit(
             LitMlp::new(Hparams::default()),
@@ -153,6 +159,7 @@ fn restoring_past_max_epochs_is_an_error() {
         .max_epochs(2)
         .limit_train_batches(3u64)
         .no_logger()
+        .enable_checkpointing(false)
         .build()
         .unwrap();
     t.fit(
@@ -167,6 +174,7 @@ fn restoring_past_max_epochs_is_an_error() {
         .max_epochs(1)
         .limit_train_batches(3u64)
         .no_logger()
+        .enable_checkpointing(false)
         .build()
         .unwrap();
     let err = t

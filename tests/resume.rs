@@ -33,6 +33,7 @@ fn trainer(setup: Setup, max_steps: u64, root: &Path) -> Trainer<LitMlp<Cpu>> {
         .max_steps(max_steps)
         .default_root_dir(root)
         .no_logger()
+        .enable_checkpointing(false)
         .seed(1234)
         .accumulate_grad_batches(setup.accumulate)
         .val_check_interval(0.5);
@@ -183,6 +184,7 @@ fn a_checkpoint_saved_by_a_callback_resumes_exactly() {
     let mut t = Trainer::builder()
         .max_steps(60)
         .no_logger()
+        .enable_checkpointing(false)
         .seed(1234)
         .val_check_interval(0.5)
         .callback(SaveAt {

@@ -72,6 +72,7 @@ fn module(events: &Events) -> LitMlp<Cpu> {
 fn base() -> TrainerBuilder<LitMlp<Cpu>, Cpu> {
     Trainer::builder()
         .no_logger()
+        .enable_checkpointing(false)
         .limit_train_batches(4u64)
         .limit_val_batches(2u64)
 }
@@ -98,6 +99,7 @@ fn hooks_run_in_lightnings_order() {
     // The checkpoint-like callback is given first, yet runs after the plain one.
     let b = base()
         .max_epochs(1)
+        .enable_checkpointing(true)
         .num_sanity_val_steps(1)
         .val_check_interval(0.5)
         .callback(recorder("ckpt", true, &events))

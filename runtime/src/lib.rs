@@ -20,8 +20,14 @@ pub mod metrics;
 pub mod module;
 pub mod strategy;
 pub mod trainer;
+mod util;
 
 /// Prints a warning on standard error (rank-zero filtering is the caller's concern).
 pub(crate) fn warn(message: &str) {
     eprintln!("[fulgur] warning: {message}");
+}
+
+/// Prints an informational line on standard error.
+pub(crate) fn info(message: &str) {
+    eprintln!("[fulgur] {message}");
 }

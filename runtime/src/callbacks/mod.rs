@@ -1,6 +1,8 @@
 //! Callbacks: code that runs at fixed points of the loops, in Lightning's order (see
 //! [`Trainer`](crate::trainer::Trainer) for the order of hooks in a batch and an epoch).
 
+mod checkpoint;
+
 use std::any::Any;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +13,11 @@ use crate::checkpoint::Checkpoint;
 use crate::strategy::{RankZeroFs, Strategy};
 use crate::trainer::TrainerState;
 use crate::{Error, Result};
+
+pub use checkpoint::{
+    CheckpointConfig, FilenameTemplate, Mode, ModelCheckpoint, ModelCheckpointBuilder, SaveLast,
+    TemplateError,
+};
 
 /// A callback. Every hook has an empty default; implement those you need.
 #[allow(unused_variables)]
@@ -133,25 +140,43 @@ impl CallbackContext<'_> {
         weights_only: bool,
         this: &dyn Callback,
     ) -> Result<()> {
-        let ckpt = self.build_checkpoint(weights_only, this)?;
+        self.save_checkpoint_as(path, weights_only, this.state_key(), this.state_dict())
+    }
+
+    /// Like [`save_checkpoint`](Self::save_checkpoint), with the calling callback's state given
+    /// explicitly (a state other than its current one, such as the one it will have after this save).
+    pub fn save_checkpoint_as(
+        &self,
+        path: &Path,
+        weights_only: bool,
+        state_key: String,
+        state: Option<Value>,
+    ) -> Result<()> {
+        let ckpt = self.build_checkpoint_as(weights_only, state_key, state)?;
         self.fs().write_checkpoint(path, &ckpt)?;
         self.strategy.barrier()
     }
 
     /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, without writing it.
     pub fn build_checkpoint(&self, weights_only: bool, this: &dyn Callback) -> Result<Checkpoint> {
+        self.build_checkpoint_as(weights_only, this.state_key(), this.state_dict())
+    }
+
+    fn build_checkpoint_as(
+        &self,
+        weights_only: bool,
+        key: String,
+        state: Option<Value>,
+    ) -> Result<Checkpoint> {
         let mut states = BTreeMap::new();
         if !weights_only {
-            for cb in self
-                .others
-                .iter()
-                .flat_map(|s| s.iter())
-                .map(|b| &**b)
-                .chain(std::iter::once(this))
-            {
+            for cb in self.others.iter().flat_map(|s| s.iter()) {
                 if let Some(s) = cb.state_dict() {
                     states.insert(cb.state_key(), s);
                 }
+            }
+            if let Some(s) = state {
+                states.insert(key, s);
             }
         }
         self.sink.checkpoint(weights_only, states)

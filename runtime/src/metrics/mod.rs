@@ -129,6 +129,8 @@ pub struct StepLog {
     registry: &'static [MetricSpec],
     stage: Stage,
     batch_size: usize,
+    epoch: u64,
+    global_step: u64,
     values: Vec<(usize, MetricValue)>,
     errors: Vec<String>,
 }
@@ -139,9 +141,28 @@ impl StepLog {
             registry,
             stage,
             batch_size,
+            epoch: 0,
+            global_step: 0,
             values: Vec::new(),
             errors: Vec::new(),
         }
+    }
+
+    /// Stamps the log with the trainer's counters.
+    pub(crate) fn at(mut self, epoch: u64, global_step: u64) -> Self {
+        self.epoch = epoch;
+        self.global_step = global_step;
+        self
+    }
+
+    /// The trainer's `current_epoch` when the step runs (Lightning's `self.current_epoch`).
+    pub fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    /// The trainer's `global_step` when the step runs (Lightning's `self.global_step`).
+    pub fn global_step(&self) -> u64 {
+        self.global_step
     }
 
     /// Logs `value` under `name`, which must be declared in the module's metric registry for this stage.

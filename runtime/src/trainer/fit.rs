@@ -259,7 +259,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
 
             self.call_callbacks(all, |c, ctx| c.on_train_batch_end(ctx))?;
-            let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
+            let mut log = StepLog::new(M::METRICS, Stage::Train, 1)
+                .at(self.state.epoch, self.state.global_step);
             self.module
                 .as_mut()
                 .ok_or_else(no_module)?
@@ -300,7 +301,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             Some(g) => g,
             None => module.try_alloc_grads().map_err(crate::device_err)?,
         };
-        let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size);
+        let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size)
+            .at(self.state.epoch, self.state.global_step);
         let loss = module.training_step(batch, grads, &mut log)?;
         // A logging mistake fails the step before it changes anything.
         let logged = log.finish()?;
@@ -359,7 +361,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.state.epoch_finished = true;
         self.publish_epoch_metrics();
         self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
-        let mut log = StepLog::new(M::METRICS, Stage::Train, 1);
+        let mut log =
+            StepLog::new(M::METRICS, Stage::Train, 1).at(self.state.epoch, self.state.global_step);
         self.module
             .as_mut()
             .ok_or_else(no_module)?
@@ -465,7 +468,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         for i in 0..n as usize {
             let batch_size = loader.batch_size(i);
             let batch = loader.batch(i)?;
-            let mut log = StepLog::new(M::METRICS, stage, batch_size);
+            let mut log = StepLog::new(M::METRICS, stage, batch_size)
+                .at(self.state.epoch, self.state.global_step);
             match stage {
                 Stage::Test => module.test_step(batch, &mut log)?,
                 _ => module.validation_step(batch, &mut log)?,
@@ -473,7 +477,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             take(log, batch_size as f64)?;
         }
         if stage == Stage::Validation {
-            let mut log = StepLog::new(M::METRICS, stage, 1);
+            let mut log =
+                StepLog::new(M::METRICS, stage, 1).at(self.state.epoch, self.state.global_step);
             module.on_validation_epoch_end(&mut log)?;
             take(log, 1.0)?;
         }
@@ -488,6 +493,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             );
         }
         if stage == Stage::Validation {
+            if !sanity && n > 0 && self.state.fn_ == TrainerFn::Fitting {
+                self.state.validation_runs += 1;
+            }
             self.call_callbacks(all, |c, ctx| c.on_validation_end(ctx))?;
         }
         if !sanity && !row.is_empty() {

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use ciborium::Value;
 use dfdx::tensor::{Cpu, Gradients};
 
-use crate::callbacks::{Callback, CallbackContext, CheckpointSink};
+use crate::callbacks::{Callback, CallbackContext, CheckpointSink, ModelCheckpoint};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::data::DataLoader;
 use crate::device::Backend;
@@ -162,6 +162,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             config: self.config,
             callbacks: self.callbacks,
             module_callback_keys: Default::default(),
+            default_checkpoint: false,
             logger,
             strategy: self.strategy,
             state: TrainerState::default(),
@@ -188,6 +189,7 @@ pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     config: TrainerConfig,
     callbacks: Vec<Box<dyn Callback>>,
     module_callback_keys: std::collections::BTreeSet<String>,
+    default_checkpoint: bool,
     logger: Option<Box<dyn Logger>>,
     strategy: Box<dyn Strategy>,
     state: TrainerState,
@@ -264,6 +266,19 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .find_map(|c| c.as_any().downcast_ref::<C>())
     }
 
+    /// The first `ModelCheckpoint` (Lightning's `trainer.checkpoint_callback`).
+    pub fn checkpoint_callback(&self) -> Option<&ModelCheckpoint> {
+        self.callback::<ModelCheckpoint>()
+    }
+
+    /// Every `ModelCheckpoint`, in order (Lightning's `trainer.checkpoint_callbacks`).
+    pub fn checkpoint_callbacks(&self) -> Vec<&ModelCheckpoint> {
+        self.callbacks
+            .iter()
+            .filter_map(|c| c.as_any().downcast_ref::<ModelCheckpoint>())
+            .collect()
+    }
+
     /// The logger's directory (`<root>/lightning_logs/version_N`), when there is a logger.
     pub fn log_dir(&mut self) -> Result<Option<PathBuf>> {
         match &mut self.logger {
@@ -318,6 +333,21 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             self.module_callback_keys.insert(key);
             all.push(cb);
+        }
+        // Lightning's default: a plain `ModelCheckpoint()` when checkpointing is on and none is given.
+        let default_key = ModelCheckpoint::builder()
+            .config()
+            .map(|c| c.state_key())
+            .ok();
+        if let Some(key) = &default_key {
+            if self.default_checkpoint {
+                all.retain(|c| c.state_key() != *key);
+            }
+        }
+        self.default_checkpoint = false;
+        if self.config.enable_checkpointing && !all.iter().any(|c| c.is_checkpoint()) {
+            all.push(Box::new(ModelCheckpoint::builder().build()?));
+            self.default_checkpoint = true;
         }
         let mut keys = std::collections::BTreeSet::new();
         let duplicate = all

@@ -49,6 +49,8 @@ pub struct TrainerState {
     pub sanity_checking: bool,
     /// `true` while the last training batch of the epoch is being processed.
     pub is_last_batch: bool,
+    /// Validation runs (not sanity checks) of at least one batch completed in this `fit`.
+    pub validation_runs: u64,
     /// The latest value of every logged metric: step values, then epoch aggregates.
     pub callback_metrics: BTreeMap<String, MetricValue>,
     /// The module's metric registry.

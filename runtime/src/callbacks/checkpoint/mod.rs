@@ -1,0 +1,666 @@
+//! `ModelCheckpoint`: Lightning's checkpoint callback, with the improvements of section G.
+//!
+//! The decisions (which files to write, link and delete) live in [`policy`] as pure functions; this
+//! module reads the trainer's state at each hook, asks the policy, and performs the actions through the
+//! rank-zero gate.
+
+mod config;
+mod filename;
+pub(crate) mod policy;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ciborium::Value;
+use serde::{Deserialize, Serialize};
+
+use super::{Callback, CallbackContext, CheckpointPaths};
+use crate::metrics::{metric_keys, MetricKind, MetricValue};
+use crate::trainer::{TrainerFn, TrainerState, ValCheckInterval};
+use crate::util::did_you_mean;
+use crate::{Error, Result};
+use policy::{Action, Book, Decide, Namer};
+
+pub use config::{CheckpointConfig, Mode, ModelCheckpointBuilder, SaveLast};
+pub use filename::{FilenameTemplate, TemplateError};
+
+/// A monotonic clock for the time trigger; replaceable so that time can be simulated.
+pub type Clock = Arc<dyn Fn() -> Duration + Send + Sync>;
+
+/// Saves checkpoints by Lightning's rules: when (every N steps, N epochs, a time interval, at the end of
+/// training epochs or of validation), which (top-k by a monitored metric, last), what (full or weights
+/// only) and where (directory, filename template, version counter).
+///
+/// ```
+/// use fulgur_runtime::callbacks::ModelCheckpoint;
+///
+/// let ckpt = ModelCheckpoint::builder()
+///     .monitor("val_loss")
+///     .save_top_k(2)
+///     .filename("digits-{epoch:02d}-{val_loss:.2f}")
+///     .save_last(true)
+///     .build()
+///     .unwrap();
+/// assert_eq!(ckpt.best_model_path(), None);
+/// ```
+pub struct ModelCheckpoint {
+    cfg: CheckpointConfig,
+    dirpath: Option<PathBuf>,
+    book: Book,
+    last_time_checked: Option<Duration>,
+    defer: bool,
+    warned_missing_monitor: bool,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for ModelCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelCheckpoint")
+            .field("cfg", &self.cfg)
+            .field("dirpath", &self.dirpath)
+            .field("book", &self.book)
+            .finish()
+    }
+}
+
+impl ModelCheckpointBuilder {
+    /// Checks the settings and builds the callback.
+    pub fn build(self) -> Result<ModelCheckpoint> {
+        let cfg = self.config()?;
+        let start = Instant::now();
+        Ok(ModelCheckpoint {
+            dirpath: cfg.dirpath.clone(),
+            book: Book::new(&cfg),
+            cfg,
+            last_time_checked: None,
+            defer: false,
+            warned_missing_monitor: false,
+            clock: Arc::new(move || start.elapsed()),
+        })
+    }
+}
+
+/// The persisted state (B.11).
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    monitor: Option<String>,
+    best_model_score: Option<f64>,
+    best_model_path: Option<PathBuf>,
+    current_score: Option<f64>,
+    dirpath: Option<PathBuf>,
+    best_k_models: Vec<(PathBuf, f64)>,
+    kth_best_model_path: Option<PathBuf>,
+    kth_value: f64,
+    last_model_path: Option<PathBuf>,
+}
+
+impl ModelCheckpoint {
+    /// A builder with Lightning's defaults.
+    pub fn builder() -> ModelCheckpointBuilder {
+        ModelCheckpointBuilder::default()
+    }
+
+    /// Replaces the clock of the time trigger (tests and simulations).
+    pub fn with_clock(mut self, clock: impl Fn() -> Duration + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CheckpointConfig {
+        &self.cfg
+    }
+
+    /// The directory, once resolved (at the start of `fit`, or when given).
+    pub fn dirpath(&self) -> Option<&Path> {
+        self.dirpath.as_deref()
+    }
+
+    /// The best checkpoint so far (the latest one when nothing is monitored).
+    pub fn best_model_path(&self) -> Option<&Path> {
+        self.book.best_model_path.as_deref()
+    }
+
+    /// The best score; `None` when nothing is monitored.
+    pub fn best_model_score(&self) -> Option<f64> {
+        self.book.best_model_score
+    }
+
+    /// The kept top-k files and their scores, in the order they were saved.
+    pub fn best_k_models(&self) -> &[(PathBuf, f64)] {
+        &self.book.best_k_models
+    }
+
+    /// The worst of the kept top-k files, once the top-k is full.
+    pub fn kth_best_model_path(&self) -> Option<&Path> {
+        self.book.kth_best_model_path.as_deref()
+    }
+
+    /// Its score (±inf until the top-k is full).
+    pub fn kth_value(&self) -> f64 {
+        self.book.kth_value
+    }
+
+    /// The last score accepted into the top-k.
+    pub fn current_score(&self) -> Option<f64> {
+        self.book.current_score
+    }
+
+    /// The current `last` file.
+    pub fn last_model_path(&self) -> Option<&Path> {
+        self.book.last_model_path.as_deref()
+    }
+
+    /// `format_checkpoint_name` (B.4): the path a save with `metrics` would use, with an optional version.
+    pub fn format_checkpoint_name(
+        &self,
+        metrics: &BTreeMap<String, MetricValue>,
+        version: Option<u64>,
+    ) -> Result<PathBuf> {
+        let dir = self.dirpath.clone().unwrap_or_default();
+        let namer = Namer {
+            cfg: &self.cfg,
+            dirpath: &dir,
+            cands: metrics,
+            exists: &|_| false,
+        };
+        namer.name(&self.cfg.filename, version)
+    }
+
+    /// Writes `best_k_models` as YAML (`path: score` lines), by default to `dirpath/best_k_models.yaml`.
+    pub fn to_yaml(
+        &self,
+        path: Option<&Path>,
+        fs: crate::strategy::RankZeroFs<'_>,
+    ) -> Result<PathBuf> {
+        let target = match (path, &self.dirpath) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, Some(d)) => d.join("best_k_models.yaml"),
+            (None, None) => {
+                return Err(Error::Config(
+                    "`to_yaml` needs a path before `dirpath` is resolved".into(),
+                ))
+            }
+        };
+        let text: String = self
+            .book
+            .best_k_models
+            .iter()
+            .map(|(p, s)| format!("{}: {s:?}\n", yaml_key(p)))
+            .collect();
+        fs.write_file(&target, text.as_bytes())?;
+        Ok(target)
+    }
+
+    fn state_value(&self, book: &Book) -> Option<Value> {
+        Value::serialized(&State {
+            monitor: self.cfg.monitor.clone(),
+            best_model_score: book.best_model_score,
+            best_model_path: book.best_model_path.clone(),
+            current_score: book.current_score,
+            dirpath: self.dirpath.clone(),
+            best_k_models: book.best_k_models.clone(),
+            kth_best_model_path: book.kth_best_model_path.clone(),
+            kth_value: book.kth_value,
+            last_model_path: book.last_model_path.clone(),
+        })
+        .ok()
+    }
+
+    /// G.1: the monitor and every filename placeholder must be metrics the module logs, or `epoch`/`step`.
+    fn check_against_registry(&self, state: &TrainerState) -> Result<()> {
+        let mut known: BTreeMap<String, MetricKind> = BTreeMap::new();
+        for spec in state.metric_registry {
+            for key in metric_keys(spec) {
+                known.insert(key, spec.kind);
+            }
+        }
+        known.insert("epoch".into(), MetricKind::Int);
+        known.insert("step".into(), MetricKind::Int);
+        let listing = known
+            .keys()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let unknown = |what: String, name: &str| {
+            let hint = did_you_mean(name, known.keys().map(String::as_str))
+                .map_or(String::new(), |s| format!(", did you mean `{s}`?"));
+            Error::Config(format!(
+                "{what} names no metric the module logs{hint} known metrics: {listing}"
+            ))
+        };
+        if let Some(m) = &self.cfg.monitor {
+            if !known.contains_key(m) {
+                return Err(unknown(
+                    format!("`ModelCheckpoint(monitor = \"{m}\")`: `{m}`"),
+                    m,
+                ));
+            }
+        }
+        for template in [&self.cfg.filename, &self.cfg.name_last] {
+            for field in template.fields() {
+                if !known.contains_key(field) {
+                    return Err(unknown(
+                        format!(
+                            "`ModelCheckpoint(filename = \"{}\")`: placeholder `{field}`",
+                            template.as_str()
+                        ),
+                        field,
+                    ));
+                }
+            }
+            template
+                .check_kinds(|k| known.get(k).copied())
+                .map_err(|e| Error::Config(format!("`ModelCheckpoint`: {e}")))?;
+        }
+        Ok(())
+    }
+
+    fn resolve_dirpath(&self, ctx: &CallbackContext<'_>) -> Result<PathBuf> {
+        let s = ctx.state();
+        let local = match (&self.cfg.dirpath, &s.log_dir) {
+            (Some(d), _) => d.clone(),
+            (None, Some(log)) => log.join("checkpoints"),
+            (None, None) => s.default_root_dir.join("checkpoints"),
+        };
+        let local = std::path::absolute(&local).unwrap_or(local);
+        let mut bytes = local.to_string_lossy().into_owned().into_bytes();
+        ctx.strategy().broadcast(&mut bytes, 0)?;
+        Ok(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()))
+    }
+
+    /// `should_skip` (B.7).
+    fn should_skip(&self, s: &TrainerState) -> bool {
+        s.fn_ != TrainerFn::Fitting
+            || s.sanity_checking
+            || self.book.last_global_step_saved == s.global_step
+    }
+
+    /// `save_on_train_epoch_end` (B.7).
+    fn save_on_train_epoch_end(&self, s: &TrainerState) -> bool {
+        if let Some(v) = self.cfg.save_on_train_epoch_end {
+            return v;
+        }
+        if s.check_val_every_n_epoch != Some(1) {
+            return false;
+        }
+        if s.num_val_batches == 0 {
+            return true;
+        }
+        s.val_check_interval == Some(ValCheckInterval::Fraction(1.0))
+    }
+
+    fn epoch_trigger(&self, s: &TrainerState) -> bool {
+        self.cfg.every_n_epochs >= 1 && (s.epoch + 1) % self.cfg.every_n_epochs == 0
+    }
+
+    /// Runs the policy for one trigger and performs its actions.
+    fn run(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<()> {
+        let Some(dirpath) = self.dirpath.clone() else {
+            return Err(Error::Config(
+                "`ModelCheckpoint` was used before `setup` resolved its directory".into(),
+            ));
+        };
+        let s = ctx.state();
+        let cands = s.monitor_candidates();
+        let exists = |p: &Path| {
+            let here = p.symlink_metadata().is_ok();
+            ctx.strategy().broadcast_bool(here).unwrap_or(here)
+        };
+        let namer = Namer {
+            cfg: &self.cfg,
+            dirpath: &dirpath,
+            cands: &cands,
+            exists: &exists,
+        };
+        let mut actions = Vec::new();
+        let mut messages = Vec::new();
+        {
+            let mut d = Decide {
+                book: &mut self.book,
+                namer: &namer,
+                global_step: s.global_step,
+                resumed_from: s.resumed_from.as_deref(),
+            };
+            if topk && self.cfg.save_top_k != 0 {
+                match &self.cfg.monitor {
+                    None => actions.extend(d.save_without_monitor()?),
+                    Some(monitor) => match cands.get(monitor) {
+                        None => {
+                            let keys: Vec<&String> = cands.keys().collect();
+                            let msg = format!(
+                                "`ModelCheckpoint(monitor = \"{monitor}\")` could not find the monitored key in the logged metrics: {keys:?}. HINT: did you log `{monitor}` in the module?"
+                            );
+                            if s.validation_runs > 0 {
+                                return Err(Error::Config(msg));
+                            }
+                            if !self.warned_missing_monitor {
+                                self.warned_missing_monitor = true;
+                                crate::warn(&msg);
+                            }
+                        }
+                        Some(v) => {
+                            let current = v.as_f64();
+                            let mut agree = |b: bool| -> Result<bool> {
+                                let mut x = [f64::from(u8::from(b))];
+                                ctx.strategy()
+                                    .all_reduce(&mut x, crate::strategy::ReduceOp::Min)?;
+                                Ok(x[0] > 0.5)
+                            };
+                            if d.improves(current, &mut agree)? {
+                                actions.extend(d.update_best_and_save(current)?);
+                                if self.cfg.verbose {
+                                    messages.push(format!(
+                                        "Epoch {}, global step {}: '{monitor}' reached {current:0.5} (best {:0.5}), saving model to '{}' as top {}",
+                                        s.epoch,
+                                        s.global_step,
+                                        d.book.best_model_score.unwrap_or(current),
+                                        d.book.last_checkpoint_saved.as_deref().unwrap_or(Path::new("")).display(),
+                                        self.cfg.save_top_k
+                                    ));
+                                }
+                            } else if self.cfg.verbose {
+                                messages.push(format!(
+                                    "Epoch {}, global step {}: '{monitor}' was not in top {}",
+                                    s.epoch, s.global_step, self.cfg.save_top_k
+                                ));
+                            }
+                        }
+                    },
+                }
+            }
+            if last {
+                actions.extend(d.save_last()?);
+            }
+        }
+        if ctx.fs().is_writer() {
+            for m in messages {
+                crate::info(&m);
+            }
+        }
+        self.execute(ctx, actions)
+    }
+
+    fn execute(&self, ctx: &CallbackContext<'_>, actions: Vec<Action>) -> Result<()> {
+        let key = self.cfg.state_key();
+        for action in actions {
+            match action {
+                Action::Save { path, book } => {
+                    ctx.save_checkpoint_as(
+                        &path,
+                        self.cfg.save_weights_only,
+                        key.clone(),
+                        self.state_value(&book),
+                    )?;
+                }
+                Action::Link { target, link } => {
+                    if ctx.fs().is_writer() {
+                        relink(&target, &link)?;
+                    }
+                    ctx.strategy().barrier()?;
+                }
+                Action::Delete(path) => ctx.fs().remove_file(&path)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Files named like `last` in the directory: `last.ckpt`, `last-v1.ckpt`, … (B.13).
+    fn find_last_checkpoints(&self) -> Vec<PathBuf> {
+        let Some(dir) = &self.dirpath else {
+            return Vec::new();
+        };
+        let stem = self.cfg.name_last.as_str();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        let mut found: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                name.strip_suffix(self.cfg.file_extension.as_str())
+                    .is_some_and(|s| {
+                        s.strip_prefix(stem).is_some_and(|rest| {
+                            rest.is_empty() || rest.starts_with(self.cfg.join_char.as_str())
+                        })
+                    })
+            })
+            .collect();
+        found.sort();
+        found
+    }
+}
+
+/// Replaces `link` with a relative symlink to `target`, atomically (a temporary link renamed over it).
+fn relink(target: &Path, link: &Path) -> Result<()> {
+    let io = |op: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| Error::Io { path, op, source }
+    };
+    if target == link {
+        return Ok(());
+    }
+    let dir = link.parent().unwrap_or(Path::new("."));
+    let relative = relative_to(target, dir);
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp-link-{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    #[cfg(unix)]
+    std::os::unix::fs::symlink(&relative, &tmp).map_err(io("create symlink", &tmp))?;
+    #[cfg(not(unix))]
+    std::fs::copy(target, &tmp).map_err(io("copy", &tmp))?;
+    std::fs::rename(&tmp, link).map_err(io("rename", link))
+}
+
+/// `target` relative to directory `base` (both absolute).
+fn relative_to(target: &Path, base: &Path) -> PathBuf {
+    let t: Vec<_> = target.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    out
+}
+
+fn yaml_key(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+impl Callback for ModelCheckpoint {
+    fn state_key(&self) -> String {
+        self.cfg.state_key()
+    }
+
+    fn is_checkpoint(&self) -> bool {
+        true
+    }
+
+    fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.check_against_registry(ctx.state())?;
+        let dir = self.resolve_dirpath(ctx)?;
+        if ctx.fs().is_writer() && self.cfg.save_top_k != 0 {
+            if let Ok(mut entries) = std::fs::read_dir(&dir) {
+                if entries.next().is_some() {
+                    crate::warn(&format!(
+                        "Checkpoint directory {} exists and is not empty.",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        self.dirpath = Some(dir);
+        Ok(())
+    }
+
+    fn on_train_start(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.last_time_checked = Some((self.clock)());
+        Ok(())
+    }
+
+    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let s = ctx.state();
+        let state_skip = self.should_skip(s);
+        let steps = self.cfg.every_n_train_steps;
+        let step_skip = steps < 1 || s.global_step % steps != 0;
+        let now = (self.clock)();
+        let mut time_skip = true;
+        if let Some(interval) = self.cfg.train_time_interval {
+            let local = self
+                .last_time_checked
+                .is_none_or(|t| now.saturating_sub(t) < interval);
+            time_skip = ctx.strategy().broadcast_bool(local)?;
+        }
+        if step_skip && time_skip {
+            return Ok(());
+        }
+        if !time_skip {
+            self.last_time_checked = Some(now);
+        }
+        if let Some(monitor) = &self.cfg.monitor {
+            let missing = !s.monitor_candidates().contains_key(monitor);
+            let validation_follows = !self.save_on_train_epoch_end(s)
+                && s.is_last_batch
+                && s.num_val_batches > 0
+                && s.check_val_every_n_epoch
+                    .is_none_or(|k| (s.epoch + 1) % k == 0);
+            if missing || validation_follows {
+                self.defer = true;
+                return Ok(());
+            }
+        }
+        if state_skip {
+            return Ok(());
+        }
+        self.run(ctx, true, true)
+    }
+
+    fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let s = ctx.state();
+        if !self.should_skip(s) && self.save_on_train_epoch_end(s) && self.epoch_trigger(s) {
+            self.run(ctx, true, true)?;
+        }
+        Ok(())
+    }
+
+    fn on_validation_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let s = ctx.state();
+        if self.should_skip(s) || self.save_on_train_epoch_end(s) {
+            return Ok(());
+        }
+        if self.defer {
+            self.defer = false;
+            return self.run(ctx, true, true);
+        }
+        if self.epoch_trigger(s) {
+            self.run(ctx, true, true)?;
+        }
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        let s = ctx.state();
+        // G.3: after `fit`, `last` holds the final state.
+        if self.cfg.save_last != SaveLast::No
+            && s.total_batches > 0
+            && self.book.last_file_step != Some(s.global_step)
+        {
+            self.run(ctx, false, true)?;
+        }
+        Ok(())
+    }
+
+    fn on_exception(&mut self, ctx: &mut CallbackContext<'_>, error: &Error) -> Result<()> {
+        let s = ctx.state();
+        if !self.cfg.save_on_exception
+            || s.sanity_checking
+            || self.book.last_global_step_saved == s.global_step
+        {
+            return Ok(());
+        }
+        let Some(dirpath) = self.dirpath.clone() else {
+            return Ok(());
+        };
+        let cands = s.monitor_candidates();
+        let namer = Namer {
+            cfg: &self.cfg,
+            dirpath: &dirpath,
+            cands: &cands,
+            exists: &|_| false,
+        };
+        let path = namer.name(&self.cfg.filename, None)?;
+        let key = self.cfg.state_key();
+        ctx.save_checkpoint_as(
+            &path,
+            self.cfg.save_weights_only,
+            key,
+            self.state_value(&self.book),
+        )?;
+        self.book.last_global_step_saved = s.global_step;
+        self.book.last_checkpoint_saved = Some(path.clone());
+        self.run(ctx, false, true)?;
+        if ctx.fs().is_writer() {
+            crate::info(&format!(
+                "an error was raised with message: {error}; saved checkpoint to {}",
+                path.display()
+            ));
+        }
+        Ok(())
+    }
+
+    fn state_dict(&self) -> Option<Value> {
+        self.state_value(&self.book)
+    }
+
+    fn load_state_dict(&mut self, state: &Value) -> Result<()> {
+        let st: State = state.deserialized().map_err(|e| {
+            Error::Config(format!(
+                "the stored state of `{}` does not decode: {e}",
+                self.state_key()
+            ))
+        })?;
+        if st.dirpath == self.dirpath {
+            self.book.best_model_score = st.best_model_score;
+            self.book.kth_best_model_path = st.kth_best_model_path;
+            self.book.kth_value = st.kth_value;
+            self.book.best_k_models = st.best_k_models;
+            self.book.last_model_path = st.last_model_path;
+        } else {
+            crate::warn(&format!(
+                "The dirpath has changed from {:?} to {:?}, therefore `best_model_score`, `kth_best_model_path`, `kth_value`, `last_model_path` and `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded.",
+                st.dirpath.as_deref().unwrap_or(Path::new("")),
+                self.dirpath.as_deref().unwrap_or(Path::new(""))
+            ));
+        }
+        self.book.best_model_path = st.best_model_path;
+        Ok(())
+    }
+
+    fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
+        let mut last: Vec<PathBuf> = self.book.last_model_path.iter().cloned().collect();
+        for p in self.find_last_checkpoints() {
+            if !last.contains(&p) {
+                last.push(p);
+            }
+        }
+        Some(CheckpointPaths {
+            best: self.book.best_model_path.clone(),
+            last,
+        })
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
