@@ -85,7 +85,10 @@ fn mismatch_lines(missing: &[String], unexpected: &[String], mismatched: &[Strin
     let mut out = String::new();
     for (title, items) in [
         ("missing keys (in the module, not in the file)", missing),
-        ("unexpected keys (in the file, not in the module)", unexpected),
+        (
+            "unexpected keys (in the file, not in the module)",
+            unexpected,
+        ),
         ("shape or dtype mismatches", mismatched),
     ] {
         if !items.is_empty() {

@@ -6,6 +6,10 @@ mod io;
 mod tensor;
 
 pub use error::CheckpointError;
-pub use format::{Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION};
-pub use io::{decode_checkpoint, encode_checkpoint, is_temporary_file, read_checkpoint, write_checkpoint};
+pub use format::{
+    Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION,
+};
+pub use io::{
+    decode_checkpoint, encode_checkpoint, is_temporary_file, read_checkpoint, write_checkpoint,
+};
 pub use tensor::{DType, TensorData, TensorSizeError};

@@ -398,7 +398,7 @@ mod tests {
     use super::*;
 
     fn err(b: ModelCheckpointBuilder) -> String {
-        b.config().err().expect("invalid settings").to_string()
+        b.config().expect_err("invalid settings").to_string()
     }
 
     #[test]
