@@ -241,7 +241,11 @@ fn accumulation_counts_optimizer_steps_and_max_steps_stops_inside_an_epoch() {
         (t.global_step(), t.current_epoch(), t.state().batches_done),
         (6, 1, 2)
     );
-    assert_eq!(count(&events, "module.on_train_epoch_end"), 1);
+    assert_eq!(
+        count(&events, "module.on_train_epoch_end"),
+        2,
+        "the epoch-end hooks also run when max_steps stops an epoch early"
+    );
 }
 
 #[test]

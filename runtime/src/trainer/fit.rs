@@ -279,11 +279,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 .is_some_and(|m| self.state.global_step >= m)
                 && !is_last
             {
-                // Stopped inside the epoch: the position is kept, so a checkpoint resumes here.
-                return Ok(());
+                // Stopped inside the epoch: the epoch-end hooks run (so checkpoint callbacks save the
+                // final state, as in Lightning), but the position is kept: a checkpoint resumes here.
+                return self.end_epoch(false);
             }
         }
-        self.end_epoch()
+        self.end_epoch(true)
     }
 
     /// One training batch up to the scheduler step; returns the logger row of its on-step metrics.
@@ -357,8 +358,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
     }
 
-    fn end_epoch(&mut self) -> Result<()> {
-        self.state.epoch_finished = true;
+    /// The epoch-end sequence; `complete` is false when `max_steps` stopped the epoch early.
+    fn end_epoch(&mut self, complete: bool) -> Result<()> {
+        self.state.epoch_finished = complete;
         self.publish_epoch_metrics();
         self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         let mut log =
@@ -376,11 +378,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if let Some(logger) = &mut self.logger {
             logger.save(RankZeroFs::new(&*self.strategy))?;
         }
-        self.train_accum.clear();
-        self.state.epoch += 1;
-        self.state.batches_done = 0;
-        self.state.epoch_finished = false;
-        self.state.is_last_batch = false;
+        if complete {
+            self.train_accum.clear();
+            self.state.epoch += 1;
+            self.state.batches_done = 0;
+            self.state.epoch_finished = false;
+            self.state.is_last_batch = false;
+        }
         Ok(())
     }
 
