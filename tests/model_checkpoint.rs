@@ -1,0 +1,935 @@
+//! `ModelCheckpoint` scenarios of section D of the reference, run through the real trainer, asserting the
+//! exact set of files and the callback's fields. Where section G changes Lightning's outcome, the test
+//! says so.
+
+mod scripted;
+
+use std::time::Duration;
+
+use fulgur::callbacks::{ModelCheckpoint, SaveLast};
+use fulgur::checkpoint::read_checkpoint;
+use fulgur::prelude::*;
+use scripted::*;
+
+fn none() -> Script {
+    Script::default()
+}
+
+fn same<T>(b: T) -> T {
+    b
+}
+
+#[test]
+fn s032_custom_extension_applies_to_top_k_and_last() {
+    let script = Script {
+        tr: Some(("early_stop_on", vec![0.5])),
+        ..none()
+    };
+    let r = scenario(
+        mc().file_extension(".tpkc")
+            .monitor("early_stop_on")
+            .save_last(true),
+        1,
+        5,
+        true,
+        script,
+        |b| b.max_steps(1),
+    );
+    assert_eq!(r.files(), ["epoch=0-step=1.tpkc", "last.tpkc"]);
+}
+
+#[test]
+fn s033_default_callback_keeps_only_the_latest_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut train = Units(5);
+    let mut val = Units(1);
+    let mut t = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .default_root_dir(dir.path())
+        .build()
+        .unwrap();
+    let m = scripted::Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    t.fit(m, &mut train, Some(&mut val), None).unwrap();
+    let d = dir.path().join("checkpoints");
+    assert_eq!(listing(&d), ["epoch=2-step=15.ckpt"]);
+    let cb = t.checkpoint_callback().unwrap();
+    assert_eq!(
+        cb.best_model_path(),
+        Some(d.join("epoch=2-step=15.ckpt").as_path())
+    );
+    assert_eq!(
+        (cb.best_model_score(), cb.kth_value()),
+        (None, f64::INFINITY)
+    );
+}
+
+#[test]
+fn s034_keep_all_with_last() {
+    let r = scenario(
+        mc().save_top_k(-1).save_last(true),
+        2,
+        10,
+        true,
+        none(),
+        same,
+    );
+    assert_eq!(
+        r.files(),
+        ["epoch=0-step=10.ckpt", "epoch=1-step=20.ckpt", "last.ckpt"]
+    );
+    assert_eq!(r.best(), "epoch=1-step=20.ckpt");
+    assert_eq!(r.last(), "last.ckpt");
+    assert_eq!(at(&r.p("last.ckpt")), (1, 20));
+    assert!(r.cb().best_k_models().is_empty() && r.cb().kth_best_model_path().is_none());
+    assert_eq!(r.cb().best_model_score(), None);
+}
+
+#[test]
+fn s035_a_fixed_filename_is_overwritten() {
+    let r = scenario(mc().filename("model"), 3, 1, false, none(), same);
+    assert_eq!(r.files(), ["model.ckpt"]);
+    assert_eq!(at(&r.p("model.ckpt")), (2, 3));
+}
+
+#[test]
+fn s036_changed_by_g4_keep_all_with_a_fixed_filename_keeps_every_file() {
+    // Lightning overwrites `model.ckpt` (S036); fulgur's keep-all never overwrites (G.4).
+    let r = scenario(
+        mc().filename("model").save_top_k(-1),
+        3,
+        1,
+        false,
+        none(),
+        same,
+    );
+    assert_eq!(r.files(), ["model-v1.ckpt", "model-v2.ckpt", "model.ckpt"]);
+    assert_eq!(at(&r.p("model-v2.ckpt")), (2, 3));
+}
+
+#[test]
+fn s037_every_n_epochs() {
+    for (n, expected) in [
+        (0, vec![]),
+        (
+            1,
+            vec![
+                "epoch=0.ckpt",
+                "epoch=1.ckpt",
+                "epoch=2.ckpt",
+                "epoch=3.ckpt",
+                "epoch=4.ckpt",
+            ],
+        ),
+        (2, vec!["epoch=1.ckpt", "epoch=3.ckpt"]),
+        (3, vec!["epoch=2.ckpt"]),
+    ] {
+        let r = scenario(
+            mc().filename("{epoch}").save_top_k(-1).every_n_epochs(n),
+            5,
+            1,
+            true,
+            none(),
+            same,
+        );
+        assert_eq!(r.files(), expected, "every_n_epochs = {n}");
+    }
+}
+
+#[test]
+fn s038_every_16_steps_over_two_epochs_of_64() {
+    let r = scenario(
+        mc().filename("{step}")
+            .every_n_epochs(0)
+            .every_n_train_steps(16)
+            .save_top_k(-1),
+        2,
+        64,
+        true,
+        none(),
+        same,
+    );
+    let expected: Vec<String> = (1..=8).map(|i| format!("step={}.ckpt", i * 16)).collect();
+    let mut expected = expected;
+    expected.sort();
+    assert_eq!(r.files(), expected);
+}
+
+#[test]
+fn s039_step_trigger_saves_nothing_at_epoch_end() {
+    let r = scenario(
+        mc().every_n_train_steps(3).save_top_k(-1),
+        2,
+        4,
+        false,
+        none(),
+        same,
+    );
+    assert_eq!(r.files(), ["epoch=0-step=3.ckpt", "epoch=1-step=6.ckpt"]);
+}
+
+#[test]
+fn s040_step_trigger_counts_optimizer_steps() {
+    let r = scenario(
+        mc().every_n_train_steps(1)
+            .filename("{step}")
+            .save_top_k(-1),
+        1,
+        4,
+        false,
+        none(),
+        |b| b.accumulate_grad_batches(2),
+    );
+    assert_eq!(r.files(), ["step=1.ckpt", "step=2.ckpt"]);
+    assert_eq!(r.trainer.global_step(), 2);
+}
+
+#[test]
+fn s041_time_interval_with_a_simulated_clock() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let calls = std::sync::Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    // The clock advances 7 s per call: once at train start, then once per batch.
+    let cb = mc()
+        .train_time_interval(Duration::from_secs(60))
+        .filename("{epoch}-{step}")
+        .save_top_k(-1)
+        .dirpath(dir_of(&dir))
+        .build()
+        .unwrap()
+        .with_clock(move || Duration::from_secs(7 * c.fetch_add(1, Ordering::SeqCst)));
+    let r = scenario_with(cb, dir, 2, 64, true, none(), same);
+    assert_eq!(
+        r.files().len(),
+        14,
+        "a save every 9th batch: {:?}",
+        r.files()
+    );
+    assert!(r.files().contains(&"epoch=0-step=9.ckpt".to_string()));
+}
+
+#[test]
+fn s042_zero_interval_saves_every_batch() {
+    let r = scenario(
+        mc().train_time_interval(Duration::ZERO)
+            .filename("{step}")
+            .save_top_k(-1),
+        1,
+        3,
+        false,
+        none(),
+        same,
+    );
+    assert_eq!(r.files(), ["step=1.ckpt", "step=2.ckpt", "step=3.ckpt"]);
+}
+
+#[test]
+fn s043_changed_by_g3_top_0_with_last_keeps_only_last() {
+    let r = scenario(mc().save_top_k(0).save_last(true), 2, 3, true, none(), same);
+    assert_eq!(r.files(), ["last.ckpt"]);
+    // Lightning writes it once, at train end, @(2, 6); fulgur rewrites it at every trigger (G.3), so the
+    // final file was written by the last epoch-end trigger, inside epoch 1, after the final step.
+    assert_eq!(at(&r.p("last.ckpt")), (1, 6));
+    assert!(!std::fs::symlink_metadata(r.p("last.ckpt"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!((r.best(), r.cb().best_model_score()), (String::new(), None));
+}
+
+#[test]
+fn s050_validation_four_times_an_epoch_keeps_all() {
+    let script = val("val_acc", &[1.23; 5]);
+    let r = scenario(
+        mc().monitor("val_acc").mode("max").save_top_k(-1),
+        1,
+        10,
+        true,
+        script,
+        |b| b.val_check_interval(0.2),
+    );
+    assert_eq!(
+        r.files(),
+        [
+            "epoch=0-step=10.ckpt",
+            "epoch=0-step=2.ckpt",
+            "epoch=0-step=4.ckpt",
+            "epoch=0-step=6.ckpt",
+            "epoch=0-step=8.ckpt"
+        ]
+    );
+}
+
+#[test]
+fn s053_current_score_is_stored_in_each_file() {
+    let script = Script {
+        tr: Some(("foo", vec![0.1, 0.2, 0.3])),
+        ..none()
+    };
+    let r = scenario(mc().monitor("foo").save_top_k(3), 3, 1, true, script, same);
+    let f = |x: f32| f64::from(x);
+    assert_eq!(r.cb().current_score(), Some(f(0.3)));
+    let mut stored: Vec<f64> = r
+        .cb()
+        .best_k_models()
+        .iter()
+        .map(|(p, _)| {
+            let ckpt = read_checkpoint(p).unwrap();
+            let (_, state) = ckpt.callbacks.iter().next().unwrap();
+            let map = state.as_map().unwrap();
+            let cs = map
+                .iter()
+                .find(|(k, _)| k.as_text() == Some("current_score"))
+                .unwrap();
+            cs.1.as_float().unwrap()
+        })
+        .collect();
+    stored.sort_by(f64::total_cmp);
+    assert_eq!(stored, [f(0.1), f(0.2), f(0.3)]);
+}
+
+#[test]
+fn s054_nan_becomes_the_worst_score() {
+    for (mode, worst) in [("min", f64::INFINITY), ("max", f64::NEG_INFINITY)] {
+        let script = Script {
+            tr: Some(("foo", vec![f32::NAN])),
+            ..none()
+        };
+        let r = scenario(mc().monitor("foo").mode(mode), 1, 1, true, script, same);
+        assert_eq!(
+            (r.cb().best_model_score(), r.cb().current_score()),
+            (Some(worst), Some(worst))
+        );
+    }
+}
+
+#[test]
+fn s059_s060_s061_changed_by_g1_a_misspelled_monitor_fails_before_the_first_batch() {
+    // Lightning raises after a whole epoch (S059), or never (S060, S061).
+    for (val, steps) in [(true, None), (false, None), (false, Some(1))] {
+        let mut cb = mc().monitor("vall");
+        if let Some(n) = steps {
+            cb = cb.every_n_train_steps(n);
+        }
+        let r = scenario(cb, 2, 2, val, val_script(), same);
+        let err = r.result.as_ref().unwrap_err().to_string();
+        assert!(
+            err.starts_with("`ModelCheckpoint(monitor = \"vall\")`: `vall` names no metric the module logs, did you mean `val`? known metrics: "),
+            "{err}"
+        );
+        assert!(
+            err.contains("`epoch`") && err.contains("`step`") && err.contains("`val_loss`"),
+            "{err}"
+        );
+        assert_eq!(r.trainer.global_step(), 0, "before the first batch");
+        assert!(r.files().is_empty());
+    }
+}
+
+fn val_script() -> Script {
+    val("val", &[1.0, 2.0, 3.0])
+}
+
+#[test]
+fn g1_a_misspelled_filename_placeholder_fails_before_the_first_batch() {
+    let r = scenario(
+        mc().filename("{epoch}-{val_los:.2f}"),
+        1,
+        2,
+        true,
+        val_script(),
+        same,
+    );
+    let err = r.result.as_ref().unwrap_err().to_string();
+    assert!(
+        err.starts_with("`ModelCheckpoint(filename = \"{epoch}-{val_los:.2f}\")`: placeholder `val_los` names no metric the module logs, did you mean `val_loss`?"),
+        "{err}"
+    );
+    let r = scenario(
+        mc().filename("{val_loss:d}"),
+        1,
+        2,
+        true,
+        val_script(),
+        same,
+    );
+    let err = r.result.as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("format code `d`") && err.contains("`val_loss` is a float metric"),
+        "{err}"
+    );
+    // An integer metric takes `d`.
+    let script = Script {
+        val: Some(("val_count", vec![3.0])),
+        ..none()
+    };
+    let r = scenario(
+        mc().filename("n{val_count:03d}")
+            .monitor("val_count")
+            .mode("max"),
+        1,
+        2,
+        true,
+        script,
+        same,
+    );
+    r.result.as_ref().unwrap();
+    assert_eq!(r.files(), ["nval_count=003.ckpt"]);
+}
+
+#[test]
+fn s062_a_step_trigger_on_a_validation_metric_waits_for_validation() {
+    let r = scenario(
+        mc().monitor("auroc")
+            .mode("max")
+            .every_n_train_steps(2)
+            .every_n_epochs(0)
+            .save_on_train_epoch_end(false),
+        3,
+        2,
+        true,
+        val("auroc", &[0.1, 0.5, 1.0]),
+        same,
+    );
+    assert_eq!(r.files(), ["epoch=2-step=6.ckpt"]);
+    assert_eq!(r.cb().best_model_score(), Some(1.0));
+}
+
+#[test]
+fn s063_validation_every_other_epoch() {
+    let script = Script {
+        val: Some(("auroc", vec![0.1, 0.5, 1.0, 3.0])),
+        val_by_epoch: true,
+        ..none()
+    };
+    let r = scenario(
+        mc().monitor("auroc")
+            .mode("max")
+            .every_n_train_steps(2)
+            .every_n_epochs(0),
+        4,
+        2,
+        true,
+        script,
+        |b| b.check_val_every_n_epoch(Some(2)),
+    );
+    assert_eq!(r.cb().best_model_score(), Some(3.0));
+    let script = Script {
+        val: Some(("auroc", vec![0.2, 0.6])),
+        val_by_epoch: true,
+        ..none()
+    };
+    let r = scenario(
+        mc().monitor("auroc")
+            .mode("max")
+            .train_time_interval(Duration::ZERO),
+        2,
+        2,
+        true,
+        script,
+        |b| b.check_val_every_n_epoch(Some(2)),
+    );
+    assert_eq!(r.cb().best_model_score(), Some(f64::from(0.6f32)));
+}
+
+#[test]
+fn s064_validation_twice_an_epoch_with_a_step_trigger() {
+    let r = scenario(
+        mc().monitor("auroc").mode("max").every_n_train_steps(1),
+        1,
+        4,
+        true,
+        val("auroc", &[0.1, 0.9]),
+        |b| b.val_check_interval(0.5),
+    );
+    assert_eq!(r.cb().best_model_score(), Some(f64::from(0.9f32)));
+}
+
+#[test]
+fn s065_train_metrics_are_not_deferred() {
+    let script = Script {
+        per_step: Some(("train_score", vec![1.0, 2.0, 3.0, 4.0])),
+        ..none()
+    };
+    let r = scenario(
+        mc().monitor("train_score")
+            .mode("max")
+            .every_n_train_steps(1),
+        2,
+        2,
+        false,
+        script,
+        same,
+    );
+    assert_eq!(r.cb().best_model_score(), Some(4.0));
+    assert_eq!(r.files(), ["epoch=1-step=4.ckpt"]);
+}
+
+#[test]
+fn s067_top_0_with_last_and_no_epoch_trigger_writes_last_once_at_the_end() {
+    for n in [0, 5] {
+        let r = scenario(
+            mc().save_top_k(0)
+                .save_last(true)
+                .save_on_train_epoch_end(true)
+                .every_n_epochs(n),
+            2,
+            1,
+            false,
+            none(),
+            same,
+        );
+        assert_eq!(r.files(), ["last.ckpt"], "every_n_epochs = {n}");
+        assert_eq!(at(&r.p("last.ckpt")), (2, 2), "written at train end");
+    }
+}
+
+#[test]
+fn s069_link_mode_with_nothing_real_writes_a_real_last_file() {
+    let r = scenario(
+        mc().save_last(SaveLast::Link)
+            .save_top_k(-1)
+            .every_n_epochs(10),
+        2,
+        2,
+        true,
+        none(),
+        same,
+    );
+    assert_eq!(r.files(), ["last.ckpt"]);
+    assert_eq!(at(&r.p("last.ckpt")), (2, 4));
+}
+
+#[test]
+fn link_mode_points_last_at_the_newest_real_file_relatively() {
+    let r = scenario(
+        mc().save_last(SaveLast::Link).save_top_k(-1),
+        2,
+        2,
+        true,
+        none(),
+        same,
+    );
+    assert_eq!(
+        r.files(),
+        [
+            "epoch=0-step=2.ckpt",
+            "epoch=1-step=4.ckpt",
+            "last.ckpt -> epoch=1-step=4.ckpt"
+        ]
+    );
+    assert_eq!(at(&r.p("last.ckpt")), (1, 4), "the link resolves");
+}
+
+#[test]
+fn s072_save_counts_of_the_default_triggers() {
+    for (epochs, interval, saves) in [(1, 1.0, 1), (2, 1.0, 2), (1, 0.25, 4), (2, 0.3, 6)] {
+        // Keep-all makes every save visible as a file. 64 batches, as the upstream test: validation
+        // every int(64 * interval) batches.
+        let r = scenario(mc().save_top_k(-1), epochs, 64, true, none(), |b| {
+            b.val_check_interval(interval)
+        });
+        assert_eq!(
+            r.files().len(),
+            saves,
+            "epochs {epochs}, val_check_interval {interval}: {:?}",
+            r.files()
+        );
+    }
+}
+
+#[test]
+fn s078_no_training_batches_no_files() {
+    let r = scenario(mc().save_last(true), 2, 4, true, none(), |b| {
+        b.limit_train_batches(0u64)
+    });
+    assert!(r.files().is_empty());
+}
+
+#[test]
+fn s083_a_resumed_run_with_a_new_dirpath_keeps_the_old_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let run = |cb: ModelCheckpoint, epochs: u64, ckpt: Option<CkptPath>| {
+        let mut t = Trainer::builder()
+            .max_epochs(epochs)
+            .no_logger()
+            .default_root_dir(root)
+            .callback(cb)
+            .build()
+            .unwrap();
+        let m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+        t.fit(m, &mut Units(3), None, ckpt).unwrap();
+        t
+    };
+    let cb = || {
+        mc().filename("{step}")
+            .monitor("step")
+            .mode("max")
+            .save_last(true)
+            .save_top_k(2)
+            .every_n_train_steps(1)
+    };
+    run(cb().build().unwrap(), 1, None);
+    let old = root.join("checkpoints");
+    assert_eq!(listing(&old), ["last.ckpt", "step=2.ckpt", "step=3.ckpt"]);
+    let t = run(
+        cb().dirpath(root.join("new")).build().unwrap(),
+        2,
+        Some(CkptPath::Path(old.join("step=2.ckpt"))),
+    );
+    assert!(
+        old.join("last.ckpt").exists(),
+        "outside the new dirpath: kept"
+    );
+    assert!(old.join("step=2.ckpt").exists(), "the resume source: kept");
+    assert_eq!(
+        listing(&root.join("new")),
+        ["last.ckpt", "step=5.ckpt", "step=6.ckpt"]
+    );
+    assert_eq!(t.global_step(), 6);
+}
+
+#[test]
+fn s087_a_changed_dirpath_restores_only_the_best_model_path() {
+    let r = scenario(
+        mc().monitor("val").save_last(true),
+        2,
+        2,
+        true,
+        val_script(),
+        same,
+    );
+    let state = r.cb().state_dict().unwrap();
+    let mut other = mc()
+        .monitor("val")
+        .dirpath(r.dir.path().join("elsewhere"))
+        .build()
+        .unwrap();
+    other.load_state_dict(&state).unwrap();
+    assert_eq!(other.best_model_path(), r.cb().best_model_path());
+    assert_eq!(
+        (other.best_model_score(), other.last_model_path()),
+        (None, None)
+    );
+    assert!(other.best_k_models().is_empty());
+    let mut same_dir = mc().monitor("val").dirpath(r.d()).build().unwrap();
+    same_dir.load_state_dict(&state).unwrap();
+    assert_eq!(same_dir.best_model_score(), r.cb().best_model_score());
+    assert_eq!(same_dir.best_k_models(), r.cb().best_k_models());
+    assert_eq!(same_dir.last_model_path(), r.cb().last_model_path());
+    assert_eq!(same_dir.current_score(), None, "not restored");
+}
+
+#[test]
+fn s088_last_files_are_found_by_name() {
+    for (name, ext, contents, expected) in [
+        (
+            "last",
+            ".ckpt",
+            vec!["last", "last.ckpt"],
+            vec!["last.ckpt"],
+        ),
+        (
+            "other",
+            ".pt",
+            vec!["last", "last.pt", "other.pt"],
+            vec!["other.pt"],
+        ),
+        (
+            "last",
+            ".ckpt",
+            vec!["log.txt", "last-v0.ckpt", "last-v1.ckpt"],
+            vec!["last-v0.ckpt", "last-v1.ckpt"],
+        ),
+        (
+            "other",
+            ".pt",
+            vec!["log.txt", "last-v0.ckpt", "other-v0.pt", "other-v1.pt"],
+            vec!["other-v0.pt", "other-v1.pt"],
+        ),
+        ("any", ".any", vec![], vec![]),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        for f in &contents {
+            std::fs::write(dir.path().join(f), b"x").unwrap();
+        }
+        let cb = mc()
+            .name_last(name)
+            .file_extension(ext)
+            .dirpath(dir.path())
+            .build()
+            .unwrap();
+        let found: Vec<String> = cb
+            .checkpoint_paths()
+            .unwrap()
+            .last
+            .iter()
+            .map(|p| rel(dir.path(), Some(p)))
+            .collect();
+        assert_eq!(found, expected, "{name}{ext} in {contents:?}");
+    }
+}
+
+#[test]
+fn s089_a_fresh_trainer_resumes_from_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |save_last: bool, ckpt: Option<CkptPath>| {
+        let mut t = Trainer::builder()
+            .max_epochs(2)
+            .no_logger()
+            .default_root_dir(dir.path())
+            .callback(mc().save_last(save_last).build().unwrap())
+            .build()
+            .unwrap();
+        let m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+        t.fit(m, &mut Units(2), None, ckpt).unwrap();
+        t
+    };
+    run(true, None);
+    let t = run(false, Some(CkptPath::Last));
+    assert_eq!(
+        t.state().resumed_from,
+        Some(dir.path().join("checkpoints/last.ckpt"))
+    );
+}
+
+#[test]
+fn s090_dirpath_follows_the_logger() {
+    let dir = tempfile::tempdir().unwrap();
+    let fit = |logger: Option<CsvLogger>| {
+        let mut b = Trainer::builder()
+            .max_epochs(1)
+            .default_root_dir(dir.path());
+        b = match logger {
+            Some(l) => b.logger(l),
+            None => b.no_logger(),
+        };
+        let mut t = b.build().unwrap();
+        let m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+        t.fit(m, &mut Units(1), None, None).unwrap();
+        t.checkpoint_callback()
+            .unwrap()
+            .dirpath()
+            .unwrap()
+            .to_path_buf()
+    };
+    assert_eq!(
+        fit(Some(CsvLogger::new(dir.path()))),
+        dir.path().join("lightning_logs/version_0/checkpoints")
+    );
+    assert_eq!(
+        fit(Some(CsvLogger::new(dir.path()).version(3))),
+        dir.path().join("lightning_logs/version_3/checkpoints")
+    );
+    assert_eq!(
+        fit(Some(CsvLogger::with_name(dir.path(), "exp"))),
+        dir.path().join("exp/version_0/checkpoints")
+    );
+    assert_eq!(fit(None), dir.path().join("checkpoints"));
+}
+
+#[test]
+fn s091_foreign_files_in_dirpath_are_never_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir_of(&dir)).unwrap();
+    std::fs::write(dir_of(&dir).join("notes.txt"), b"mine").unwrap();
+    let cb = mc().dirpath(dir_of(&dir)).build().unwrap();
+    let r = scenario_with(cb, dir, 3, 1, true, none(), same);
+    assert_eq!(r.files(), ["epoch=2-step=3.ckpt", "notes.txt"]);
+}
+
+#[test]
+fn s092_best_without_a_best_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let cb = mc().save_top_k(0).dirpath(dir_of(&dir)).build().unwrap();
+    let r = scenario_with(cb, dir, 1, 1, true, none(), same);
+    let mut t = r.trainer;
+    let m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    let err = t
+        .fit(m, &mut Units(1), None, Some(CkptPath::Best))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model"
+    );
+}
+
+#[test]
+fn s095_save_on_exception() {
+    let script = Script {
+        fail_at_step: Some(3),
+        ..none()
+    };
+    let r = scenario(
+        mc().save_on_exception(true)
+            .filename("exception")
+            .every_n_epochs(7),
+        4,
+        2,
+        true,
+        script,
+        same,
+    );
+    assert_eq!(
+        r.result.as_ref().unwrap_err().to_string(),
+        "scripted failure",
+        "the error still reaches the caller"
+    );
+    assert_eq!(r.files(), ["exception.ckpt"]);
+    let ckpt = read_checkpoint(&r.p("exception.ckpt")).unwrap();
+    assert!(!ckpt.state_dict.is_empty());
+    assert_eq!((ckpt.epoch, ckpt.global_step), (1, 3));
+
+    // Nothing more when this step was saved already.
+    let script = Script {
+        fail_at_step: Some(1),
+        ..none()
+    };
+    let r = scenario(
+        mc().save_on_exception(true)
+            .filename("already_saved")
+            .every_n_train_steps(1),
+        4,
+        2,
+        true,
+        script,
+        same,
+    );
+    assert!(r.result.is_err());
+    assert_eq!(r.files(), ["already_saved.ckpt"]);
+}
+
+#[test]
+fn s100_manual_save_after_fit() {
+    let r = scenario(mc(), 1, 2, true, none(), same);
+    let path = r.dir.path().join("manual.ckpt");
+    r.trainer.save_checkpoint(&path, false).unwrap();
+    let c = read_checkpoint(&path).unwrap();
+    assert_eq!((c.epoch, c.global_step), (1, 2));
+    assert!(c.optimizer.is_some() && c.callbacks.contains_key(&r.cb().state_key()));
+}
+
+#[test]
+fn s013_s014_where_the_trainer_places_checkpoint_callbacks() {
+    let err = Trainer::<Scripted<fulgur::dfdx::tensor::Cpu>>::builder()
+        .enable_checkpointing(false)
+        .callback(mc().build().unwrap())
+        .build()
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.starts_with("Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback"));
+    let t = Trainer::<Scripted<fulgur::dfdx::tensor::Cpu>>::builder()
+        .build()
+        .unwrap();
+    assert_eq!(t.checkpoint_callbacks().len(), 1, "the default callback");
+    let t = Trainer::<Scripted<fulgur::dfdx::tensor::Cpu>>::builder()
+        .callback(mc().monitor("val").build().unwrap())
+        .callback(mc().every_n_train_steps(2).build().unwrap())
+        .build()
+        .unwrap();
+    let all = t.checkpoint_callbacks();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        t.checkpoint_callback().unwrap().config().monitor.as_deref(),
+        Some("val")
+    );
+    assert_eq!(all[1].config().every_n_train_steps, 2);
+}
+
+#[test]
+fn two_callbacks_in_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let best = mc()
+        .monitor("val")
+        .save_top_k(1)
+        .filename("best-{epoch}-{val:.1f}")
+        .dirpath(dir.path().join("best"));
+    let steps = mc()
+        .every_n_train_steps(2)
+        .save_top_k(-1)
+        .filename("{step}")
+        .dirpath(dir.path().join("steps"));
+    let mut t = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .callback(best.build().unwrap())
+        .callback(steps.build().unwrap())
+        .build()
+        .unwrap();
+    let mut m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    m.script = val("val", &[3.0, 1.0, 2.0]);
+    t.fit(m, &mut Units(2), Some(&mut Units(1)), None).unwrap();
+    assert_eq!(
+        listing(&dir.path().join("best")),
+        ["best-epoch=1-val=1.0.ckpt"]
+    );
+    assert_eq!(
+        listing(&dir.path().join("steps")),
+        ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"]
+    );
+    // Each file holds both callbacks' states.
+    let c = read_checkpoint(&dir.path().join("steps/step=6.ckpt")).unwrap();
+    assert_eq!(c.callbacks.len(), 2);
+}
+
+#[test]
+fn a_resumed_run_continues_the_top_k_bookkeeping() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("D");
+    let values = [5.0, 3.0, 4.0, 1.0, 2.0, 6.0];
+    let run = |epochs: u64, ckpt: Option<CkptPath>| {
+        let cb = mc()
+            .monitor("val")
+            .save_top_k(2)
+            .save_last(true)
+            .dirpath(&d)
+            .build()
+            .unwrap();
+        let mut t = Trainer::builder()
+            .max_epochs(epochs)
+            .no_logger()
+            .num_sanity_val_steps(0)
+            .callback(cb)
+            .build()
+            .unwrap();
+        let mut m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+        m.script = Script {
+            val: Some(("val", values.to_vec())),
+            val_by_epoch: true,
+            ..none()
+        };
+        t.fit(m, &mut Units(1), Some(&mut Units(1)), ckpt).unwrap();
+        t
+    };
+    let straight = run(6, None);
+    let straight_files = listing(&d);
+    let straight_best = straight
+        .checkpoint_callback()
+        .unwrap()
+        .best_model_path()
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(
+        straight_files,
+        ["epoch=3-step=4.ckpt", "epoch=4-step=5.ckpt", "last.ckpt"]
+    );
+    std::fs::remove_dir_all(&d).unwrap();
+
+    run(3, None);
+    assert_eq!(
+        listing(&d),
+        ["epoch=1-step=2.ckpt", "epoch=2-step=3.ckpt", "last.ckpt"]
+    );
+    let t = run(6, Some(CkptPath::Last));
+    assert_eq!(listing(&d), straight_files, "no stale files, nothing lost");
+    let cb = t.checkpoint_callback().unwrap();
+    assert_eq!(cb.best_model_path(), Some(straight_best.as_path()));
+    assert_eq!(cb.best_model_score(), Some(1.0));
+    assert_eq!(cb.best_k_models().len(), 2);
+}
