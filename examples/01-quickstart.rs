@@ -24,7 +24,7 @@ struct Config {
 }
 
 struct LitClassifier<D: Backend> {
-    net: <Mlp as BuildOnDevice<D, f32>>::Built,
+    net: Built<Mlp, D>,
     config: Config,
 }
 
@@ -52,16 +52,8 @@ impl<D: Backend> LitClassifier<D> {
     }
 }
 
-impl<D: Backend> LightningModule<D> for LitClassifier<D> {
-    type Batch = ClassificationBatch<64, 10, D>;
-    type Prediction = ();
+impl<D: Backend> ModuleState<D> for LitClassifier<D> {
     type Hparams = Config;
-
-    const METRICS: &'static [MetricSpec] = &[
-        MetricSpec::train("train_loss").prog_bar(),
-        MetricSpec::validation("val_loss"),
-        MetricSpec::validation("val_acc").prog_bar(),
-    ];
 
     fn hparams(&self) -> &Config {
         &self.config
@@ -75,6 +67,17 @@ impl<D: Backend> LightningModule<D> for LitClassifier<D> {
             config,
         })
     }
+}
+
+impl<D: Backend> LightningModule<D> for LitClassifier<D> {
+    type Batch = ClassificationBatch<64, 10, D>;
+    type Prediction = ();
+
+    const METRICS: &'static [MetricSpec] = &[
+        MetricSpec::train("train_loss").prog_bar(),
+        MetricSpec::validation("val_loss"),
+        MetricSpec::validation("val_acc").prog_bar(),
+    ];
 
     fn training_step(
         &mut self,

@@ -21,7 +21,7 @@ pub mod prelude {
     pub use fulgur_runtime::device::Backend;
     pub use fulgur_runtime::logger::CsvLogger;
     pub use fulgur_runtime::metrics::{MetricSpec, Reduce, Stage, StepLog};
-    pub use fulgur_runtime::module::{LightningModule, Loss};
+    pub use fulgur_runtime::module::{Built, LightningModule, Loss, ModuleState};
     pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
     pub use fulgur_runtime::trainer::{CkptPath, Trainer};
     pub use fulgur_runtime::{Error, Result};

@@ -31,7 +31,7 @@ pub struct Script {
 }
 
 pub struct Scripted<D: Backend> {
-    pub net: <Linear<1, 1> as BuildOnDevice<D, f32>>::Built,
+    pub net: Built<Linear<1, 1>, D>,
     pub script: Script,
     pub val_runs: usize,
 }
@@ -44,10 +44,25 @@ impl<D: Backend> TensorCollection<f32, D> for Scripted<D> {
     }
 }
 
+impl<D: Backend> ModuleState<D> for Scripted<D> {
+    type Hparams = ();
+
+    fn hparams(&self) -> &() {
+        &()
+    }
+
+    fn from_hparams(_: (), device: &D) -> fulgur::Result<Self> {
+        Ok(Self {
+            net: device.build_module::<Linear<1, 1>, f32>(),
+            script: Script::default(),
+            val_runs: 0,
+        })
+    }
+}
+
 impl<D: Backend> LightningModule<D> for Scripted<D> {
     type Batch = Tensor<(usize, Const<1>), f32, D>;
     type Prediction = ();
-    type Hparams = ();
 
     const METRICS: &'static [MetricSpec] = &[
         MetricSpec::train("tr"),
@@ -61,18 +76,6 @@ impl<D: Backend> LightningModule<D> for Scripted<D> {
         MetricSpec::validation("val/loss"),
         MetricSpec::validation("val_count").kind(MetricKind::Int),
     ];
-
-    fn hparams(&self) -> &() {
-        &()
-    }
-
-    fn from_hparams(_: (), device: &D) -> fulgur::Result<Self> {
-        Ok(Self {
-            net: device.build_module::<Linear<1, 1>, f32>(),
-            script: Script::default(),
-            val_runs: 0,
-        })
-    }
 
     fn training_step(
         &mut self,

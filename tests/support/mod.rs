@@ -31,8 +31,8 @@ impl Default for Hparams {
 
 /// Two dfdx modules side by side, named `net` and `head`, to show the naming of composite modules.
 pub struct LitMlp<D: Backend> {
-    pub net: <Mlp as BuildOnDevice<D, f32>>::Built,
-    pub head: <Linear<10, 10> as BuildOnDevice<D, f32>>::Built,
+    pub net: Built<Mlp, D>,
+    pub head: Built<Linear<10, 10>, D>,
     pub hparams: Hparams,
     /// Hook calls, for order tests.
     pub events: Option<Arc<Mutex<Vec<String>>>>,
@@ -68,17 +68,8 @@ impl LitMlp<Cpu> {
     }
 }
 
-impl<D: Backend> LightningModule<D> for LitMlp<D> {
-    type Batch = ClassificationBatch<64, 10, D>;
-    type Prediction = Vec<usize>;
+impl<D: Backend> ModuleState<D> for LitMlp<D> {
     type Hparams = Hparams;
-
-    const METRICS: &'static [MetricSpec] = &[
-        MetricSpec::train("train_loss").on_epoch(true).prog_bar(),
-        MetricSpec::validation("val_loss"),
-        MetricSpec::validation("val_acc").prog_bar(),
-        MetricSpec::test("test_acc"),
-    ];
 
     fn hparams(&self) -> &Hparams {
         &self.hparams
@@ -99,6 +90,18 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
             extra_metric: None,
         })
     }
+}
+
+impl<D: Backend> LightningModule<D> for LitMlp<D> {
+    type Batch = ClassificationBatch<64, 10, D>;
+    type Prediction = Vec<usize>;
+
+    const METRICS: &'static [MetricSpec] = &[
+        MetricSpec::train("train_loss").on_epoch(true).prog_bar(),
+        MetricSpec::validation("val_loss"),
+        MetricSpec::validation("val_acc").prog_bar(),
+        MetricSpec::test("test_acc"),
+    ];
 
     fn training_step(
         &mut self,

@@ -20,29 +20,39 @@ pub use state_dict::{load_state_dict, param_shapes, state_dict};
 /// The loss a training step returns: a scalar that still carries its gradient tape.
 pub type Loss<D> = Tensor<Rank0, f32, D, OwnedTape<f32, D>>;
 
-/// A model the [`Trainer`](crate::trainer::Trainer) can train: Lightning's `LightningModule`.
+/// A module's state: its parameters (named by dfdx's [`TensorCollection`]: `net.0.weight`, …) and the
+/// hyperparameters it is built from. Checkpoints store both; `load_from_checkpoint` rebuilds the module
+/// from the hyperparameters alone, then loads the weights.
 ///
-/// Its parameters are named by dfdx's [`TensorCollection`] (`net.0.weight`, …); checkpoints store them,
-/// and the optimizer state, under those names. The `#[lightning_module]` macro writes this impl from
-/// annotated methods; everything it generates can also be written by hand.
-pub trait LightningModule<D: Backend>: TensorCollection<f32, D> + Sized + 'static {
-    /// What a data loader yields for one step.
-    type Batch;
-    /// What `predict_step` returns for one batch.
-    type Prediction;
-    /// The hyperparameters stored in every checkpoint; `load_from_checkpoint` rebuilds the module from
-    /// them alone. Use `()` when there are none.
+/// `#[derive(ModuleState)]` writes this impl (and the `TensorCollection` one) from the struct's fields.
+pub trait ModuleState<D: Backend>: TensorCollection<f32, D> + Sized + 'static {
+    /// The hyperparameters stored in every checkpoint. Use `()` when there are none.
     type Hparams: Serialize + DeserializeOwned;
-
-    /// Every metric the module logs, with its stage and aggregation. Logging a name that is not here is
-    /// an error, and checkpoint callbacks are checked against it before the first batch.
-    const METRICS: &'static [MetricSpec] = &[];
 
     /// The hyperparameters this instance was built from.
     fn hparams(&self) -> &Self::Hparams;
 
     /// Builds a fresh module (new weights) from hyperparameters on `device`.
     fn from_hparams(hparams: Self::Hparams, device: &D) -> Result<Self>;
+}
+
+/// A dfdx module type `M` built on device `D` with f32 parameters: the type of a module field.
+pub type Built<M, D> = <M as dfdx::nn::BuildOnDevice<D, f32>>::Built;
+
+/// A model the [`Trainer`](crate::trainer::Trainer) can train: Lightning's `LightningModule`.
+///
+/// Checkpoints store its parameters, and the optimizer state, under the names of its [`ModuleState`].
+/// The `#[lightning_module]` macro writes this impl from annotated methods; everything it generates can
+/// also be written by hand.
+pub trait LightningModule<D: Backend>: ModuleState<D> {
+    /// What a data loader yields for one step.
+    type Batch;
+    /// What `predict_step` returns for one batch.
+    type Prediction;
+
+    /// Every metric the module logs, with its stage and aggregation. Logging a name that is not here is
+    /// an error, and checkpoint callbacks are checked against it before the first batch.
+    const METRICS: &'static [MetricSpec] = &[];
 
     /// One training step: the forward pass on a batch traced into `grads`, returning the loss.
     ///
@@ -82,8 +92,8 @@ pub trait LightningModule<D: Backend>: TensorCollection<f32, D> + Sized + 'stati
     fn configure_optimizers(&self) -> Optimizers<Self, D>;
 
     /// Callbacks the module brings along (the `#[checkpoint]` attributes end up here).
-    fn configure_callbacks(&self) -> Vec<Box<dyn Callback>> {
-        Vec::new()
+    fn configure_callbacks(&self) -> Result<Vec<Box<dyn Callback>>> {
+        Ok(Vec::new())
     }
 
     /// Called after the checkpoint is built and before it is written; may add entries to `extra`.

@@ -93,7 +93,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 
     fn attach(&mut self, module: M) -> Result<()> {
-        let from_module = module.configure_callbacks();
+        let from_module = module.configure_callbacks()?;
         self.optimizers = None;
         self.grads = None;
         self.module = Some(module);
