@@ -933,3 +933,65 @@ fn a_resumed_run_continues_the_top_k_bookkeeping() {
     assert_eq!(cb.best_model_score(), Some(1.0));
     assert_eq!(cb.best_k_models().len(), 2);
 }
+
+#[test]
+fn save_weights_only_writes_files_that_cannot_resume() {
+    let r = scenario(
+        mc().save_weights_only(true).save_last(true),
+        1,
+        2,
+        true,
+        none(),
+        same,
+    );
+    assert_eq!(r.files(), ["epoch=0-step=2.ckpt", "last.ckpt"]);
+    for f in ["epoch=0-step=2.ckpt", "last.ckpt"] {
+        let c = read_checkpoint(&r.p(f)).unwrap();
+        assert!(
+            c.weights_only && c.optimizer.is_none() && c.callbacks.is_empty(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn sanity_validation_never_saves() {
+    let r = scenario(
+        mc().monitor("val")
+            .save_top_k(-1)
+            .save_on_train_epoch_end(false),
+        1,
+        2,
+        true,
+        val("val", &[1.0, 2.0, 3.0]),
+        |b| b.num_sanity_val_steps(1),
+    );
+    // The sanity run logs `val = 1.0` at step 0 and saves nothing; the real run logs 2.0.
+    assert_eq!(r.files(), ["epoch=0-step=2.ckpt"]);
+    assert_eq!(r.cb().best_model_score(), Some(2.0));
+}
+
+#[test]
+fn to_yaml_lists_the_top_k() {
+    let r = scenario(
+        mc().monitor("val").save_top_k(2),
+        3,
+        1,
+        true,
+        val("val", &[3.0, 1.0, 2.0]),
+        same,
+    );
+    let fs = fulgur::strategy::RankZeroFs::new(&fulgur::strategy::SingleProcess);
+    let path = r.cb().to_yaml(None, fs).unwrap();
+    assert_eq!(path, r.p("best_k_models.yaml"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let d = r.d();
+    assert_eq!(
+        text,
+        format!(
+            "\"{}\": 1.0\n\"{}\": 2.0\n",
+            d.join("epoch=1-step=2.ckpt").display(),
+            d.join("epoch=2-step=3.ckpt").display()
+        )
+    );
+}
