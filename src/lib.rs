@@ -47,4 +47,8 @@ mod guide {
     mod resuming {}
     #[doc = include_str!("../book/src/checkpoint-file.md")]
     mod checkpoint_file {}
+    #[doc = include_str!("../book/src/checkpointing.md")]
+    mod checkpointing {}
+    #[doc = include_str!("../book/src/coming-from-lightning.md")]
+    mod coming_from_lightning {}
 }
