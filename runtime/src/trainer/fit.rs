@@ -92,11 +92,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         out
     }
 
+    /// Attaches `module` first, so that it stays with the trainer even when its callbacks fail to build.
     fn attach(&mut self, module: M) -> Result<()> {
-        let from_module = module.configure_callbacks()?;
         self.optimizers = None;
         self.grads = None;
-        self.module = Some(module);
+        let module = self.module.insert(module);
+        let from_module = module.configure_callbacks()?;
         self.install_callbacks(from_module)
     }
 
