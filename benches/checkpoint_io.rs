@@ -12,7 +12,9 @@
 //! timed operation, untimed, the files of the previous ones are fsynced so that background writeback does
 //! not bleed into the next measurement. Loads read from the page cache.
 //!
-//! `FULGUR_BENCH_PARAMS` overrides the number of parameters (default 100M, split over 4 tensors).
+//! `FULGUR_BENCH_PARAMS` overrides the number of parameters (default 100M, split over 4 tensors) and
+//! `FULGUR_BENCH_ROUNDS` the number of rounds of the summary (default 5); a criterion filter that matches
+//! nothing (`cargo bench --bench checkpoint_io -- none`) runs the summary alone.
 //! Files go to a temporary directory under `FULGUR_BENCH_DIR` when it is set (e.g. a tmpfs, to measure
 //! the format's CPU cost without the disk), else under the system's temporary directory.
 
@@ -147,31 +149,52 @@ fn main() {
     }
     c.final_summary();
 
-    // Medians of interleaved rounds, all in this run, so that drift hits every operation alike.
+    // Medians of interleaved rounds, all in this run, so that drift hits every operation alike. Each
+    // round rotates the order within each group: on a disk, the first fsync after a batch of unsynced
+    // writes pays for them (measured: about +0.5 s, whichever operation comes first).
     let [(_, save), (_, save_fsync), (_, load)] = groups;
+    let group_lens = [save.len(), save_fsync.len(), load.len(), 2];
     let mut ops: Vec<Op> = save.into_iter().chain(save_fsync).chain(load).collect();
     ops.push(("cpu: encode_checkpoint into io::sink", Box::new(encode_cpu)));
     ops.push(("cpu: decode_checkpoint from memory", Box::new(decode_cpu)));
-    let rounds = if bench_mode { ROUNDS } else { 1 };
+    let rounds = match std::env::var("FULGUR_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+    {
+        Some(rounds) if bench_mode => rounds,
+        _ if bench_mode => ROUNDS,
+        _ => 1,
+    };
     let mut times = vec![Vec::new(); ops.len()];
-    for _ in 0..rounds {
-        for ((_, op), times) in ops.iter_mut().zip(&mut times) {
-            settle();
-            let start = Instant::now();
-            op();
-            times.push(start.elapsed().as_secs_f64());
+    for round in 0..rounds {
+        let mut start_of_group = 0;
+        for len in group_lens {
+            for k in 0..len {
+                let i = start_of_group + (k + round) % len;
+                settle();
+                let start = Instant::now();
+                (ops[i].1)();
+                times[i].push(start.elapsed().as_secs_f64());
+            }
+            start_of_group += len;
         }
     }
-    for ((label, _), t) in ops.iter().zip(&times) {
-        eprintln!("{label:<42} {:?}", t.iter().map(|x| (x * 1e3) as u32).collect::<Vec<_>>());
-    }
-    let medians: Vec<f64> = times.into_iter().map(median).collect();
+    let medians: Vec<f64> = times.iter().cloned().map(median).collect();
     let mb = bytes as f64 / 1e6;
     let params = TENSORS * per_tensor;
     println!("\ncheckpoint I/O: {TENSORS} f32 tensors, {params} parameters, {mb:.1} MB file; medians of {rounds} interleaved rounds");
-    println!("{:<42} {:>10} {:>10}", "operation", "ms", "MB/s");
-    for ((label, _), m) in ops.iter().zip(&medians) {
-        println!("{label:<42} {:>10.1} {:>10.0}", m * 1e3, mb / m);
+    println!(
+        "{:<42} {:>9} {:>7}   every round, ms",
+        "operation", "median ms", "MB/s"
+    );
+    for (((label, _), m), t) in ops.iter().zip(&medians).zip(&times) {
+        let all: Vec<String> = t.iter().map(|x| format!("{:.0}", x * 1e3)).collect();
+        println!(
+            "{label:<42} {:>9.1} {:>7.0}   {}",
+            m * 1e3,
+            mb / m,
+            all.join(" ")
+        );
     }
     let median_of = |label: &str| {
         medians[ops
