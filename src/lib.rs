@@ -9,6 +9,9 @@ pub use fulgur_runtime::{
     callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer,
     Backend, Error, Result,
 };
+/// The module DSL (see the guide's "The module DSL" chapter). `#[log]` and `#[checkpoint]` are read by
+/// `#[lightning_module]`; used anywhere else they report where they belong.
+pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 
 #[cfg(feature = "datasets")]
 pub mod datasets;
@@ -25,6 +28,7 @@ pub mod prelude {
     pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
     pub use fulgur_runtime::trainer::{CkptPath, Trainer};
     pub use fulgur_runtime::{Error, Result};
+    pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 }
 
 /// Paths the macros' generated code names. Not a public API.

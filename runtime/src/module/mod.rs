@@ -1,5 +1,7 @@
 //! The module trait: what a model must provide for the trainer to fit, validate, test and checkpoint it.
 
+#[doc(hidden)]
+pub mod macro_support;
 mod state_dict;
 
 use dfdx::nn::tensor_collection::TensorCollection;

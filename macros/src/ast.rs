@@ -1,0 +1,782 @@
+//! Typed models of the annotated items: the struct of `#[derive(ModuleState)]` and the impl block of
+//! `#[lightning_module]`. Building a model reports what makes the item impossible to model (a tuple
+//! struct, a step the runtime cannot call); `check.rs` applies the rules between its parts.
+
+use proc_macro2::Span;
+use syn::spanned::Spanned;
+use syn::{
+    Data, DeriveInput, Fields, FnArg, GenericArgument, GenericParam, Generics, Ident, ImplItem,
+    ImplItemFn, ItemImpl, PathArguments, ReceiverKind, ReturnType, Type,
+};
+
+use crate::attr::{self, CheckpointAttr, LogAttr, Reduce};
+use crate::ctxt::Ctxt;
+use crate::suggest::did_you_mean;
+use crate::template::Kind;
+
+// ---------------------------------------------------------------------------------------------------
+// The device
+
+/// The device a module is generic over, or the concrete device its fields name.
+#[derive(Clone)]
+pub enum Device {
+    /// `struct M<D: Backend>`: the parameter.
+    Param(Ident),
+    /// `struct M { net: Built<Mlp, Cpu> }`: the type.
+    Concrete(Type),
+}
+
+impl Device {
+    pub fn ty(&self) -> Type {
+        match self {
+            Device::Param(ident) => syn::parse_quote!(#ident),
+            Device::Concrete(ty) => ty.clone(),
+        }
+    }
+}
+
+/// The device parameter of `generics`: `Ok(Some)` for exactly one type parameter, `Ok(None)` for none.
+/// Lifetimes and a second type parameter are errors (const parameters are kept as they are).
+fn device_param(cx: &Ctxt, generics: &Generics, what: &str) -> Result<Option<Ident>, ()> {
+    let mut found: Option<Ident> = None;
+    let mut ok = true;
+    for param in &generics.params {
+        match param {
+            GenericParam::Lifetime(l) => {
+                cx.error_spanned_by(
+                    &l.lifetime,
+                    format!("{what} cannot have lifetime parameters: a module owns its data (`'static`)"),
+                );
+                ok = false;
+            }
+            GenericParam::Type(t) => match &found {
+                None => found = Some(t.ident.clone()),
+                Some(first) => {
+                    cx.error_spanned_by(
+                        &t.ident,
+                        format!(
+                            "{what} takes one type parameter, the device (`{first}`), found a second one `{}`",
+                            t.ident
+                        ),
+                    );
+                    ok = false;
+                }
+            },
+            GenericParam::Const(_) => {}
+        }
+    }
+    if ok {
+        Ok(found)
+    } else {
+        Err(())
+    }
+}
+
+/// Last path segment of a type and its angle-bracketed type arguments: `Built<Mlp, D>` → (`Built`, [Mlp, D]).
+fn path_parts(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
+    let Type::Path(p) = ty else { return None };
+    if p.qself.is_some() {
+        return None;
+    }
+    let last = p.path.segments.last()?;
+    let args = match &last.arguments {
+        PathArguments::AngleBracketed(a) => a
+            .args
+            .iter()
+            .filter_map(|arg| match arg {
+                GenericArgument::Type(t) => Some(t),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    Some((&last.ident, args))
+}
+
+/// `Built<M, D>` → (M, D).
+fn built_parts(ty: &Type) -> Option<(Type, Type)> {
+    match path_parts(ty)? {
+        (ident, args) if ident == "Built" && args.len() == 2 => {
+            Some((args[0].clone(), args[1].clone()))
+        }
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// #[derive(ModuleState)]
+
+pub struct State<'a> {
+    pub input: &'a DeriveInput,
+    pub device: Device,
+    pub fields: Vec<StateField<'a>>,
+}
+
+pub struct StateField<'a> {
+    pub ident: &'a Ident,
+    pub ty: &'a Type,
+    pub role: Role,
+}
+
+pub enum Role {
+    /// `Built<M, D>`: a dfdx module built with `build_module::<M, f32>()`.
+    Module(Type),
+    /// A struct that derives `ModuleState` too.
+    Nested,
+    /// `#[hparams]`.
+    Hparams,
+    /// `#[skip]`.
+    Skip,
+}
+
+impl<'a> State<'a> {
+    pub fn from_ast(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        for a in &input.attrs {
+            for name in ["hparams", "skip"] {
+                if attr::is(a, name) {
+                    cx.error_at(
+                        attr::path_span(a),
+                        format!("`#[{name}]` goes on a field of the struct, not on the struct"),
+                    );
+                }
+            }
+        }
+        let named = match &input.data {
+            Data::Struct(s) => match &s.fields {
+                Fields::Named(named) => Some(named),
+                Fields::Unnamed(f) => {
+                    cx.error_spanned_by(
+                        f,
+                        "`#[derive(ModuleState)]` needs named fields: each field's name becomes the prefix of its parameters",
+                    );
+                    None
+                }
+                Fields::Unit => {
+                    cx.error_spanned_by(
+                        &input.ident,
+                        "`#[derive(ModuleState)]` needs a struct with named fields",
+                    );
+                    None
+                }
+            },
+            Data::Enum(e) => {
+                cx.error_spanned_by(
+                    e.enum_token,
+                    "`#[derive(ModuleState)]` needs a struct with named fields, not an enum",
+                );
+                None
+            }
+            Data::Union(u) => {
+                cx.error_spanned_by(
+                    u.union_token,
+                    "`#[derive(ModuleState)]` needs a struct with named fields, not a union",
+                );
+                None
+            }
+        };
+        let param = device_param(cx, &input.generics, "a `ModuleState` struct");
+        let named = named?;
+        let mut fields = Vec::new();
+        let mut hparams: Option<&Ident> = None;
+        for field in &named.named {
+            let ident = field.ident.as_ref()?;
+            let mut role = None;
+            for a in &field.attrs {
+                let name = if attr::is(a, "hparams") {
+                    "hparams"
+                } else if attr::is(a, "skip") {
+                    "skip"
+                } else {
+                    continue;
+                };
+                attr::parse_flag(cx, a, name);
+                if role.is_some() {
+                    cx.error_at(
+                        attr::path_span(a),
+                        format!(
+                            "`#[{name}]` cannot be combined with another role on field `{ident}`"
+                        ),
+                    );
+                    continue;
+                }
+                if name == "hparams" {
+                    if let Some(first) = hparams {
+                        cx.error_at(
+                            attr::path_span(a),
+                            format!(
+                                "only one field can be `#[hparams]`, `{first}` is already: group the hyperparameters in one struct"
+                            ),
+                        );
+                        continue;
+                    }
+                    hparams = Some(ident);
+                    role = Some(Role::Hparams);
+                } else {
+                    role = Some(Role::Skip);
+                }
+            }
+            let role = role.unwrap_or_else(|| match built_parts(&field.ty) {
+                Some((m, _)) => Role::Module(m),
+                None => Role::Nested,
+            });
+            fields.push(StateField {
+                ident,
+                ty: &field.ty,
+                role,
+            });
+        }
+        let device = match param.ok()? {
+            Some(ident) => Device::Param(ident),
+            None => {
+                let concrete = fields.iter().find_map(|f| match f.role {
+                    Role::Module(_) => built_parts(f.ty).map(|(_, d)| d),
+                    _ => None,
+                });
+                match concrete {
+                    Some(ty) => Device::Concrete(ty),
+                    None => {
+                        cx.error_spanned_by(
+                            &input.ident,
+                            "cannot tell the device of this module: give it a device parameter \
+                             (`struct Name<D: Backend>`) or a `Built<M, Cpu>` field",
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        Some(State {
+            input,
+            device,
+            fields,
+        })
+    }
+
+    pub fn hparams(&self) -> Option<&StateField<'a>> {
+        self.fields.iter().find(|f| matches!(f.role, Role::Hparams))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// #[lightning_module]
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum StepKind {
+    Training,
+    Validation,
+    Test,
+    Predict,
+}
+
+impl StepKind {
+    pub const ALL: [StepKind; 4] = [
+        StepKind::Training,
+        StepKind::Validation,
+        StepKind::Test,
+        StepKind::Predict,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            StepKind::Training => "training_step",
+            StepKind::Validation => "validation_step",
+            StepKind::Test => "test_step",
+            StepKind::Predict => "predict_step",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// The signature the runtime calls, for messages.
+    pub fn signature(self) -> String {
+        match self {
+            StepKind::Training => {
+                "fn training_step(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>".into()
+            }
+            k => format!("fn {}(&mut self, batch: B)", k.name()),
+        }
+    }
+
+    /// Lightning's stage of the metrics a step logs.
+    pub fn stage(self) -> Option<Stage> {
+        match self {
+            StepKind::Training => Some(Stage::Train),
+            StepKind::Validation => Some(Stage::Validation),
+            StepKind::Test => Some(Stage::Test),
+            StepKind::Predict => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Train,
+    Validation,
+    Test,
+}
+
+/// Hooks forwarded to the trait when the impl defines them, with the shape the runtime calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookKind {
+    OnSaveCheckpoint,
+    OnLoadCheckpoint,
+    OnTrainBatchEnd,
+    OnTrainEpochEnd,
+    OnValidationEpochEnd,
+}
+
+impl HookKind {
+    pub const ALL: [HookKind; 5] = [
+        HookKind::OnSaveCheckpoint,
+        HookKind::OnLoadCheckpoint,
+        HookKind::OnTrainBatchEnd,
+        HookKind::OnTrainEpochEnd,
+        HookKind::OnValidationEpochEnd,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            HookKind::OnSaveCheckpoint => "on_save_checkpoint",
+            HookKind::OnLoadCheckpoint => "on_load_checkpoint",
+            HookKind::OnTrainBatchEnd => "on_train_batch_end",
+            HookKind::OnTrainEpochEnd => "on_train_epoch_end",
+            HookKind::OnValidationEpochEnd => "on_validation_epoch_end",
+        }
+    }
+
+    fn signature(self) -> &'static str {
+        match self {
+            HookKind::OnSaveCheckpoint => {
+                "fn on_save_checkpoint(&self, checkpoint: &mut Checkpoint)"
+            }
+            HookKind::OnLoadCheckpoint => {
+                "fn on_load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>"
+            }
+            HookKind::OnTrainBatchEnd => "fn on_train_batch_end(&mut self, log: &mut StepLog)",
+            HookKind::OnTrainEpochEnd => "fn on_train_epoch_end(&mut self, log: &mut StepLog)",
+            HookKind::OnValidationEpochEnd => {
+                "fn on_validation_epoch_end(&mut self, log: &mut StepLog)"
+            }
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == name)
+    }
+}
+
+/// What a method returns, seen through `Result<…>`.
+#[derive(Clone)]
+pub struct Returned {
+    /// `Result<T>` or `Result<T, E>`: the call is followed by `?`.
+    pub fallible: bool,
+    /// The type inside `Result`, or the written type; `None` for `-> ()` or no return type.
+    pub inner: Option<Type>,
+    /// The values a step logs: the elements of a tuple, or the single value.
+    pub values: Vec<Type>,
+    /// The return type as written (or the function name when there is none), for messages.
+    pub span: Span,
+}
+
+pub struct Step {
+    pub kind: StepKind,
+    pub ident: Ident,
+    pub batch: Option<Type>,
+    pub ret: Returned,
+    pub log: Option<LogAttr>,
+}
+
+pub struct Hook {
+    pub kind: HookKind,
+    pub ident: Ident,
+    pub ret: Returned,
+}
+
+pub struct Optimizers {
+    pub ident: Ident,
+    /// The return type is the runtime's `Optimizers` (not an optimizer to wrap).
+    pub is_optimizers: bool,
+    pub ret_span: Span,
+}
+
+pub struct Module {
+    pub self_ty: Type,
+    pub generics: Generics,
+    pub device: Option<Device>,
+    pub steps: Vec<Step>,
+    pub hooks: Vec<Hook>,
+    pub optimizers: Option<Optimizers>,
+    pub user_callbacks: Option<Ident>,
+    pub checkpoints: Vec<CheckpointAttr>,
+    pub method_names: Vec<Ident>,
+}
+
+/// A metric a `#[log]` declares, with the type of the value that provides it.
+pub struct Metric {
+    pub name: String,
+    pub span: Span,
+    pub step: StepKind,
+    pub stage: Stage,
+    pub on_step: bool,
+    pub on_epoch: bool,
+    pub reduce: Reduce,
+    pub prog_bar: bool,
+    /// The returned type, when the names match the returned values.
+    pub ty: Option<Type>,
+}
+
+impl Metric {
+    /// The kind, when the written type shows it.
+    pub fn kind(&self) -> Option<Kind> {
+        self.ty.as_ref().and_then(kind_of)
+    }
+}
+
+/// `f32` → F32, `u64` → Int, `bool` → Bool, `Loss<D>` → F32; `None` for anything else (an alias).
+pub fn kind_of(ty: &Type) -> Option<Kind> {
+    let (ident, _) = path_parts(ty)?;
+    Some(match ident.to_string().as_str() {
+        "f32" | "Loss" | "Tensor" => Kind::F32,
+        "f64" => Kind::F64,
+        "bool" => Kind::Bool,
+        "i8" | "i16" | "i32" | "i64" | "u8" | "u16" | "u32" | "u64" | "usize" | "isize" => {
+            Kind::Int
+        }
+        _ => return None,
+    })
+}
+
+impl Module {
+    /// Removes the helper attributes from `item` and models it. `None` when it is no module impl.
+    pub fn from_ast(cx: &Ctxt, item: &mut ItemImpl) -> Option<Self> {
+        let mut checkpoints = Vec::new();
+        let mut impl_logs = Vec::new();
+        item.attrs.retain(|a| {
+            if attr::is(a, "checkpoint") {
+                checkpoints.extend(attr::parse_checkpoint(cx, a));
+                false
+            } else if attr::is(a, "log") {
+                impl_logs.push(attr::path_span(a));
+                false
+            } else {
+                true
+            }
+        });
+        for span in impl_logs {
+            cx.error_at(
+                span,
+                "`#[log]` goes on a step method, not on the `impl` block",
+            );
+        }
+        if let Some((path, _)) = &item.trait_ {
+            cx.error_spanned_by(
+                path,
+                "`#[lightning_module]` goes on the module's inherent impl (`impl<D: Backend> Name<D> { … }`), \
+                 it writes the `LightningModule` impl itself",
+            );
+            return None;
+        }
+        let param = device_param(cx, &item.generics, "a `#[lightning_module]` impl");
+        let mut module = Module {
+            self_ty: (*item.self_ty).clone(),
+            generics: item.generics.clone(),
+            device: None,
+            steps: Vec::new(),
+            hooks: Vec::new(),
+            optimizers: None,
+            user_callbacks: None,
+            checkpoints,
+            method_names: Vec::new(),
+        };
+        for impl_item in &mut item.items {
+            let ImplItem::Fn(f) = impl_item else { continue };
+            let mut logs = Vec::new();
+            f.attrs.retain(|a| {
+                if attr::is(a, "log") {
+                    logs.push(a.clone());
+                    false
+                } else if attr::is(a, "checkpoint") {
+                    cx.error_at(
+                        attr::path_span(a),
+                        "`#[checkpoint]` goes on the `impl` block, not on a method",
+                    );
+                    false
+                } else {
+                    true
+                }
+            });
+            module.method_names.push(f.sig.ident.clone());
+            module.method(cx, f, logs);
+        }
+        module.device = match param {
+            Ok(Some(ident)) => Some(Device::Param(ident)),
+            Ok(None) => module.concrete_device(cx, item),
+            Err(()) => None,
+        };
+        Some(module)
+    }
+
+    fn method(&mut self, cx: &Ctxt, f: &ImplItemFn, logs: Vec<syn::Attribute>) {
+        let name = f.sig.ident.to_string();
+        let mut log: Option<LogAttr> = None;
+        for a in &logs {
+            let parsed = attr::parse_log(cx, a);
+            if log.is_some() {
+                cx.error_at(
+                    attr::path_span(a),
+                    format!(
+                        "duplicate `#[log]` on `{name}`, name all its metrics in one `#[log(…)]`"
+                    ),
+                );
+            } else {
+                log = parsed;
+            }
+        }
+        let step = StepKind::from_name(&name);
+        if let (Some(a), None | Some(StepKind::Predict)) = (logs.first(), step) {
+            let msg = match (step, did_you_mean(&name, StepKind::ALL.map(StepKind::name))) {
+                (Some(_), _) => "`#[log]` on `predict_step`, which logs nothing: `#[log]` goes on \
+                                 `training_step`, `validation_step` or `test_step`"
+                    .to_string(),
+                (None, Some(s)) => {
+                    format!("`#[log]` on `{name}`, which is not a step, did you mean `{s}`?")
+                }
+                (None, None) => format!(
+                    "`#[log]` on `{name}`, which is not a step: `#[log]` goes on `training_step`, \
+                     `validation_step` or `test_step`"
+                ),
+            };
+            cx.error_at(attr::path_span(a), msg);
+            log = None;
+        }
+        if let Some(kind) = step {
+            let params = params(cx, f, &kind.signature(), false);
+            let expected = if kind == StepKind::Training { 2 } else { 1 };
+            let batch = check_count(cx, f, params, expected, &kind.signature());
+            self.steps.push(Step {
+                kind,
+                ident: f.sig.ident.clone(),
+                batch,
+                ret: returned(&f.sig.output, &f.sig.ident),
+                log,
+            });
+        } else if let Some(kind) = HookKind::from_name(&name) {
+            let by_ref = kind == HookKind::OnSaveCheckpoint;
+            let params = params(cx, f, kind.signature(), by_ref);
+            check_count(cx, f, params, 1, kind.signature());
+            self.hooks.push(Hook {
+                kind,
+                ident: f.sig.ident.clone(),
+                ret: returned(&f.sig.output, &f.sig.ident),
+            });
+        } else if name == "configure_optimizers" {
+            let sig = "fn configure_optimizers(&self) -> Adam<D>";
+            let params = params(cx, f, sig, true);
+            check_count(cx, f, params, 0, sig);
+            let ret = returned(&f.sig.output, &f.sig.ident);
+            if ret.inner.is_none() {
+                cx.error_spanned_by(
+                    &f.sig.ident,
+                    "`configure_optimizers` returns nothing, expected an optimizer (`Adam<D>`, `Sgd<D>`) or `Optimizers<Self, D>`",
+                );
+            }
+            if ret.fallible {
+                cx.error_at(
+                    ret.span,
+                    "`configure_optimizers` cannot fail: return the optimizer or `Optimizers<Self, D>` itself",
+                );
+            }
+            self.optimizers = Some(Optimizers {
+                ident: f.sig.ident.clone(),
+                is_optimizers: ret
+                    .inner
+                    .as_ref()
+                    .and_then(path_parts)
+                    .is_some_and(|(i, _)| i == "Optimizers"),
+                ret_span: ret.span,
+            });
+        } else if name == "configure_callbacks" {
+            let sig = "fn configure_callbacks(&self) -> Vec<Box<dyn Callback>>";
+            let params = params(cx, f, sig, true);
+            check_count(cx, f, params, 0, sig);
+            self.user_callbacks = Some(f.sig.ident.clone());
+        }
+    }
+
+    /// A non-generic impl: the device from `training_step`'s `Gradients<f32, D>`.
+    fn concrete_device(&self, cx: &Ctxt, item: &ItemImpl) -> Option<Device> {
+        let grads = item.items.iter().find_map(|i| match i {
+            ImplItem::Fn(f) if f.sig.ident == "training_step" => match f.sig.inputs.iter().nth(2) {
+                Some(FnArg::Typed(t)) => Some(t.ty.clone()),
+                _ => None,
+            },
+            _ => None,
+        });
+        let has_training = self.steps.iter().any(|s| s.kind == StepKind::Training);
+        match grads.as_deref().and_then(path_parts) {
+            Some((i, args)) if i == "Gradients" && args.len() == 2 => {
+                Some(Device::Concrete(args[1].clone()))
+            }
+            // A missing `training_step` or `grads` parameter is reported on its own.
+            _ if !has_training || grads.is_none() => None,
+            _ => {
+                cx.error_spanned_by(
+                    &item.self_ty,
+                    "cannot tell the device of this module: make the impl generic over it \
+                     (`impl<D: Backend> Name<D>`) or name it in `training_step`'s `grads: Gradients<f32, Cpu>`",
+                );
+                None
+            }
+        }
+    }
+
+    pub fn step(&self, kind: StepKind) -> Option<&Step> {
+        self.steps.iter().find(|s| s.kind == kind)
+    }
+
+    /// Every metric the `#[log]` attributes declare, in order of the steps in the impl.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for step in &self.steps {
+            let (Some(log), Some(stage)) = (&step.log, step.kind.stage()) else {
+                continue;
+            };
+            let matched = log.metrics.len() == step.ret.values.len();
+            for (i, m) in log.metrics.iter().enumerate() {
+                let train = stage == Stage::Train;
+                out.push(Metric {
+                    name: m.name.clone(),
+                    span: m.name_span,
+                    step: step.kind,
+                    stage,
+                    on_step: m.on_step.unwrap_or(train),
+                    on_epoch: m.on_epoch.unwrap_or(!train),
+                    reduce: m.reduce.unwrap_or(Reduce::Mean),
+                    prog_bar: m.prog_bar,
+                    ty: matched.then(|| step.ret.values[i].clone()),
+                });
+            }
+        }
+        out
+    }
+}
+
+/// Checks the receiver (`&mut self`, or `&self` where `by_ref`) and returns the other parameters.
+fn params<'f>(
+    cx: &Ctxt,
+    f: &'f ImplItemFn,
+    signature: &str,
+    by_ref: bool,
+) -> Vec<&'f syn::PatType> {
+    let name = &f.sig.ident;
+    if !f.sig.generics.params.is_empty() {
+        cx.error_spanned_by(
+            &f.sig.generics,
+            format!("`{name}` cannot be generic, the runtime calls `{signature}`"),
+        );
+    }
+    if let Some(a) = &f.sig.asyncness {
+        cx.error_spanned_by(
+            a,
+            format!("`{name}` cannot be `async`, the runtime calls `{signature}`"),
+        );
+    }
+    let expected = if by_ref { "`&self`" } else { "`&mut self`" };
+    match f.sig.receiver() {
+        None => cx.error_spanned_by(
+            name,
+            format!("`{name}` needs a {expected} receiver, the runtime calls `{signature}`"),
+        ),
+        Some(r) => match &r.kind {
+            ReceiverKind::Reference(_, _, m) if by_ref && m.is_some() => cx.error_spanned_by(
+                r,
+                format!(
+                    "`{name}` takes `&self`, found `&mut self`: the runtime calls `{signature}`"
+                ),
+            ),
+            ReceiverKind::Reference(..) => {}
+            _ => cx.error_spanned_by(
+                r,
+                format!(
+                    "`{name}` takes {expected}, found `{}`: the runtime calls `{signature}`",
+                    quote::quote!(#r)
+                ),
+            ),
+        },
+    }
+    f.sig
+        .inputs
+        .iter()
+        .filter_map(|a| match a {
+            FnArg::Typed(t) => Some(t),
+            FnArg::Receiver(_) => None,
+        })
+        .collect()
+}
+
+/// Reports a wrong parameter count; returns the first parameter's type (the batch of a step).
+fn check_count(
+    cx: &Ctxt,
+    f: &ImplItemFn,
+    params: Vec<&syn::PatType>,
+    expected: usize,
+    signature: &str,
+) -> Option<Type> {
+    let name = &f.sig.ident;
+    let plural = |n: usize| if n == 1 { "parameter" } else { "parameters" };
+    if params.len() > expected {
+        cx.error_spanned_by(
+            params[expected],
+            format!(
+                "`{name}` takes {expected} {} besides `self`, found {}: the runtime calls `{signature}`",
+                plural(expected),
+                params.len()
+            ),
+        );
+    } else if params.len() < expected {
+        cx.error_at(
+            f.sig.paren_token.span.join(),
+            format!(
+                "`{name}` takes {expected} {} besides `self`, found {}: the runtime calls `{signature}`",
+                plural(expected),
+                params.len()
+            ),
+        );
+    }
+    params.first().map(|p| (*p.ty).clone())
+}
+
+fn returned(output: &ReturnType, ident: &Ident) -> Returned {
+    let ReturnType::Type(_, ty) = output else {
+        return Returned {
+            fallible: false,
+            inner: None,
+            values: Vec::new(),
+            span: ident.span(),
+        };
+    };
+    let mut inner: &Type = ty;
+    let mut fallible = false;
+    if let Some((i, args)) = path_parts(ty) {
+        if i == "Result" && !args.is_empty() {
+            fallible = true;
+            inner = args[0];
+        }
+    }
+    while let Type::Paren(p) = inner {
+        inner = &p.elem;
+    }
+    let (inner, values) = match inner {
+        Type::Tuple(t) if t.elems.is_empty() => (None, Vec::new()),
+        Type::Tuple(t) => (Some(inner.clone()), t.elems.iter().cloned().collect()),
+        other => (Some(other.clone()), vec![other.clone()]),
+    };
+    Returned {
+        fallible,
+        inner,
+        values,
+        span: ty.span(),
+    }
+}

@@ -1,0 +1,340 @@
+//! The rules between the parts of a `#[lightning_module]` impl: everything Lightning reports after an
+//! epoch of training (or never), reported here at compile time.
+
+use std::collections::BTreeMap;
+
+use crate::ast::{Metric, Module, StepKind};
+use crate::attr::{Arg, CheckpointAttr, Mode};
+use crate::ctxt::Ctxt;
+use crate::suggest::{did_you_mean, listing};
+use crate::template::{self, Kind};
+
+pub fn check_module(cx: &Ctxt, module: &Module) {
+    check_required_methods(cx, module);
+    check_training_returns_loss(cx, module);
+    check_log_arity(cx, module);
+    let metrics = module.metrics();
+    check_metrics_unique(cx, &metrics);
+    check_metrics_recorded(cx, &metrics);
+    let known = known_metrics(&metrics);
+    for ckpt in &module.checkpoints {
+        check_top_k(cx, ckpt);
+        check_non_negative(cx, ckpt);
+        check_one_trigger(cx, ckpt);
+        check_dirpath(cx, ckpt);
+        check_monitor(cx, ckpt, &known);
+        check_template(cx, ckpt.filename.as_ref(), &known);
+        check_template(cx, ckpt.name_last.as_ref(), &known);
+    }
+    check_distinct_state_keys(cx, &module.checkpoints);
+}
+
+/// The runtime cannot train a module without a step and an optimizer.
+fn check_required_methods(cx: &Ctxt, module: &Module) {
+    let names: Vec<String> = module
+        .method_names
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let missing = |required: &str, signature: &str, others: &[&str]| {
+        let candidates = names
+            .iter()
+            .map(String::as_str)
+            .filter(|n| !others.contains(n));
+        let msg = match did_you_mean(required, candidates) {
+            Some(close) => format!("`#[lightning_module]` needs a `{required}` method, did you mean to name `{close}` so?"),
+            None => format!("`#[lightning_module]` needs a `{required}` method: `{signature}`"),
+        };
+        cx.error_spanned_by(&module.self_ty, msg);
+    };
+    let steps = StepKind::ALL.map(StepKind::name);
+    if module.step(StepKind::Training).is_none() {
+        missing("training_step", &StepKind::Training.signature(), &steps);
+    }
+    if module.optimizers.is_none() {
+        missing(
+            "configure_optimizers",
+            "fn configure_optimizers(&self) -> Adam<D>",
+            &["configure_callbacks"],
+        );
+    }
+}
+
+/// The trainer backpropagates the value `training_step` returns: it must return the loss.
+fn check_training_returns_loss(cx: &Ctxt, module: &Module) {
+    if let Some(step) = module.step(StepKind::Training) {
+        if step.ret.inner.is_none() {
+            cx.error_at(
+                step.ret.span,
+                "`training_step` returns nothing, expected the loss (`-> Loss<D>`) for the optimizer",
+            );
+        }
+    }
+}
+
+/// `#[log]` names the returned values one to one; a value nobody names would be silently dropped.
+fn check_log_arity(cx: &Ctxt, module: &Module) {
+    for step in &module.steps {
+        if step.kind == StepKind::Predict {
+            continue;
+        }
+        let n = step.ret.values.len();
+        let values = |n: usize| match n {
+            1 => "1 value".to_string(),
+            n => format!("{n} values"),
+        };
+        match &step.log {
+            None if n == 0 || (n == 1 && step.kind == StepKind::Training) => {}
+            None => cx.error_at(
+                step.ret.span,
+                format!(
+                    "`{}` returns {} that no `#[log]` names, add `#[log(name, …)]` with one name per value",
+                    step.kind.name(),
+                    values(n)
+                ),
+            ),
+            Some(log) if log.metrics.len() > n => cx.error_at(
+                log.metrics[n].name_span,
+                format!(
+                    "`#[log]` names {} metrics but `{}` returns {}",
+                    log.metrics.len(),
+                    step.kind.name(),
+                    values(n)
+                ),
+            ),
+            Some(log) if log.metrics.len() < n => cx.error_at(
+                step.ret.span,
+                format!(
+                    "`{}` returns {} but `#[log]` names {}",
+                    step.kind.name(),
+                    values(n),
+                    match log.metrics.len() {
+                        0 => "none".to_string(),
+                        1 => "1 metric".to_string(),
+                        m => format!("{m} metrics"),
+                    }
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+}
+
+/// A metric is one registry entry: logging it twice in a stage would mix two values under one key.
+fn check_metrics_unique(cx: &Ctxt, metrics: &[Metric]) {
+    for (i, m) in metrics.iter().enumerate() {
+        if let Some(first) = metrics[..i]
+            .iter()
+            .find(|o| o.name == m.name && o.stage == m.stage)
+        {
+            let msg = if first.step == m.step {
+                format!("metric `{}` is named twice in this `#[log]`", m.name)
+            } else {
+                format!(
+                    "metric `{}` is already logged by `{}`",
+                    m.name,
+                    first.step.name()
+                )
+            };
+            cx.error_at(m.span, msg);
+        }
+    }
+}
+
+/// A metric logged neither per step nor per epoch never reaches the logs or the callbacks.
+fn check_metrics_recorded(cx: &Ctxt, metrics: &[Metric]) {
+    for m in metrics.iter().filter(|m| !m.on_step && !m.on_epoch) {
+        cx.error_at(
+            m.span,
+            format!(
+                "metric `{}` is logged neither `on_step` nor `on_epoch`, so it is never recorded",
+                m.name
+            ),
+        );
+    }
+}
+
+/// What `monitor` and filename placeholders may name (the runtime's `monitor_candidates`): each metric,
+/// `name_step`/`name_epoch` for one logged both ways, and the built-ins `epoch` and `step`.
+fn known_metrics(metrics: &[Metric]) -> BTreeMap<String, Option<Kind>> {
+    let mut known = BTreeMap::new();
+    for m in metrics {
+        known.insert(m.name.clone(), m.kind());
+        if m.on_step && m.on_epoch {
+            known.insert(format!("{}_step", m.name), m.kind());
+            known.insert(format!("{}_epoch", m.name), m.kind());
+        }
+    }
+    known.insert("epoch".into(), Some(Kind::Int));
+    known.insert("step".into(), Some(Kind::Int));
+    known
+}
+
+fn unknown_metric(name: &str, place: &str, known: &BTreeMap<String, Option<Kind>>) -> String {
+    let hint = did_you_mean(name, known.keys().map(String::as_str))
+        .map_or(String::new(), |s| format!(", did you mean `{s}`?"));
+    format!(
+        "unknown metric `{name}` in {place}{hint} known metrics: {}",
+        listing(known.keys().map(String::as_str))
+    )
+}
+
+/// Lightning raises "could not find the monitored key" only after a validation run (S059), or never.
+fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &BTreeMap<String, Option<Kind>>) {
+    if let Some(m) = &ckpt.monitor {
+        if !known.contains_key(&m.value) {
+            cx.error_at(m.span, unknown_metric(&m.value, "`monitor`", known));
+        }
+    }
+}
+
+/// Lightning formats a missing placeholder as 0 and a bad format spec fails at the first save (G.1, G.2).
+fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String, Option<Kind>>) {
+    let Some(arg) = arg else { return };
+    let fields = match template::parse(&arg.value) {
+        Ok(fields) => fields,
+        Err(reason) => {
+            cx.error_at(
+                arg.span,
+                format!("invalid `{}` template: {reason}", arg.key),
+            );
+            return;
+        }
+    };
+    let mut reported: Vec<&str> = Vec::new();
+    for field in &fields {
+        match known.get(&field.name) {
+            None if !reported.contains(&field.name.as_str()) => {
+                reported.push(&field.name);
+                cx.error_at(
+                    arg.span,
+                    unknown_metric(
+                        &field.name,
+                        &format!("`{}` placeholder `{{{}}}`", arg.key, field.name),
+                        known,
+                    ),
+                );
+            }
+            Some(Some(kind)) => {
+                if let Err(reason) = field.check_kind(*kind) {
+                    cx.error_at(
+                        arg.span,
+                        format!("invalid `{}` template: {reason}", arg.key),
+                    );
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Lightning: "Invalid value for save_top_k" and "No quantity for top_k to track" (B.1).
+fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
+    let Some(k) = &ckpt.top_k else { return };
+    if k.value < -1 {
+        cx.error_at(
+            k.span,
+            format!(
+                "`top_k` must be -1 (keep all), 0 (none) or a number of files, found `{}`",
+                k.value
+            ),
+        );
+    } else if ckpt.monitor.is_none() && ![-1, 0, 1].contains(&k.value) {
+        cx.error_at(
+            k.span,
+            format!(
+                "`top_k = {}` needs a `monitor`: without a monitored metric there is nothing to rank by, \
+                 use `top_k = -1` to keep every checkpoint",
+                k.value
+            ),
+        );
+    }
+}
+
+/// Lightning: "Invalid value for every_n_train_steps / every_n_epochs" (B.1).
+fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
+    for arg in [&ckpt.every_n_train_steps, &ckpt.every_n_epochs]
+        .into_iter()
+        .flatten()
+    {
+        if arg.value < 0 {
+            cx.error_at(
+                arg.span,
+                format!(
+                    "`{}` must be >= 0 (0 turns the trigger off), found `{}`",
+                    arg.key, arg.value
+                ),
+            );
+        }
+    }
+}
+
+/// Lightning: "Combination of parameters … should be mutually exclusive" (B.1).
+fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
+    let mut on: Vec<(usize, &syn::Ident)> = Vec::new();
+    for arg in [&ckpt.every_n_train_steps, &ckpt.every_n_epochs]
+        .into_iter()
+        .flatten()
+    {
+        if arg.value >= 1 {
+            on.push((arg.order, &arg.key));
+        }
+    }
+    if let Some(t) = &ckpt.train_time_interval {
+        on.push((t.order, &t.key));
+    }
+    on.sort_by_key(|(order, _)| *order);
+    if let [(_, first), rest @ ..] = on.as_slice() {
+        for (_, key) in rest {
+            cx.error_spanned_by(
+                key,
+                format!(
+                    "`{key}` cannot be combined with `{first}`: a `#[checkpoint]` saves on one trigger, \
+                     add another `#[checkpoint]` for a second one"
+                ),
+            );
+        }
+    }
+}
+
+/// The runtime refuses remote directories (`s3://…`).
+fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
+    if let Some(d) = &ckpt.dirpath {
+        if d.value.contains("://") {
+            cx.error_at(
+                d.span,
+                format!("`dirpath` must be a local directory, found `{}`: remote file systems are not supported", d.value),
+            );
+        }
+    }
+}
+
+/// Two callbacks with Lightning's same state key would overwrite each other's saved state (B.11).
+fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CheckpointAttr]) {
+    let key = |c: &CheckpointAttr| {
+        let steps = c.every_n_train_steps.as_ref().map(|a| a.value);
+        let epochs = c.every_n_epochs.as_ref().map(|a| a.value);
+        let time = c.train_time_interval.as_ref().map(|a| a.value);
+        let (steps, epochs) = match (steps, epochs, time) {
+            (None, None, None) => (0, 1),
+            (s, e, _) => (s.unwrap_or(0), e.unwrap_or(0)),
+        };
+        let mode = c.mode.as_ref().map_or(Mode::Min, |m| m.value);
+        (
+            c.monitor.as_ref().map(|m| m.value.clone()),
+            mode,
+            steps,
+            epochs,
+            time,
+        )
+    };
+    for (i, c) in ckpts.iter().enumerate() {
+        if ckpts[..i].iter().any(|o| key(o) == key(c)) {
+            cx.error_at(
+                c.span,
+                "this `#[checkpoint]` has the same `monitor`, `mode` and trigger as an earlier one, so both \
+                 would save their state under one key: change one of them",
+            );
+        }
+    }
+}

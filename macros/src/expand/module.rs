@@ -1,0 +1,367 @@
+//! `#[lightning_module]`: the user's impl (helper attributes removed) and the `LightningModule` impl
+//! that calls its methods, logs what the steps return and builds the `#[checkpoint]` callbacks.
+
+use proc_macro2::TokenStream;
+use quote::{quote, quote_spanned, ToTokens};
+use syn::spanned::Spanned;
+use syn::{Item, ItemImpl};
+
+use super::{dfdx, rt, support, with_backend};
+use crate::ast::{HookKind, Metric, Module, Stage, Step, StepKind};
+use crate::attr::{CheckpointAttr, Mode, Reduce, SaveLast};
+use crate::check;
+use crate::ctxt::Ctxt;
+use crate::fallback;
+use crate::template::Kind;
+
+pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
+    let item: Item = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(e) => {
+            let e = e.to_compile_error();
+            return quote!(#input #e);
+        }
+    };
+    let cx = Ctxt::new();
+    if !args.is_empty() {
+        cx.error_spanned_by(
+            &args,
+            "`#[lightning_module]` takes no arguments, checkpoint policies go in `#[checkpoint(…)]` attributes",
+        );
+    }
+    let mut item = match item {
+        Item::Impl(item) => item,
+        other => {
+            cx.error_at(
+                fallback::item_span(&other),
+                "`#[lightning_module]` goes on the module's inherent impl block (`impl<D: Backend> Name<D> { … }`)",
+            );
+            let errors = cx.check().err().unwrap_or_default();
+            return quote!(#other #errors);
+        }
+    };
+    let module = Module::from_ast(&cx, &mut item);
+    if let Some(module) = &module {
+        check::check_module(&cx, module);
+    }
+    match (cx.check(), module) {
+        (Ok(()), Some(module)) => expand(&item, &module),
+        (Err(errors), module) => fallback::module(&item, module.as_ref(), errors),
+        (Ok(()), None) => unreachable!("an impl that cannot be modelled reports why"),
+    }
+}
+
+fn expand(item: &ItemImpl, module: &Module) -> TokenStream {
+    let rt = rt();
+    let Some(device) = &module.device else {
+        unreachable!("the device is known once the checks pass")
+    };
+    let dev = device.ty();
+    let self_ty = &module.self_ty;
+    let generics = with_backend(&module.generics, device);
+    let (impl_generics, _, where_clause) = generics.split_for_impl();
+
+    let training = module.step(StepKind::Training).expect("checked");
+    let batch = training.batch.as_ref().expect("checked");
+    let prediction = module
+        .step(StepKind::Predict)
+        .and_then(|s| s.ret.inner.as_ref())
+        .map_or_else(|| quote!(()), ToTokens::to_token_stream);
+    let metrics = module.metrics();
+    let specs = metrics.iter().map(metric_spec);
+    let steps = module.steps.iter().map(|s| step(module, s, &dev));
+    let optimizers = configure_optimizers(module, &dev);
+    let callbacks = configure_callbacks(module);
+    let hooks = module.hooks.iter().map(|h| hook(module, h.kind));
+
+    quote! {
+        #item
+
+        const _: () = {
+            impl #impl_generics #rt::module::LightningModule<#dev> for #self_ty #where_clause {
+                type Batch = #batch;
+                type Prediction = #prediction;
+
+                const METRICS: &'static [#rt::metrics::MetricSpec] = &[#(#specs),*];
+
+                #(#steps)*
+                #optimizers
+                #callbacks
+                #(#hooks)*
+            }
+        };
+    }
+}
+
+/// `MetricSpec::validation("val_acc").prog_bar()`: only what differs from the stage's defaults.
+fn metric_spec(m: &Metric) -> TokenStream {
+    let rt = rt();
+    let name = &m.name;
+    let ctor = match m.stage {
+        Stage::Train => quote!(train),
+        Stage::Validation => quote!(validation),
+        Stage::Test => quote!(test),
+    };
+    let train = m.stage == Stage::Train;
+    let mut spec = quote!(#rt::metrics::MetricSpec::#ctor(#name));
+    if m.on_step != train {
+        let v = m.on_step;
+        spec.extend(quote!(.on_step(#v)));
+    }
+    if m.on_epoch == train {
+        let v = m.on_epoch;
+        spec.extend(quote!(.on_epoch(#v)));
+    }
+    let reduce = match m.reduce {
+        Reduce::Mean => None,
+        Reduce::Sum => Some(quote!(Sum)),
+        Reduce::Max => Some(quote!(Max)),
+        Reduce::Min => Some(quote!(Min)),
+    };
+    if let Some(r) = reduce {
+        spec.extend(quote!(.reduce(#rt::metrics::Reduce::#r)));
+    }
+    if m.prog_bar {
+        spec.extend(quote!(.prog_bar()));
+    }
+    let kind = match (m.kind(), &m.ty) {
+        (Some(Kind::F32), _) => None,
+        (Some(Kind::F64), _) => Some(quote!(#rt::metrics::MetricKind::F64)),
+        (Some(Kind::Int), _) => Some(quote!(#rt::metrics::MetricKind::Int)),
+        (Some(Kind::Bool), _) => Some(quote!(#rt::metrics::MetricKind::Bool)),
+        (None, Some(ty)) => {
+            let support = support();
+            Some(quote_spanned!(ty.span()=> <#ty as #support::ScalarMetric>::KIND))
+        }
+        (None, None) => None,
+    };
+    if let Some(k) = kind {
+        spec.extend(quote!(.kind(#k)));
+    }
+    spec
+}
+
+/// The trait's step: calls the inherent method by path, logs the returned values, returns the loss.
+fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
+    let (rt, support) = (rt(), support());
+    let self_ty = &module.self_ty;
+    let ident = &step.ident;
+    let question = step.ret.fallible.then(|| quote!(?));
+    // Spanned on the user's parameter type, so that a batch type differing from `training_step`'s is
+    // reported there.
+    let batch = step
+        .batch
+        .as_ref()
+        .map_or_else(|| quote!(__batch), |ty| quote_spanned!(ty.span()=> __batch));
+    if step.kind == StepKind::Predict {
+        return quote! {
+            fn predict_step(&mut self, __batch: Self::Batch) -> #rt::Result<Self::Prediction> {
+                ::core::result::Result::Ok(<#self_ty>::#ident(self, #batch)#question)
+            }
+        };
+    }
+    let values: Vec<syn::Ident> = (0..step.ret.values.len())
+        .map(|i| quote::format_ident!("__v{}", i))
+        .collect();
+    let bind = match values.as_slice() {
+        [] => quote!(let () =),
+        [one] => quote!(let #one =),
+        many => quote!(let (#(#many),*) =),
+    };
+    let args = match step.kind {
+        StepKind::Training => quote!(#batch, __grads),
+        _ => quote!(#batch),
+    };
+    let names = step.log.iter().flat_map(|l| &l.metrics);
+    let logs: Vec<TokenStream> = names
+        .zip(values.iter().zip(&step.ret.values))
+        .map(|(m, (v, ty))| {
+            let name = &m.name;
+            quote_spanned!(ty.span()=> __log.log(#name, <#ty as #support::ScalarMetric>::to_metric(&#v));)
+        })
+        .collect();
+    let log_param = if logs.is_empty() {
+        quote!(_)
+    } else {
+        quote!(__log)
+    };
+    match step.kind {
+        StepKind::Training => {
+            let dfdx = dfdx();
+            let loss = &values[0];
+            quote! {
+                fn training_step(
+                    &mut self,
+                    __batch: Self::Batch,
+                    __grads: #dfdx::tensor::Gradients<f32, #dev>,
+                    #log_param: &mut #rt::metrics::StepLog,
+                ) -> #rt::Result<#rt::module::Loss<#dev>> {
+                    #bind <#self_ty>::#ident(self, #args)#question;
+                    #(#logs)*
+                    ::core::result::Result::Ok(#loss)
+                }
+            }
+        }
+        kind => {
+            let method = quote::format_ident!("{}", kind.name());
+            quote! {
+                fn #method(&mut self, __batch: Self::Batch, #log_param: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
+                    #bind <#self_ty>::#ident(self, #args)#question;
+                    #(#logs)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+        }
+    }
+}
+
+/// Wraps an optimizer into `Optimizers`, or passes `Optimizers` through.
+fn configure_optimizers(module: &Module, dev: &syn::Type) -> TokenStream {
+    let rt = rt();
+    let self_ty = &module.self_ty;
+    let Some(opt) = &module.optimizers else {
+        unreachable!("checked")
+    };
+    let ident = &opt.ident;
+    let call = quote!(<#self_ty>::#ident(self));
+    let body = if opt.is_optimizers {
+        call
+    } else {
+        quote_spanned!(opt.ret_span=> #rt::optim::Optimizers::new(#call))
+    };
+    quote! {
+        fn configure_optimizers(&self) -> #rt::optim::Optimizers<Self, #dev> {
+            #body
+        }
+    }
+}
+
+/// One `ModelCheckpoint` per `#[checkpoint]`, after the user's own callbacks.
+fn configure_callbacks(module: &Module) -> Option<TokenStream> {
+    let (rt, support) = (rt(), support());
+    if module.checkpoints.is_empty() && module.user_callbacks.is_none() {
+        return None;
+    }
+    let self_ty = &module.self_ty;
+    let start = match &module.user_callbacks {
+        Some(ident) => quote!(#support::IntoCallbacks::into_callbacks(<#self_ty>::#ident(self))?),
+        None => quote!(::std::vec::Vec::new()),
+    };
+    let pushes = module.checkpoints.iter().map(|c| {
+        let builder = checkpoint_builder(c);
+        quote!(__callbacks.push(::std::boxed::Box::new(#builder.build()?));)
+    });
+    Some(quote! {
+        fn configure_callbacks(
+            &self,
+        ) -> #rt::Result<::std::vec::Vec<::std::boxed::Box<dyn #rt::callbacks::Callback>>> {
+            let mut __callbacks: ::std::vec::Vec<::std::boxed::Box<dyn #rt::callbacks::Callback>> = #start;
+            #(#pushes)*
+            ::core::result::Result::Ok(__callbacks)
+        }
+    })
+}
+
+/// `ModelCheckpoint::builder().monitor("val_loss").save_top_k(2)…` with the arguments given.
+fn checkpoint_builder(c: &CheckpointAttr) -> TokenStream {
+    let rt = rt();
+    let mut b = quote!(#rt::callbacks::ModelCheckpoint::builder());
+    let mut set = |method: &str, value: TokenStream| {
+        let method = quote::format_ident!("{}", method);
+        b.extend(quote!(.#method(#value)));
+    };
+    let s = |a: &Option<crate::attr::Arg<String>>| a.as_ref().map(|a| a.value.to_token_stream());
+    let flag = |a: &Option<crate::attr::Arg<bool>>| a.as_ref().map(|a| a.value.to_token_stream());
+    let int = |a: &Option<crate::attr::Arg<i64>>| {
+        a.as_ref().map(|a| {
+            let v = proc_macro2::Literal::i64_unsuffixed(a.value);
+            quote!(#v)
+        })
+    };
+    let settings: Vec<(&str, Option<TokenStream>)> = vec![
+        ("dirpath", s(&c.dirpath)),
+        ("filename", s(&c.filename)),
+        ("monitor", s(&c.monitor)),
+        ("verbose", flag(&c.verbose)),
+        (
+            "save_last",
+            c.save_last.as_ref().map(|a| match a.value {
+                SaveLast::Yes => quote!(true),
+                SaveLast::No => quote!(false),
+                SaveLast::Link => quote!(#rt::callbacks::SaveLast::Link),
+            }),
+        ),
+        ("save_top_k", int(&c.top_k)),
+        ("save_on_exception", flag(&c.save_on_exception)),
+        ("save_weights_only", flag(&c.save_weights_only)),
+        (
+            "mode",
+            c.mode.as_ref().map(|a| match a.value {
+                Mode::Min => quote!("min"),
+                Mode::Max => quote!("max"),
+            }),
+        ),
+        ("auto_insert_metric_name", flag(&c.auto_insert_metric_name)),
+        ("every_n_train_steps", int(&c.every_n_train_steps)),
+        (
+            "train_time_interval",
+            c.train_time_interval.as_ref().map(|a| {
+                let (secs, nanos) = (a.value.secs, a.value.nanos);
+                quote!(::core::time::Duration::new(#secs, #nanos))
+            }),
+        ),
+        ("every_n_epochs", int(&c.every_n_epochs)),
+        ("save_on_train_epoch_end", flag(&c.save_on_train_epoch_end)),
+        ("enable_version_counter", flag(&c.enable_version_counter)),
+        ("join_char", s(&c.join_char)),
+        ("equals_char", s(&c.equals_char)),
+        ("name_last", s(&c.name_last)),
+        ("file_extension", s(&c.file_extension)),
+        (
+            "starting_version",
+            c.starting_version.as_ref().map(|a| {
+                let v = proc_macro2::Literal::u64_unsuffixed(a.value);
+                quote!(#v)
+            }),
+        ),
+    ];
+    for (method, value) in settings {
+        if let Some(value) = value {
+            set(method, value);
+        }
+    }
+    b
+}
+
+/// A hook the impl defines under its trait name, forwarded to the trait.
+fn hook(module: &Module, kind: HookKind) -> TokenStream {
+    let (rt, support) = (rt(), support());
+    let self_ty = &module.self_ty;
+    let hook = module
+        .hooks
+        .iter()
+        .find(|h| h.kind == kind)
+        .expect("present");
+    let ident = &hook.ident;
+    let into_result = quote_spanned!(hook.ret.span=> #support::HookResult::into_result);
+    match kind {
+        HookKind::OnSaveCheckpoint => quote! {
+            fn on_save_checkpoint(&self, __checkpoint: &mut #rt::checkpoint::Checkpoint) {
+                <#self_ty>::#ident(self, __checkpoint)
+            }
+        },
+        HookKind::OnLoadCheckpoint => quote! {
+            fn on_load_checkpoint(&mut self, __checkpoint: &#rt::checkpoint::Checkpoint) -> #rt::Result<()> {
+                #into_result(<#self_ty>::#ident(self, __checkpoint))
+            }
+        },
+        HookKind::OnTrainBatchEnd | HookKind::OnTrainEpochEnd | HookKind::OnValidationEpochEnd => {
+            let method = quote::format_ident!("{}", kind.name());
+            quote! {
+                fn #method(&mut self, __log: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
+                    #into_result(<#self_ty>::#ident(self, __log))
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! A module declared with the macros: `#[derive(ModuleState)]`, `#[lightning_module]`, `#[log]` and two
+//! `#[checkpoint]` policies, trained on the digits. The hand-written equivalent is `tests/support`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use fulgur::dfdx::prelude::*;
+use fulgur::metrics::MetricKind;
+use fulgur::optim::Adam;
+use fulgur::prelude::*;
+use serde::{Deserialize, Serialize};
+
+type Mlp = (Linear<64, 32>, ReLU, Linear<32, 10>);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Config {
+    lr: f64,
+}
+
+/// A nested module state: no hyperparameters, built with its parent.
+#[derive(ModuleState)]
+struct Head<D: Backend> {
+    proj: Built<Linear<10, 10>, D>,
+}
+
+#[derive(ModuleState)]
+struct LitDigits<Dev: Backend> {
+    net: Built<Mlp, Dev>,
+    head: Head<Dev>,
+    #[hparams]
+    config: Config,
+    /// Training steps taken by this instance: not a parameter, `0` when rebuilt.
+    #[skip]
+    steps_seen: usize,
+    #[skip]
+    epochs_ended: usize,
+}
+
+#[lightning_module]
+#[checkpoint(
+    monitor = "val_loss",
+    mode = "min",
+    top_k = 2,
+    filename = "digits-{epoch:02d}-{val_loss:.2f}"
+)]
+#[checkpoint(every_n_train_steps = 50, top_k = -1, save_last = true)]
+impl<Dev: Backend> LitDigits<Dev> {
+    fn configure_optimizers(&self) -> Adam<Dev> {
+        Adam::new(AdamConfig {
+            lr: self.config.lr,
+            ..Default::default()
+        })
+    }
+
+    #[log(train_loss(prog_bar, on_epoch))]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, Dev>,
+        grads: Gradients<f32, Dev>,
+    ) -> Loss<Dev> {
+        self.steps_seen += 1;
+        let logits = self
+            .head
+            .proj
+            .forward_mut(self.net.forward_mut(batch.x.traced(grads)));
+        cross_entropy_with_logits_loss(logits, batch.y)
+    }
+
+    #[log(val_loss, val_acc(prog_bar), "val/correct"(reduce = "sum"))]
+    fn validation_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> (f32, f32, usize) {
+        let n = batch.labels.len();
+        let (loss, correct) = self.evaluate(batch);
+        (loss, correct as f32 / n as f32, correct)
+    }
+
+    #[log(test_acc)]
+    fn test_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> fulgur::Result<f32> {
+        let n = batch.labels.len();
+        let (_, correct) = self.evaluate(batch);
+        Ok(correct as f32 / n as f32)
+    }
+
+    fn predict_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> Vec<usize> {
+        let logits = self.head.proj.forward(self.net.forward(batch.x));
+        argmax_rows(&logits.as_vec())
+    }
+
+    fn on_train_epoch_end(&mut self, _log: &mut StepLog) {
+        self.epochs_ended += 1;
+    }
+
+    /// Not a step: an ordinary method of the impl.
+    fn evaluate(&self, batch: ClassificationBatch<64, 10, Dev>) -> (f32, usize) {
+        let logits = self.head.proj.forward(self.net.forward(batch.x));
+        let pred = argmax_rows(&logits.as_vec());
+        let correct = pred
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, l)| p == l)
+            .count();
+        (
+            cross_entropy_with_logits_loss(logits, batch.y).as_vec()[0],
+            correct,
+        )
+    }
+}
+
+fn argmax_rows(values: &[f32]) -> Vec<usize> {
+    values
+        .chunks(10)
+        .map(|r| (0..r.len()).fold(0, |best, i| if r[i] > r[best] { i } else { best }))
+        .collect()
+}
+
+/// A module on a concrete device: no type parameter, the device named in the fields and `grads`.
+#[derive(ModuleState)]
+struct CpuOnly {
+    net: Built<Linear<64, 10>, Cpu>,
+}
+
+#[lightning_module]
+impl CpuOnly {
+    fn configure_optimizers(&self) -> Optimizers<Self, Cpu> {
+        Optimizers::new(Adam::new(AdamConfig::default()))
+    }
+
+    #[log(loss)]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, Cpu>,
+        grads: Gradients<f32, Cpu>,
+    ) -> fulgur::Result<Loss<Cpu>> {
+        let logits = self.net.forward_mut(batch.x.traced(grads));
+        Ok(cross_entropy_with_logits_loss(logits, batch.y))
+    }
+}
+
+type Loader = fulgur::data::ClassificationLoader<64, 10, Cpu>;
+
+fn loaders() -> (Loader, Loader) {
+    let data = fulgur::datasets::digits().unwrap();
+    let (train, val) = data.split(0.2, 7).unwrap();
+    let dev = Cpu::default();
+    (
+        train.loader(32, true, &dev).unwrap(),
+        val.loader(64, false, &dev).unwrap(),
+    )
+}
+
+/// Records `(epoch, val_loss)` after each validation run of `fit`.
+struct ValLosses(Arc<Mutex<Vec<(u64, f32)>>>);
+
+impl Callback for ValLosses {
+    fn on_validation_end(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        let s = ctx.state();
+        if !s.sanity_checking {
+            let v = s.callback_metrics["val_loss"].as_f64() as f32;
+            self.0.lock().unwrap().push((s.epoch, v));
+        }
+        Ok(())
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn weights<M: ModuleState<Cpu>>(m: &M) -> BTreeMap<String, Vec<f32>> {
+    fulgur::module::state_dict(m)
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.as_f32().unwrap().to_vec()))
+        .collect()
+}
+
+fn new_module() -> LitDigits<Cpu> {
+    LitDigits::from_hparams(Config { lr: 1e-2 }, &Cpu::default()).unwrap()
+}
+
+#[test]
+fn two_policies_leave_exactly_their_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut train, mut val) = loaders();
+    let losses = Arc::new(Mutex::new(Vec::new()));
+    let mut trainer = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .default_root_dir(dir.path())
+        .callback(ValLosses(losses.clone()))
+        .build()
+        .unwrap();
+    trainer
+        .fit(new_module(), &mut train, Some(&mut val), None)
+        .unwrap();
+    assert_eq!(trainer.global_step(), 135, "45 batches of 32 per epoch");
+
+    // Policy 1: the two epochs with the lowest `val_loss`, named from the template.
+    let mut by_loss = losses.lock().unwrap().clone();
+    assert_eq!(by_loss.len(), 3);
+    by_loss.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let top: Vec<String> = by_loss[..2]
+        .iter()
+        .map(|(e, v)| format!("digits-epoch={e:02}-val_loss={v:.2}.ckpt"))
+        .collect();
+    // Policy 2: every 50 steps, all kept, and `last.ckpt`.
+    let mut expected = vec![
+        "epoch=1-step=50.ckpt".to_string(),
+        "epoch=2-step=100.ckpt".to_string(),
+        "last.ckpt".to_string(),
+    ];
+    expected.extend(top.iter().cloned());
+    expected.sort();
+    let ckpt_dir = dir.path().join("checkpoints");
+    assert_eq!(listing(&ckpt_dir), expected);
+
+    let callbacks = trainer.checkpoint_callbacks();
+    assert_eq!(
+        callbacks.len(),
+        2,
+        "the two `#[checkpoint]` policies replace the default one"
+    );
+    let by_monitor = |m: Option<&str>| {
+        callbacks
+            .iter()
+            .find(|c| c.config().monitor.as_deref() == m)
+            .unwrap()
+    };
+    let best = by_monitor(Some("val_loss"));
+    assert_eq!(
+        best.best_model_path(),
+        Some(ckpt_dir.join(&top[0]).as_path())
+    );
+    assert_eq!(best.best_model_score(), Some(f64::from(by_loss[0].1)));
+    let every = by_monitor(None);
+    assert_eq!(
+        every.best_model_path(),
+        Some(ckpt_dir.join("epoch=2-step=100.ckpt").as_path())
+    );
+    assert_eq!(
+        every.last_model_path(),
+        Some(ckpt_dir.join("last.ckpt").as_path())
+    );
+
+    // `#[skip]` fields live on the trained instance only; the forwarded hook ran once per epoch.
+    let trained = trainer.take_module().unwrap();
+    assert_eq!((trained.steps_seen, trained.epochs_ended), (135, 3));
+
+    // `load_from_checkpoint` rebuilds from the file alone: hyperparameters, then every weight.
+    let last: PathBuf = ckpt_dir.join("last.ckpt");
+    let restored = LitDigits::<Cpu>::load_from_checkpoint(&last, &Cpu::default()).unwrap();
+    assert_eq!(restored.config, Config { lr: 1e-2 });
+    assert_eq!(weights(&restored), weights(&trained));
+    assert_eq!((restored.steps_seen, restored.epochs_ended), (0, 0));
+}
+
+#[test]
+fn the_registry_lists_every_logged_metric() {
+    assert_eq!(
+        <LitDigits<Cpu> as LightningModule<Cpu>>::METRICS,
+        &[
+            MetricSpec::train("train_loss").on_epoch(true).prog_bar(),
+            MetricSpec::validation("val_loss"),
+            MetricSpec::validation("val_acc").prog_bar(),
+            MetricSpec::validation("val/correct")
+                .reduce(Reduce::Sum)
+                .kind(MetricKind::Int),
+            MetricSpec::test("test_acc"),
+        ]
+    );
+    assert_eq!(
+        <CpuOnly as LightningModule<Cpu>>::METRICS,
+        &[MetricSpec::train("loss")]
+    );
+}
+
+#[test]
+fn fields_are_named_and_built_as_declared() {
+    let m = new_module();
+    let names: Vec<String> = weights(&m).into_keys().collect();
+    assert_eq!(
+        names,
+        [
+            "head.proj.bias",
+            "head.proj.weight",
+            "net.0.bias",
+            "net.0.weight",
+            "net.2.bias",
+            "net.2.weight"
+        ]
+    );
+    assert_eq!((m.steps_seen, m.epochs_ended), (0, 0));
+    assert_eq!(m.hparams(), &Config { lr: 1e-2 });
+    // A struct without `#[hparams]` has `()` for hyperparameters.
+    let head = Head::<Cpu>::from_hparams((), &Cpu::default()).unwrap();
+    assert_eq!(weights(&head).len(), 2);
+    let cpu_only = CpuOnly::from_hparams((), &Cpu::default()).unwrap();
+    assert_eq!(
+        weights(&cpu_only).into_keys().collect::<Vec<_>>(),
+        ["net.bias", "net.weight"]
+    );
+}
+
+#[test]
+fn steps_test_and_predict_through_the_trainer() {
+    let (_, mut val) = loaders();
+    let mut trainer = Trainer::builder().no_logger().build().unwrap();
+    let metrics = trainer.test(Some(new_module()), &mut val).unwrap();
+    let acc = metrics["test_acc"].as_f64();
+    assert!((0.0..=1.0).contains(&acc), "{acc}");
+    let metrics = trainer.validate(None, &mut val).unwrap();
+    assert_eq!(metrics["val/correct"].kind(), MetricKind::Int);
+    let predictions = trainer.predict(None, &mut val).unwrap();
+    let (_, val_set) = fulgur::datasets::digits().unwrap().split(0.2, 7).unwrap();
+    assert_eq!(
+        predictions.iter().map(Vec::len).sum::<usize>(),
+        val_set.len()
+    );
+}
