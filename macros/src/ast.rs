@@ -2,7 +2,8 @@
 //! `#[lightning_module]`. Building a model reports what makes the item impossible to model (a tuple
 //! struct, a step the runtime cannot call); `check.rs` applies the rules between its parts.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{
     Data, DeriveInput, Fields, FnArg, GenericArgument, GenericParam, Generics, Ident, ImplItem,
@@ -91,6 +92,56 @@ fn path_parts(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
         _ => Vec::new(),
     };
     Some((&last.ident, args))
+}
+
+/// Types that are plainly no module: scalars, strings, collections, smart pointers, tuples, references.
+fn is_plain_data(ty: &Type) -> bool {
+    match ty {
+        Type::Tuple(_) | Type::Array(_) | Type::Slice(_) | Type::Reference(_) | Type::Ptr(_) => {
+            true
+        }
+        Type::Path(_) => path_parts(ty).is_some_and(|(ident, _)| {
+            matches!(
+                ident.to_string().as_str(),
+                "bool"
+                    | "char"
+                    | "str"
+                    | "String"
+                    | "f32"
+                    | "f64"
+                    | "i8"
+                    | "i16"
+                    | "i32"
+                    | "i64"
+                    | "i128"
+                    | "isize"
+                    | "u8"
+                    | "u16"
+                    | "u32"
+                    | "u64"
+                    | "u128"
+                    | "usize"
+                    | "Vec"
+                    | "VecDeque"
+                    | "Option"
+                    | "Box"
+                    | "Rc"
+                    | "Arc"
+                    | "Cell"
+                    | "RefCell"
+                    | "Mutex"
+                    | "RwLock"
+                    | "HashMap"
+                    | "BTreeMap"
+                    | "HashSet"
+                    | "BTreeSet"
+                    | "PathBuf"
+                    | "Duration"
+                    | "Instant"
+            )
+        }),
+        _ => false,
+    }
 }
 
 /// `Built<M, D>` → (M, D).
@@ -207,6 +258,8 @@ impl<'a> State<'a> {
                                 "only one field can be `#[hparams]`, `{first}` is already: group the hyperparameters in one struct"
                             ),
                         );
+                        // Reported; keep the field out of the other checks.
+                        role = Some(Role::Skip);
                         continue;
                     }
                     hparams = Some(ident);
@@ -219,6 +272,15 @@ impl<'a> State<'a> {
                 Some((m, _)) => Role::Module(m),
                 None => Role::Nested,
             });
+            if matches!(role, Role::Nested) && is_plain_data(&field.ty) {
+                cx.error_spanned_by(
+                    &field.ty,
+                    format!(
+                        "field `{ident}` is neither a dfdx module (`Built<M, D>`) nor a struct deriving `ModuleState`: \
+                         mark it `#[skip]` (rebuilt with `Default`) or keep it in the `#[hparams]` struct"
+                    ),
+                );
+            }
             fields.push(StateField {
                 ident,
                 ty: &field.ty,
@@ -377,6 +439,8 @@ pub struct Returned {
     /// The values a step logs: the elements of a tuple, or the single value.
     pub values: Vec<Type>,
     /// The return type as written (or the function name when there is none), for messages.
+    pub tokens: TokenStream,
+    /// Its span, for generated code that should be reported there.
     pub span: Span,
 }
 
@@ -386,6 +450,8 @@ pub struct Step {
     pub batch: Option<Type>,
     pub ret: Returned,
     pub log: Option<LogAttr>,
+    /// A `#[log]` was written but could not be read whole (already reported).
+    pub log_broken: bool,
 }
 
 pub struct Hook {
@@ -534,6 +600,7 @@ impl Module {
                 log = parsed;
             }
         }
+        let log_broken = !logs.is_empty() && log.as_ref().is_none_or(|l| !l.complete);
         let step = StepKind::from_name(&name);
         if let (Some(a), None | Some(StepKind::Predict)) = (logs.first(), step) {
             let msg = match (step, did_you_mean(&name, StepKind::ALL.map(StepKind::name))) {
@@ -561,6 +628,7 @@ impl Module {
                 batch,
                 ret: returned(&f.sig.output, &f.sig.ident),
                 log,
+                log_broken,
             });
         } else if let Some(kind) = HookKind::from_name(&name) {
             let by_ref = kind == HookKind::OnSaveCheckpoint;
@@ -583,8 +651,8 @@ impl Module {
                 );
             }
             if ret.fallible {
-                cx.error_at(
-                    ret.span,
+                cx.error_spanned_by(
+                    &ret.tokens,
                     "`configure_optimizers` cannot fail: return the optimizer or `Optimizers<Self, D>` itself",
                 );
             }
@@ -754,6 +822,7 @@ fn returned(output: &ReturnType, ident: &Ident) -> Returned {
             fallible: false,
             inner: None,
             values: Vec::new(),
+            tokens: ident.to_token_stream(),
             span: ident.span(),
         };
     };
@@ -777,6 +846,7 @@ fn returned(output: &ReturnType, ident: &Ident) -> Returned {
         fallible,
         inner,
         values,
+        tokens: ty.to_token_stream(),
         span: ty.span(),
     }
 }

@@ -2,7 +2,7 @@
 //! typed values that keep their tokens' spans. Errors in a single argument (unknown, duplicate, wrong
 //! type) are reported here; rules that relate several arguments live in `check.rs`.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
@@ -14,13 +14,13 @@ use crate::ctxt::Ctxt;
 use crate::duration::{self, Duration};
 use crate::suggest::{did_you_mean, hint};
 
-/// A value with the span of the literal that gave it, and the key it was given for.
+/// A value with the tokens of the literal that gave it, and the key it was given for.
 #[derive(Debug, Clone)]
 pub struct Arg<T> {
     pub key: Ident,
     pub value: T,
-    /// The value's tokens (the key's, for a bare flag).
-    pub span: Span,
+    /// The value's tokens (the key's, for a bare flag), to point at.
+    pub tokens: TokenStream,
     /// Position among the attribute's arguments, to point at the later of two conflicting ones.
     pub order: usize,
 }
@@ -49,6 +49,8 @@ pub enum Reduce {
 #[derive(Debug, Clone)]
 pub struct LogAttr {
     pub metrics: Vec<LogMetric>,
+    /// `false` when a name was rejected: the names no longer line up with the values.
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +127,7 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
         return None;
     }
     let mut metrics: Vec<LogMetric> = Vec::new();
+    let mut complete = true;
     for raw in raw {
         let (name, name_span) = match &raw.name {
             MetricName::Ident(i) => (i.unraw().to_string(), i.span()),
@@ -132,6 +135,7 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
         };
         if name.is_empty() {
             cx.error_at(name_span, "empty metric name in `#[log]`");
+            complete = false;
             continue;
         }
         if raw.options.is_none()
@@ -145,6 +149,7 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
                     "`{name}` is an option of one metric, write it in parentheses after the metric's name: `{owner}({name})`"
                 ),
             );
+            complete = false;
             continue;
         }
         let mut metric = LogMetric {
@@ -225,7 +230,7 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
         }
         metrics.push(metric);
     }
-    Some(LogAttr { metrics })
+    Some(LogAttr { metrics, complete })
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -380,14 +385,13 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
             continue;
         }
         seen.push(name.clone());
-        let string =
-            || str_value(cx, what, key, meta).map(|(s, lit)| new_arg(key, order, s, lit.span()));
+        let string = || str_value(cx, what, key, meta).map(|(s, lit)| new_arg(key, order, s, lit));
         let boolean = || {
-            let span = value_span(meta);
-            bool_value(cx, what, key, meta).map(|b| new_arg(key, order, b, span))
+            let tokens = value_tokens(meta);
+            bool_value(cx, what, key, meta).map(|b| new_arg(key, order, b, tokens))
         };
         let integer =
-            || int_value(cx, what, key, meta).map(|(v, span)| new_arg(key, order, v, span));
+            || int_value(cx, what, key, meta).map(|(v, tokens)| new_arg(key, order, v, tokens));
         match name.as_str() {
             "dirpath" => out.dirpath = string(),
             "filename" => out.filename = string(),
@@ -410,12 +414,12 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
                     Ok(v) => Some(Arg {
                         key: a.key,
                         value: v,
-                        span: a.span,
+                        tokens: a.tokens,
                         order: a.order,
                     }),
                     Err(_) => {
-                        cx.error_at(
-                            a.span,
+                        cx.error_spanned_by(
+                            &a.tokens,
                             format!("`starting_version` must be >= 0, found `{}`", a.value),
                         );
                         None
@@ -424,12 +428,12 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
             }
             "save_last" => {
                 out.save_last =
-                    save_last_value(cx, key, meta).map(|(v, span)| new_arg(key, order, v, span))
+                    save_last_value(cx, key, meta).map(|(v, tokens)| new_arg(key, order, v, tokens))
             }
             "mode" => {
                 out.mode = str_value(cx, what, key, meta).and_then(|(s, lit)| match s.as_str() {
-                    "min" => Some(new_arg(key, order, Mode::Min, lit.span())),
-                    "max" => Some(new_arg(key, order, Mode::Max, lit.span())),
+                    "min" => Some(new_arg(key, order, Mode::Min, lit)),
+                    "max" => Some(new_arg(key, order, Mode::Max, lit)),
                     other => {
                         let hint = did_you_mean(other, ["min", "max"])
                             .map_or(String::new(), |s| format!(", did you mean `\"{s}\"`?"));
@@ -446,7 +450,7 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
             _ => {
                 out.train_time_interval =
                     str_value(cx, what, key, meta).and_then(|(s, lit)| match duration::parse(&s) {
-                        Ok(d) => Some(new_arg(key, order, d, lit.span())),
+                        Ok(d) => Some(new_arg(key, order, d, lit)),
                         Err(e) => {
                             cx.error_spanned_by(lit, format!("invalid `train_time_interval`: {e}"));
                             None
@@ -461,19 +465,19 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
 // ---------------------------------------------------------------------------------------------------
 // Values
 
-fn new_arg<T>(key: &Ident, order: usize, value: T, span: Span) -> Arg<T> {
+fn new_arg<T>(key: &Ident, order: usize, value: T, tokens: impl ToTokens) -> Arg<T> {
     Arg {
         key: key.clone(),
         value,
-        span,
+        tokens: tokens.to_token_stream(),
         order,
     }
 }
 
-fn value_span(meta: &Meta) -> Span {
+fn value_tokens(meta: &Meta) -> TokenStream {
     match meta {
-        Meta::NameValue(nv) => nv.value.span(),
-        other => other.path().span(),
+        Meta::NameValue(nv) => nv.value.to_token_stream(),
+        other => other.path().to_token_stream(),
     }
 }
 
@@ -555,7 +559,7 @@ fn bool_value(cx: &Ctxt, what: &str, key: &Ident, meta: &Meta) -> Option<bool> {
     }
 }
 
-fn int_value(cx: &Ctxt, what: &str, key: &Ident, meta: &Meta) -> Option<(i64, Span)> {
+fn int_value(cx: &Ctxt, what: &str, key: &Ident, meta: &Meta) -> Option<(i64, TokenStream)> {
     let (negative, lit, expr) = match literal(meta) {
         Some(
             e @ Expr::Lit(ExprLit {
@@ -583,7 +587,7 @@ fn int_value(cx: &Ctxt, what: &str, key: &Ident, meta: &Meta) -> Option<(i64, Sp
         }
     };
     match lit.base10_parse::<i64>() {
-        Ok(v) => Some((if negative { -v } else { v }, expr.span())),
+        Ok(v) => Some((if negative { -v } else { v }, expr.to_token_stream())),
         Err(_) => {
             cx.error_spanned_by(expr, format!("`{what}` argument `{key}` is out of range"));
             None
@@ -592,9 +596,9 @@ fn int_value(cx: &Ctxt, what: &str, key: &Ident, meta: &Meta) -> Option<(i64, Sp
 }
 
 /// `save_last = true | false | "link"`.
-fn save_last_value(cx: &Ctxt, key: &Ident, meta: &Meta) -> Option<(SaveLast, Span)> {
+fn save_last_value(cx: &Ctxt, key: &Ident, meta: &Meta) -> Option<(SaveLast, TokenStream)> {
     match (meta, literal(meta)) {
-        (Meta::Path(p), _) => Some((SaveLast::Yes, p.span())),
+        (Meta::Path(p), _) => Some((SaveLast::Yes, p.to_token_stream())),
         (
             _,
             Some(Expr::Lit(ExprLit {
@@ -606,14 +610,14 @@ fn save_last_value(cx: &Ctxt, key: &Ident, meta: &Meta) -> Option<(SaveLast, Spa
             } else {
                 SaveLast::No
             },
-            b.span(),
+            b.to_token_stream(),
         )),
         (
             _,
             Some(Expr::Lit(ExprLit {
                 lit: Lit::Str(s), ..
             })),
-        ) if s.value() == "link" => Some((SaveLast::Link, s.span())),
+        ) if s.value() == "link" => Some((SaveLast::Link, s.to_token_stream())),
         (
             _,
             Some(Expr::Lit(ExprLit {

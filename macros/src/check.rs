@@ -64,8 +64,8 @@ fn check_required_methods(cx: &Ctxt, module: &Module) {
 fn check_training_returns_loss(cx: &Ctxt, module: &Module) {
     if let Some(step) = module.step(StepKind::Training) {
         if step.ret.inner.is_none() {
-            cx.error_at(
-                step.ret.span,
+            cx.error_spanned_by(
+                &step.ret.tokens,
                 "`training_step` returns nothing, expected the loss (`-> Loss<D>`) for the optimizer",
             );
         }
@@ -75,49 +75,44 @@ fn check_training_returns_loss(cx: &Ctxt, module: &Module) {
 /// `#[log]` names the returned values one to one; a value nobody names would be silently dropped.
 fn check_log_arity(cx: &Ctxt, module: &Module) {
     for step in &module.steps {
-        if step.kind == StepKind::Predict {
+        let no_loss = step.kind == StepKind::Training && step.ret.inner.is_none();
+        if step.kind == StepKind::Predict || step.log_broken || no_loss {
             continue;
         }
+        let name = step.kind.name();
         let n = step.ret.values.len();
-        let values = |n: usize| match n {
-            1 => "1 value".to_string(),
-            n => format!("{n} values"),
-        };
         match &step.log {
             None if n == 0 || (n == 1 && step.kind == StepKind::Training) => {}
-            None => cx.error_at(
-                step.ret.span,
+            None => cx.error_spanned_by(
+                &step.ret.tokens,
                 format!(
-                    "`{}` returns {} that no `#[log]` names, add `#[log(name, …)]` with one name per value",
-                    step.kind.name(),
-                    values(n)
+                    "`{name}` returns {} that no `#[log]` names, add `#[log(name, …)]` with one name per value",
+                    count(n, "value", "values")
                 ),
             ),
             Some(log) if log.metrics.len() > n => cx.error_at(
                 log.metrics[n].name_span,
                 format!(
-                    "`#[log]` names {} metrics but `{}` returns {}",
-                    log.metrics.len(),
-                    step.kind.name(),
-                    values(n)
+                    "`#[log]` names {} but `{name}` returns {}",
+                    count(log.metrics.len(), "metric", "metrics"),
+                    count(n, "value", "values")
                 ),
             ),
-            Some(log) if log.metrics.len() < n => cx.error_at(
-                step.ret.span,
+            Some(log) if log.metrics.len() < n => cx.error_spanned_by(
+                &step.ret.tokens,
                 format!(
-                    "`{}` returns {} but `#[log]` names {}",
-                    step.kind.name(),
-                    values(n),
-                    match log.metrics.len() {
-                        0 => "none".to_string(),
-                        1 => "1 metric".to_string(),
-                        m => format!("{m} metrics"),
-                    }
+                    "`{name}` returns {} but `#[log]` names {}",
+                    count(n, "value", "values"),
+                    count(log.metrics.len(), "metric", "metrics")
                 ),
             ),
             Some(_) => {}
         }
     }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A metric is one registry entry: logging it twice in a stage would mix two values under one key.
@@ -172,7 +167,7 @@ fn known_metrics(metrics: &[Metric]) -> BTreeMap<String, Option<Kind>> {
 
 fn unknown_metric(name: &str, place: &str, known: &BTreeMap<String, Option<Kind>>) -> String {
     let hint = did_you_mean(name, known.keys().map(String::as_str))
-        .map_or(String::new(), |s| format!(", did you mean `{s}`?"));
+        .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
     format!(
         "unknown metric `{name}` in {place}{hint} known metrics: {}",
         listing(known.keys().map(String::as_str))
@@ -183,7 +178,7 @@ fn unknown_metric(name: &str, place: &str, known: &BTreeMap<String, Option<Kind>
 fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &BTreeMap<String, Option<Kind>>) {
     if let Some(m) = &ckpt.monitor {
         if !known.contains_key(&m.value) {
-            cx.error_at(m.span, unknown_metric(&m.value, "`monitor`", known));
+            cx.error_spanned_by(&m.tokens, unknown_metric(&m.value, "`monitor`", known));
         }
     }
 }
@@ -194,8 +189,8 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
     let fields = match template::parse(&arg.value) {
         Ok(fields) => fields,
         Err(reason) => {
-            cx.error_at(
-                arg.span,
+            cx.error_spanned_by(
+                &arg.tokens,
                 format!("invalid `{}` template: {reason}", arg.key),
             );
             return;
@@ -206,8 +201,8 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
         match known.get(&field.name) {
             None if !reported.contains(&field.name.as_str()) => {
                 reported.push(&field.name);
-                cx.error_at(
-                    arg.span,
+                cx.error_spanned_by(
+                    &arg.tokens,
                     unknown_metric(
                         &field.name,
                         &format!("`{}` placeholder `{{{}}}`", arg.key, field.name),
@@ -217,8 +212,8 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
             }
             Some(Some(kind)) => {
                 if let Err(reason) = field.check_kind(*kind) {
-                    cx.error_at(
-                        arg.span,
+                    cx.error_spanned_by(
+                        &arg.tokens,
                         format!("invalid `{}` template: {reason}", arg.key),
                     );
                 }
@@ -232,16 +227,16 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
 fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
     let Some(k) = &ckpt.top_k else { return };
     if k.value < -1 {
-        cx.error_at(
-            k.span,
+        cx.error_spanned_by(
+            &k.tokens,
             format!(
                 "`top_k` must be -1 (keep all), 0 (none) or a number of files, found `{}`",
                 k.value
             ),
         );
     } else if ckpt.monitor.is_none() && ![-1, 0, 1].contains(&k.value) {
-        cx.error_at(
-            k.span,
+        cx.error_spanned_by(
+            &k.tokens,
             format!(
                 "`top_k = {}` needs a `monitor`: without a monitored metric there is nothing to rank by, \
                  use `top_k = -1` to keep every checkpoint",
@@ -258,8 +253,8 @@ fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
         .flatten()
     {
         if arg.value < 0 {
-            cx.error_at(
-                arg.span,
+            cx.error_spanned_by(
+                &arg.tokens,
                 format!(
                     "`{}` must be >= 0 (0 turns the trigger off), found `{}`",
                     arg.key, arg.value
@@ -301,8 +296,8 @@ fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
 fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
     if let Some(d) = &ckpt.dirpath {
         if d.value.contains("://") {
-            cx.error_at(
-                d.span,
+            cx.error_spanned_by(
+                &d.tokens,
                 format!("`dirpath` must be a local directory, found `{}`: remote file systems are not supported", d.value),
             );
         }

@@ -33,8 +33,8 @@ fn expand(state: &State) -> TokenStream {
         .iter()
         .filter(|f| matches!(f.role, Role::Module(_) | Role::Nested))
         .map(|f| {
-            let (ident, key) = (f.ident, f.ident.to_string());
-            quote!(Self::module(#key, |__s| &__s.#ident, |__s| &mut __s.#ident))
+            let (ident, key, ty) = (f.ident, f.ident.to_string(), f.ty);
+            quote_spanned!(ty.span()=> Self::module(#key, |__s| &__s.#ident, |__s| &mut __s.#ident))
         })
         .collect();
     let visited = fields_tuple(&visited);

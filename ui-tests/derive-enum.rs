@@ -1,0 +1,8 @@
+use fulgur::prelude::*;
+
+#[derive(ModuleState)]
+enum Lit {
+    A,
+}
+
+fn main() {}

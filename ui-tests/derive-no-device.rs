@@ -1,0 +1,9 @@
+use fulgur::prelude::*;
+
+#[derive(ModuleState)]
+struct Lit {
+    #[hparams]
+    lr: f64,
+}
+
+fn main() {}

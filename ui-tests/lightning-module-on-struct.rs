@@ -1,0 +1,11 @@
+use fulgur::dfdx::prelude::*;
+use fulgur::prelude::*;
+
+type X<D> = Tensor<Rank1<2>, f32, D>;
+
+#[lightning_module]
+struct Lit<D: Backend> {
+    net: Built<Linear<2, 1>, D>,
+}
+
+fn main() {}
