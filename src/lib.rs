@@ -45,6 +45,8 @@ mod guide {
     mod introduction {}
     #[doc = include_str!("../book/src/getting-started.md")]
     mod getting_started {}
+    #[doc = include_str!("../book/src/dsl.md")]
+    mod dsl {}
     #[doc = include_str!("../book/src/trainer.md")]
     mod trainer {}
     #[doc = include_str!("../book/src/resuming.md")]

@@ -119,6 +119,8 @@ struct CpuOnly {
     net: Built<Linear<64, 10>, Cpu>,
 }
 
+// `#[checkpoint]` written above `#[lightning_module]` is handed to it.
+#[checkpoint(every_n_epochs = 2, save_last = "link")]
 #[lightning_module]
 impl CpuOnly {
     fn configure_optimizers(&self) -> Optimizers<Self, Cpu> {
@@ -305,6 +307,14 @@ fn fields_are_named_and_built_as_declared() {
     let head = Head::<Cpu>::from_hparams((), &Cpu::default()).unwrap();
     assert_eq!(weights(&head).len(), 2);
     let cpu_only = CpuOnly::from_hparams((), &Cpu::default()).unwrap();
+    let callbacks = cpu_only.configure_callbacks().unwrap();
+    let ckpt = callbacks[0]
+        .as_any()
+        .downcast_ref::<fulgur::callbacks::ModelCheckpoint>()
+        .unwrap();
+    assert_eq!(callbacks.len(), 1);
+    assert_eq!(ckpt.config().every_n_epochs, 2);
+    assert_eq!(ckpt.config().save_last, fulgur::callbacks::SaveLast::Link);
     assert_eq!(
         weights(&cpu_only).into_keys().collect::<Vec<_>>(),
         ["net.bias", "net.weight"]
