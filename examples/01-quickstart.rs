@@ -4,10 +4,11 @@
 //! cargo run --release --example 01-quickstart
 //! ```
 //!
-//! The module is written by hand here, implementing the runtime's traits directly; the
-//! `#[lightning_module]` macro generates the same impls from annotated methods.
+//! The module is declared with fulgur's attributes: `#[derive(ModuleState)]` names its parameters and
+//! captures its hyperparameters, `#[lightning_module]` writes the `LightningModule` impl from the
+//! annotated methods, and `#[log]` declares the metrics each step returns. The guide's "Getting started"
+//! chapter shows the same module written by hand.
 
-use fulgur::dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
 use fulgur::dfdx::optim::AdamConfig;
 use fulgur::dfdx::prelude::*;
 use fulgur::optim::Adam;
@@ -20,24 +21,42 @@ type Mlp = (Linear<64, 64>, ReLU, Linear<64, 10>);
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Config {
     lr: f64,
+    /// Seeds the device whose random generator initialises the weights.
     seed: u64,
 }
 
+/// Parameters `net.0.weight`, `net.0.bias`, `net.2.weight`, `net.2.bias`.
+#[derive(ModuleState)]
 struct LitClassifier<D: Backend> {
     net: Built<Mlp, D>,
+    #[hparams]
     config: Config,
 }
 
-// Names the parameters `net.0.weight`, `net.0.bias`, `net.2.weight`, `net.2.bias`.
-impl<D: Backend> TensorCollection<f32, D> for LitClassifier<D> {
-    type To<E2: Dtype, D2: Device<E2>> = ();
-
-    fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(visitor: &mut V) -> Result<Option<()>, V::Err> {
-        visitor.visit_fields(Self::module("net", |s| &s.net, |s| &mut s.net), |_| ())
-    }
-}
-
+#[lightning_module]
 impl<D: Backend> LitClassifier<D> {
+    fn configure_optimizers(&self) -> Adam<D> {
+        Adam::new(AdamConfig {
+            lr: self.config.lr,
+            ..Default::default()
+        })
+    }
+
+    #[log(train_loss(prog_bar))]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, D>,
+        grads: Gradients<f32, D>,
+    ) -> Loss<D> {
+        let logits = self.net.forward_mut(batch.x.traced(grads));
+        cross_entropy_with_logits_loss(logits, batch.y)
+    }
+
+    #[log(val_loss, val_acc(prog_bar))]
+    fn validation_step(&mut self, batch: ClassificationBatch<64, 10, D>) -> (f32, f32) {
+        self.evaluate(batch)
+    }
+
     /// Loss and accuracy of a batch, without a tape.
     fn evaluate(&self, batch: ClassificationBatch<64, 10, D>) -> (f32, f32) {
         let logits = self.net.forward(batch.x);
@@ -49,60 +68,6 @@ impl<D: Backend> LitClassifier<D> {
             .count();
         let loss = cross_entropy_with_logits_loss(logits, batch.y).as_vec()[0];
         (loss, correct as f32 / batch.labels.len() as f32)
-    }
-}
-
-impl<D: Backend> ModuleState<D> for LitClassifier<D> {
-    type Hparams = Config;
-
-    fn hparams(&self) -> &Config {
-        &self.config
-    }
-
-    fn from_hparams(config: Config, _device: &D) -> fulgur::Result<Self> {
-        let dev =
-            D::try_seeded(config.seed).map_err(|e| fulgur::Error::Device(format!("{e:?}")))?;
-        Ok(Self {
-            net: dev.build_module::<Mlp, f32>(),
-            config,
-        })
-    }
-}
-
-impl<D: Backend> LightningModule<D> for LitClassifier<D> {
-    type Batch = ClassificationBatch<64, 10, D>;
-    type Prediction = ();
-
-    const METRICS: &'static [MetricSpec] = &[
-        MetricSpec::train("train_loss").prog_bar(),
-        MetricSpec::validation("val_loss"),
-        MetricSpec::validation("val_acc").prog_bar(),
-    ];
-
-    fn training_step(
-        &mut self,
-        batch: Self::Batch,
-        grads: Gradients<f32, D>,
-        log: &mut StepLog,
-    ) -> fulgur::Result<Loss<D>> {
-        let logits = self.net.forward_mut(batch.x.traced(grads));
-        let loss = cross_entropy_with_logits_loss(logits, batch.y);
-        log.log("train_loss", loss.as_vec()[0]);
-        Ok(loss)
-    }
-
-    fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
-        let (loss, acc) = self.evaluate(batch);
-        log.log("val_loss", loss);
-        log.log("val_acc", acc);
-        Ok(())
-    }
-
-    fn configure_optimizers(&self) -> Optimizers<Self, D> {
-        Optimizers::new(Adam::new(AdamConfig {
-            lr: self.config.lr,
-            ..Default::default()
-        }))
     }
 }
 
@@ -133,7 +98,8 @@ impl Callback for PrintMetrics {
 
 fn main() -> fulgur::Result<()> {
     let root = std::env::temp_dir().join("fulgur-quickstart");
-    let dev = Cpu::default();
+    let config = Config { lr: 3e-3, seed: 0 };
+    let dev = Cpu::seed_from_u64(config.seed);
     let digits = fulgur::datasets::digits()?;
     let (train, val) = digits.split(0.2, 0)?;
     println!(
@@ -144,7 +110,7 @@ fn main() -> fulgur::Result<()> {
     let mut train = train.loader(32, true, &dev)?;
     let mut val = val.loader(128, false, &dev)?;
 
-    let model = LitClassifier::from_hparams(Config { lr: 3e-3, seed: 0 }, &dev)?;
+    let model = LitClassifier::from_hparams(config, &dev)?;
     let mut trainer = Trainer::builder()
         .max_epochs(10)
         .default_root_dir(&root)
