@@ -5,19 +5,20 @@
 #![warn(missing_docs)]
 
 pub use dfdx;
+/// The module DSL (see the guide's "The module DSL" chapter). `#[log]` and `#[checkpoint]` are read by
+/// `#[lightning_module]`; used anywhere else they report where they belong.
+pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
     callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer,
     Backend, Error, Result,
 };
-/// The module DSL (see the guide's "The module DSL" chapter). `#[log]` and `#[checkpoint]` are read by
-/// `#[lightning_module]`; used anywhere else they report where they belong.
-pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 
 #[cfg(feature = "datasets")]
 pub mod datasets;
 
 /// What a module definition and a training script need.
 pub mod prelude {
+    pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
     pub use fulgur_runtime::callbacks::{Callback, CallbackContext};
     pub use fulgur_runtime::checkpoint::Checkpoint;
     pub use fulgur_runtime::data::{ClassificationBatch, ClassificationData, DataLoader};
@@ -28,7 +29,6 @@ pub mod prelude {
     pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
     pub use fulgur_runtime::trainer::{CkptPath, Trainer};
     pub use fulgur_runtime::{Error, Result};
-    pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 }
 
 /// Paths the macros' generated code names. Not a public API.

@@ -24,14 +24,14 @@ pub enum Device {
     /// `struct M<D: Backend>`: the parameter.
     Param(Ident),
     /// `struct M { net: Built<Mlp, Cpu> }`: the type.
-    Concrete(Type),
+    Concrete(Box<Type>),
 }
 
 impl Device {
     pub fn ty(&self) -> Type {
         match self {
             Device::Param(ident) => syn::parse_quote!(#ident),
-            Device::Concrete(ty) => ty.clone(),
+            Device::Concrete(ty) => (**ty).clone(),
         }
     }
 }
@@ -171,7 +171,7 @@ pub struct StateField<'a> {
 
 pub enum Role {
     /// `Built<M, D>`: a dfdx module built with `build_module::<M, f32>()`.
-    Module(Type),
+    Module(Box<Type>),
     /// A struct that derives `ModuleState` too.
     Nested,
     /// `#[hparams]`.
@@ -269,7 +269,7 @@ impl<'a> State<'a> {
                 }
             }
             let role = role.unwrap_or_else(|| match built_parts(&field.ty) {
-                Some((m, _)) => Role::Module(m),
+                Some((m, _)) => Role::Module(Box::new(m)),
                 None => Role::Nested,
             });
             if matches!(role, Role::Nested) && is_plain_data(&field.ty) {
@@ -295,7 +295,7 @@ impl<'a> State<'a> {
                     _ => None,
                 });
                 match concrete {
-                    Some(ty) => Device::Concrete(ty),
+                    Some(ty) => Device::Concrete(Box::new(ty)),
                     None => {
                         cx.error_spanned_by(
                             &input.ident,
@@ -382,43 +382,41 @@ pub enum Stage {
 /// Hooks forwarded to the trait when the impl defines them, with the shape the runtime calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HookKind {
-    OnSaveCheckpoint,
-    OnLoadCheckpoint,
-    OnTrainBatchEnd,
-    OnTrainEpochEnd,
-    OnValidationEpochEnd,
+    SaveCheckpoint,
+    LoadCheckpoint,
+    TrainBatchEnd,
+    TrainEpochEnd,
+    ValidationEpochEnd,
 }
 
 impl HookKind {
     pub const ALL: [HookKind; 5] = [
-        HookKind::OnSaveCheckpoint,
-        HookKind::OnLoadCheckpoint,
-        HookKind::OnTrainBatchEnd,
-        HookKind::OnTrainEpochEnd,
-        HookKind::OnValidationEpochEnd,
+        HookKind::SaveCheckpoint,
+        HookKind::LoadCheckpoint,
+        HookKind::TrainBatchEnd,
+        HookKind::TrainEpochEnd,
+        HookKind::ValidationEpochEnd,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
-            HookKind::OnSaveCheckpoint => "on_save_checkpoint",
-            HookKind::OnLoadCheckpoint => "on_load_checkpoint",
-            HookKind::OnTrainBatchEnd => "on_train_batch_end",
-            HookKind::OnTrainEpochEnd => "on_train_epoch_end",
-            HookKind::OnValidationEpochEnd => "on_validation_epoch_end",
+            HookKind::SaveCheckpoint => "on_save_checkpoint",
+            HookKind::LoadCheckpoint => "on_load_checkpoint",
+            HookKind::TrainBatchEnd => "on_train_batch_end",
+            HookKind::TrainEpochEnd => "on_train_epoch_end",
+            HookKind::ValidationEpochEnd => "on_validation_epoch_end",
         }
     }
 
     fn signature(self) -> &'static str {
         match self {
-            HookKind::OnSaveCheckpoint => {
-                "fn on_save_checkpoint(&self, checkpoint: &mut Checkpoint)"
-            }
-            HookKind::OnLoadCheckpoint => {
+            HookKind::SaveCheckpoint => "fn on_save_checkpoint(&self, checkpoint: &mut Checkpoint)",
+            HookKind::LoadCheckpoint => {
                 "fn on_load_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<()>"
             }
-            HookKind::OnTrainBatchEnd => "fn on_train_batch_end(&mut self, log: &mut StepLog)",
-            HookKind::OnTrainEpochEnd => "fn on_train_epoch_end(&mut self, log: &mut StepLog)",
-            HookKind::OnValidationEpochEnd => {
+            HookKind::TrainBatchEnd => "fn on_train_batch_end(&mut self, log: &mut StepLog)",
+            HookKind::TrainEpochEnd => "fn on_train_epoch_end(&mut self, log: &mut StepLog)",
+            HookKind::ValidationEpochEnd => {
                 "fn on_validation_epoch_end(&mut self, log: &mut StepLog)"
             }
         }
@@ -631,7 +629,7 @@ impl Module {
                 log_broken,
             });
         } else if let Some(kind) = HookKind::from_name(&name) {
-            let by_ref = kind == HookKind::OnSaveCheckpoint;
+            let by_ref = kind == HookKind::SaveCheckpoint;
             let params = params(cx, f, kind.signature(), by_ref);
             check_count(cx, f, params, 1, kind.signature());
             self.hooks.push(Hook {
@@ -685,7 +683,7 @@ impl Module {
         let has_training = self.steps.iter().any(|s| s.kind == StepKind::Training);
         match grads.as_deref().and_then(path_parts) {
             Some((i, args)) if i == "Gradients" && args.len() == 2 => {
-                Some(Device::Concrete(args[1].clone()))
+                Some(Device::Concrete(Box::new(args[1].clone())))
             }
             // A missing `training_step` or `grads` parameter is reported on its own.
             _ if !has_training || grads.is_none() => None,

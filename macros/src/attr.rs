@@ -113,7 +113,7 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
         }
         Meta::NameValue(nv) => {
             cx.error_spanned_by(
-                &nv.eq_token,
+                nv.eq_token,
                 "expected `#[log(name, …)]` with the names of the returned values",
             );
             return None;
@@ -323,10 +323,7 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
             }
         }
         Meta::NameValue(nv) => {
-            cx.error_spanned_by(
-                &nv.eq_token,
-                "expected `#[checkpoint(argument = value, …)]`",
-            );
+            cx.error_spanned_by(nv.eq_token, "expected `#[checkpoint(argument = value, …)]`");
             return None;
         }
     };

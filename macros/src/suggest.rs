@@ -32,7 +32,7 @@ pub fn did_you_mean<'a>(
 }
 
 /// `, did you mean `x`?` or `, expected one of `a`, `b`` when nothing is close.
-pub fn hint<'a>(name: &str, candidates: &[&'a str]) -> String {
+pub fn hint(name: &str, candidates: &[&str]) -> String {
     match did_you_mean(name, candidates.iter().copied()) {
         Some(s) => format!(", did you mean `{s}`?"),
         None => format!(", expected one of {}", listing(candidates.iter().copied())),

@@ -345,17 +345,17 @@ fn hook(module: &Module, kind: HookKind) -> TokenStream {
     let ident = &hook.ident;
     let into_result = quote_spanned!(hook.ret.span=> #support::HookResult::into_result);
     match kind {
-        HookKind::OnSaveCheckpoint => quote! {
+        HookKind::SaveCheckpoint => quote! {
             fn on_save_checkpoint(&self, __checkpoint: &mut #rt::checkpoint::Checkpoint) {
                 <#self_ty>::#ident(self, __checkpoint)
             }
         },
-        HookKind::OnLoadCheckpoint => quote! {
+        HookKind::LoadCheckpoint => quote! {
             fn on_load_checkpoint(&mut self, __checkpoint: &#rt::checkpoint::Checkpoint) -> #rt::Result<()> {
                 #into_result(<#self_ty>::#ident(self, __checkpoint))
             }
         },
-        HookKind::OnTrainBatchEnd | HookKind::OnTrainEpochEnd | HookKind::OnValidationEpochEnd => {
+        HookKind::TrainBatchEnd | HookKind::TrainEpochEnd | HookKind::ValidationEpochEnd => {
             let method = quote::format_ident!("{}", kind.name());
             quote! {
                 fn #method(&mut self, __log: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
