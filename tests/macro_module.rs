@@ -122,6 +122,7 @@ struct CpuOnly {
 // `#[checkpoint]` written above `#[lightning_module]` is handed to it.
 #[checkpoint(every_n_epochs = 2, save_last = "link")]
 #[lightning_module]
+#[checkpoint(train_time_interval = "1h30min", filename = "{step:05d}", verbose)]
 impl CpuOnly {
     fn configure_optimizers(&self) -> Optimizers<Self, Cpu> {
         Optimizers::new(Adam::new(AdamConfig::default()))
@@ -136,6 +137,14 @@ impl CpuOnly {
         let logits = self.net.forward_mut(batch.x.traced(grads));
         Ok(cross_entropy_with_logits_loss(logits, batch.y))
     }
+
+    /// The module's own callbacks come first, then the `#[checkpoint]` ones.
+    fn configure_callbacks(&self) -> Vec<Box<dyn Callback>> {
+        Vec::new()
+    }
+
+    /// Returns nothing: logs nothing.
+    fn validation_step(&mut self, _batch: ClassificationBatch<64, 10, Cpu>) {}
 }
 
 type Loader = fulgur::data::ClassificationLoader<64, 10, Cpu>;
@@ -307,14 +316,25 @@ fn fields_are_named_and_built_as_declared() {
     let head = Head::<Cpu>::from_hparams((), &Cpu::default()).unwrap();
     assert_eq!(weights(&head).len(), 2);
     let cpu_only = CpuOnly::from_hparams((), &Cpu::default()).unwrap();
-    let callbacks = cpu_only.configure_callbacks().unwrap();
+    let callbacks = LightningModule::configure_callbacks(&cpu_only).unwrap();
     let ckpt = callbacks[0]
         .as_any()
         .downcast_ref::<fulgur::callbacks::ModelCheckpoint>()
         .unwrap();
-    assert_eq!(callbacks.len(), 1);
+    assert_eq!(callbacks.len(), 2);
     assert_eq!(ckpt.config().every_n_epochs, 2);
     assert_eq!(ckpt.config().save_last, fulgur::callbacks::SaveLast::Link);
+    let timed = callbacks[1]
+        .as_any()
+        .downcast_ref::<fulgur::callbacks::ModelCheckpoint>()
+        .unwrap()
+        .config();
+    assert_eq!(
+        timed.train_time_interval,
+        Some(std::time::Duration::from_secs(5400))
+    );
+    assert_eq!(timed.filename.as_str(), "{step:05d}");
+    assert!(timed.verbose);
     assert_eq!(
         weights(&cpu_only).into_keys().collect::<Vec<_>>(),
         ["net.bias", "net.weight"]
