@@ -1,7 +1,7 @@
 //! Checkpoint save and load against raw file I/O of the same bytes and against safetensors.
 //!
 //! `cargo bench --bench checkpoint_io` measures a checkpoint of 4 × 25M f32 parameters (400 MB) with
-//! criterion, then times every operation again in interleaved rounds and prints medians, throughputs and
+//! criterion, then times every operation again back to back and prints medians, throughputs and
 //! the ratios the format is held to: save and load at ≥ 0.9× raw `std::fs::write` / `std::fs::read`.
 //! Without `--bench` (as under `cargo test --benches`) it runs once on a small checkpoint as a smoke test.
 //!
@@ -13,7 +13,7 @@
 //! not bleed into the next measurement. Loads read from the page cache.
 //!
 //! `FULGUR_BENCH_PARAMS` overrides the number of parameters (default 100M, split over 4 tensors) and
-//! `FULGUR_BENCH_ROUNDS` the number of rounds of the summary (default 5); a criterion filter that matches
+//! `FULGUR_BENCH_RUNS` the number of timed runs per operation in the summary (default 5); a criterion filter that matches
 //! nothing (`cargo bench --bench checkpoint_io -- none`) runs the summary alone.
 //! Files go to a temporary directory under `FULGUR_BENCH_DIR` when it is set (e.g. a tmpfs, to measure
 //! the format's CPU cost without the disk), else under the system's temporary directory.
@@ -32,7 +32,7 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
 const TENSORS: usize = 4;
-const ROUNDS: usize = 5;
+const RUNS: usize = 5;
 
 type Op<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
@@ -50,6 +50,8 @@ fn main() {
     }
     .expect("a temporary directory");
     let ours = dir.path().join("ours.ckpt");
+    // Loads read a file that no save replaces, so that no save frees pages a load just used.
+    let loaded = dir.path().join("loaded.ckpt");
     let ours_plain = dir.path().join("ours-no-fsync.ckpt");
     let raw = dir.path().join("raw.bin");
     let raw_synced = dir.path().join("raw-fsync.bin");
@@ -61,7 +63,7 @@ fn main() {
     // The raw baselines write and read exactly the bytes of our file.
     let mut file_bytes = Vec::new();
     encode_checkpoint(&mut file_bytes, &ckpt, &ours).expect("encode");
-    write_checkpoint(&ours, &ckpt).expect("write");
+    write_checkpoint(&loaded, &ckpt).expect("write");
     let bytes = file_bytes.len() as u64;
 
     let save_ours = || {
@@ -87,8 +89,8 @@ fn main() {
             .and_then(|d| d.sync_all())
             .expect("fsync directory");
     };
-    let load_ours = || drop(black_box(read_checkpoint(&ours).expect("load")));
-    let load_raw = || drop(black_box(std::fs::read(&ours).expect("read")));
+    let load_ours = || drop(black_box(read_checkpoint(&loaded).expect("load")));
+    let load_raw = || drop(black_box(std::fs::read(&loaded).expect("read")));
     let load_st = || load_safetensors(&st);
     let encode_cpu = || encode_checkpoint(std::io::sink(), &ckpt, &ours).expect("encode");
     let decode_cpu = || {
@@ -149,42 +151,42 @@ fn main() {
     }
     c.final_summary();
 
-    // Medians of interleaved rounds, all in this run, so that drift hits every operation alike. Each
-    // round rotates the order within each group: on a disk, the first fsync after a batch of unsynced
-    // writes pays for them (measured: about +0.5 s, whichever operation comes first).
+    // Medians of runs timed here, in the same process and just after criterion. Each operation runs
+    // back to back after one untimed run, as in criterion: interleaving them made each pay for the
+    // deferred disk work of its predecessor on the machine this was written on (±40% per position).
     let [(_, save), (_, save_fsync), (_, load)] = groups;
-    let group_lens = [save.len(), save_fsync.len(), load.len(), 2];
     let mut ops: Vec<Op> = save.into_iter().chain(save_fsync).chain(load).collect();
     ops.push(("cpu: encode_checkpoint into io::sink", Box::new(encode_cpu)));
     ops.push(("cpu: decode_checkpoint from memory", Box::new(decode_cpu)));
-    let rounds = match std::env::var("FULGUR_BENCH_ROUNDS")
+    let runs = match std::env::var("FULGUR_BENCH_RUNS")
         .ok()
         .and_then(|r| r.parse().ok())
     {
-        Some(rounds) if bench_mode => rounds,
-        _ if bench_mode => ROUNDS,
+        Some(runs) if bench_mode => runs,
+        _ if bench_mode => RUNS,
         _ => 1,
     };
-    let mut times = vec![Vec::new(); ops.len()];
-    for round in 0..rounds {
-        let mut start_of_group = 0;
-        for len in group_lens {
-            for k in 0..len {
-                let i = start_of_group + (k + round) % len;
-                settle();
-                let start = Instant::now();
-                (ops[i].1)();
-                times[i].push(start.elapsed().as_secs_f64());
-            }
-            start_of_group += len;
-        }
-    }
+    let times: Vec<Vec<f64>> = ops
+        .iter_mut()
+        .map(|(_, op)| {
+            settle();
+            op();
+            (0..runs)
+                .map(|_| {
+                    settle();
+                    let start = Instant::now();
+                    op();
+                    start.elapsed().as_secs_f64()
+                })
+                .collect()
+        })
+        .collect();
     let medians: Vec<f64> = times.iter().cloned().map(median).collect();
     let mb = bytes as f64 / 1e6;
     let params = TENSORS * per_tensor;
-    println!("\ncheckpoint I/O: {TENSORS} f32 tensors, {params} parameters, {mb:.1} MB file; medians of {rounds} interleaved rounds");
+    println!("\ncheckpoint I/O: {TENSORS} f32 tensors, {params} parameters, {mb:.1} MB file; medians of {runs} runs after one untimed run");
     println!(
-        "{:<42} {:>9} {:>7}   every round, ms",
+        "{:<42} {:>9} {:>7}   every run, ms",
         "operation", "median ms", "MB/s"
     );
     for (((label, _), m), t) in ops.iter().zip(&medians).zip(&times) {
