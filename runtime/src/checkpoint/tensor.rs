@@ -45,7 +45,7 @@ impl std::fmt::Display for DType {
 /// Values built on the host stay in their native buffer until they are written, so saving copies each
 /// tensor once (device to host); values read from a file stay in the bytes the reader produced and are
 /// reinterpreted in place when the buffer is aligned.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct TensorData {
     dtype: DType,
     shape: Vec<usize>,
@@ -72,6 +72,16 @@ pub struct TensorSizeError {
     pub expected: usize,
     /// Byte length found.
     pub found: usize,
+}
+
+/// Equal when type, shape and bytes are equal, however each side holds its values (a tensor read from a
+/// file equals the one that was written). NaNs with equal bits are equal.
+impl PartialEq for TensorData {
+    fn eq(&self, other: &Self) -> bool {
+        self.dtype == other.dtype
+            && self.shape == other.shape
+            && self.le_bytes() == other.le_bytes()
+    }
 }
 
 impl TensorData {
@@ -192,6 +202,12 @@ mod tests {
         let t = TensorData::from_f32(vec![2, 2], vec![1.0, -2.5, f32::MIN_POSITIVE, f32::NAN]);
         let bytes = t.le_bytes().into_owned();
         let back = TensorData::from_le_bytes(DType::F32, vec![2, 2], bytes).unwrap();
+        assert_eq!(back, t, "equal by value whatever the storage");
+        assert_ne!(
+            back,
+            TensorData::from_f32(vec![4], t.as_f32().unwrap().into_owned()),
+            "shape counts"
+        );
         let (a, b) = (t.as_f32().unwrap(), back.as_f32().unwrap());
         assert_eq!(
             a.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
