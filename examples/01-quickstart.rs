@@ -34,6 +34,13 @@ struct LitClassifier<D: Backend> {
 }
 
 #[lightning_module]
+// The best two checkpoints by validation loss, and `last.ckpt` with the latest state.
+#[checkpoint(
+    monitor = "val_loss",
+    top_k = 2,
+    filename = "digits-{epoch:02d}-{val_loss:.3f}",
+    save_last = true
+)]
 impl<D: Backend> LitClassifier<D> {
     fn configure_optimizers(&self) -> Adam<D> {
         Adam::new(AdamConfig {
@@ -128,6 +135,14 @@ fn main() -> fulgur::Result<()> {
     );
     if let Some(dir) = trainer.log_dir()? {
         println!("logs in {}", dir.display());
+    }
+    if let Some(cb) = trainer.checkpoint_callback() {
+        for (file, score) in cb.best_k_models() {
+            println!("top-k checkpoint {} (val_loss {score:.4})", file.display());
+        }
+        if let Some(best) = cb.best_model_path() {
+            println!("best: {}", best.display());
+        }
     }
 
     // Rebuild the module from the file alone: hyperparameters, then weights.
