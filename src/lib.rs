@@ -57,4 +57,6 @@ mod guide {
     mod checkpointing {}
     #[doc = include_str!("../book/src/coming-from-lightning.md")]
     mod coming_from_lightning {}
+    #[doc = include_str!("../book/src/macros-generated.md")]
+    mod macros_generated {}
 }
