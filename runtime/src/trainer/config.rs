@@ -53,6 +53,7 @@ pub struct TrainerConfig {
     pub(crate) seed: u64,
     pub(crate) enable_checkpointing: bool,
     pub(crate) log_every_n_steps: u64,
+    pub(crate) keep_training_on_checkpoint_error: bool,
 }
 
 impl Default for TrainerConfig {
@@ -72,6 +73,7 @@ impl Default for TrainerConfig {
             seed: 0,
             enable_checkpointing: true,
             log_every_n_steps: 50,
+            keep_training_on_checkpoint_error: false,
         }
     }
 }

@@ -1,7 +1,6 @@
 //! The loops: fit (with sanity check, validation cadence and resume), validate, test, predict.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 
 use dfdx::nn::ZeroGrads;
 use dfdx::tensor::Gradients;
@@ -10,10 +9,9 @@ use dfdx::tensor_ops::Backward;
 use super::config::limited;
 use super::{run_callbacks, CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
-use crate::checkpoint::{read_checkpoint, Checkpoint, CheckpointError};
 use crate::device::Backend;
 use crate::metrics::{EpochAccumulator, MetricSpec, MetricValue, Stage, StepLog};
-use crate::module::{load_state_dict, LightningModule};
+use crate::module::LightningModule;
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
 
@@ -151,6 +149,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             val_check_interval: Some(cfg.val_check_interval),
             check_val_every_n_epoch: cfg.check_val_every_n_epoch,
             default_root_dir: cfg.default_root_dir.clone(),
+            keep_training_on_checkpoint_error: cfg.keep_training_on_checkpoint_error,
             ..Default::default()
         };
         self.train_accum = EpochAccumulator::default();
@@ -520,169 +519,6 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.callbacks = callbacks;
         result
     }
-
-    /// Lightning's `ckpt_path` resolution (C.3), with "last" chosen by the global step inside the files.
-    fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<PathBuf>> {
-        let ckpt_callbacks: Vec<_> = self
-            .callbacks
-            .iter()
-            .filter(|c| c.is_checkpoint())
-            .collect();
-        match p {
-            CkptPath::Path(path) => Ok(Some(path)),
-            CkptPath::Best => {
-                let Some(first) = ckpt_callbacks.first() else {
-                    return Err(Error::Config(
-                        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured".into(),
-                    ));
-                };
-                if ckpt_callbacks.len() > 1 {
-                    crate::warn(&format!(
-                        "`ckpt_path = \"best\"` with {} checkpoint callbacks: using the first, `{}`",
-                        ckpt_callbacks.len(),
-                        first.state_key()
-                    ));
-                }
-                match first.checkpoint_paths().and_then(|p| p.best) {
-                    Some(best) => Ok(Some(best)),
-                    None => Err(Error::Config(
-                        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model".into(),
-                    )),
-                }
-            }
-            CkptPath::Last => {
-                let candidates: Vec<PathBuf> = ckpt_callbacks
-                    .iter()
-                    .filter_map(|c| c.checkpoint_paths())
-                    .flat_map(|p| p.last)
-                    .filter(|p| p.is_file())
-                    .collect();
-                let mut newest: Option<(u64, PathBuf)> = None;
-                for path in candidates {
-                    match read_checkpoint(&path) {
-                        Ok(c) if newest.as_ref().is_none_or(|(s, _)| c.global_step > *s) => {
-                            newest = Some((c.global_step, path))
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            crate::warn(&format!("skipping a damaged \"last\" checkpoint: {e}"))
-                        }
-                    }
-                }
-                if newest.is_none() {
-                    crate::warn(
-                        "`fit(ckpt_path = \"last\")` is set, but there is no last checkpoint available: no checkpoint \
-                         will be loaded (hint: save one with a checkpoint callback's `save_last`)",
-                    );
-                }
-                Ok(newest.map(|(_, p)| p))
-            }
-        }
-    }
-
-    /// Restores module, optimizer, scheduler, loops and callbacks from `path` (C.4).
-    fn restore(&mut self, path: &Path) -> Result<()> {
-        let ckpt = read_checkpoint(path)?;
-        if ckpt.weights_only {
-            return Err(CheckpointError::WeightsOnly {
-                path: path.into(),
-                what: "optimizer",
-            }
-            .into());
-        }
-        let loops = &ckpt.loops;
-        let epoch = if loops.epoch_finished {
-            loops.epoch + 1
-        } else {
-            loops.epoch
-        };
-        if let Some(max) = self.state.max_epochs {
-            if epoch > max {
-                return Err(Error::Config(format!(
-                    "you restored a checkpoint with current_epoch={epoch}, but you have set `max_epochs({max})`"
-                )));
-            }
-        }
-        let module = self.module.as_mut().ok_or_else(no_module)?;
-        module.on_load_checkpoint(&ckpt)?;
-        load_state_dict(module, &ckpt.state_dict, true, path)?;
-        self.restore_optimizers(&ckpt, path)?;
-
-        if loops.seed != self.state.seed {
-            crate::warn(&format!(
-                "resuming with the data-order seed stored in the checkpoint ({}) instead of the trainer's ({})",
-                loops.seed, self.state.seed
-            ));
-        }
-        self.state.seed = loops.seed;
-        self.state.epoch = epoch;
-        self.state.batches_done = if loops.epoch_finished {
-            0
-        } else {
-            loops.batches_done
-        };
-        self.state.global_step = loops.global_step;
-        self.state.total_batches = loops.total_batches;
-        self.train_accum = match (&loops.metric_state, loops.epoch_finished) {
-            (Some(v), false) => v.deserialized().map_err(|e| CheckpointError::Corrupt {
-                path: path.into(),
-                reason: format!("the loop's metric state does not decode: {e}"),
-            })?,
-            _ => EpochAccumulator::default(),
-        };
-
-        let mut unmatched: Vec<&String> = ckpt.callbacks.keys().collect();
-        for cb in &mut self.callbacks {
-            let key = cb.state_key();
-            if let Some(state) = ckpt.callbacks.get(&key) {
-                cb.load_state_dict(state)?;
-                unmatched.retain(|k| **k != key);
-            }
-        }
-        if !unmatched.is_empty() {
-            crate::warn(&format!(
-                "be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided \
-                 during `Trainer` instantiation; please add the following callbacks: {unmatched:?}"
-            ));
-        }
-        self.state.resumed_from = Some(path.to_path_buf());
-        Ok(())
-    }
-
-    fn restore_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
-        let module = self.module.as_ref().ok_or_else(no_module)?;
-        let opt = self.optimizers.as_mut().ok_or_else(no_module)?;
-        let mismatch = |what: &str, e: crate::optim::StateError| CheckpointError::StateMismatch {
-            path: path.into(),
-            reason: format!("the {what} state does not fit the configured {what}: {e}"),
-        };
-        let Some(state) = &ckpt.optimizer else {
-            return Err(CheckpointError::WeightsOnly {
-                path: path.into(),
-                what: "optimizer",
-            }
-            .into());
-        };
-        opt.optimizer
-            .load_state_dict(module, state)
-            .map_err(|e| mismatch("optimizer", e))?;
-        match (&mut opt.scheduler, &ckpt.scheduler) {
-            (Some(s), Some(state)) => s.load_state_dict(state).map_err(|e| mismatch("learning-rate scheduler", e))?,
-            (Some(_), None) => {
-                return Err(CheckpointError::StateMismatch {
-                    path: path.into(),
-                    reason: "a learning-rate scheduler is configured, but the checkpoint holds no scheduler state".into(),
-                }
-                .into())
-            }
-            (None, Some(s)) => crate::warn(&format!(
-                "the checkpoint holds the state of a `{}` learning-rate scheduler, but none is configured now: it is ignored",
-                s.kind
-            )),
-            (None, None) => {}
-        }
-        Ok(())
-    }
 }
 
 /// Publishes epoch aggregates under Lightning's names; returns the logger row.
@@ -708,7 +544,7 @@ fn publish_epoch(
     row
 }
 
-fn no_module() -> Error {
+pub(super) fn no_module() -> Error {
     Error::Config(
         "no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`"
             .into(),

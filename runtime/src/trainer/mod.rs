@@ -16,6 +16,7 @@
 
 mod config;
 mod fit;
+mod resume;
 mod state;
 
 use std::collections::BTreeMap;
@@ -123,6 +124,11 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         enable_checkpointing: bool => enable_checkpointing = std::convert::identity;
         /// Send step metrics to the logger every N training batches (default 50).
         log_every_n_steps: u64 => log_every_n_steps = std::convert::identity;
+        /// What a checkpoint callback does when writing or deleting a file fails with an I/O error (disk
+        /// full, read-only directory, permission denied). `false` (the default): `fit` stops with that
+        /// error. `true`: a warning naming the file and the operation, and training goes on; the callback
+        /// forgets the failed save, so nothing already saved is deleted because of it.
+        keep_training_on_checkpoint_error: bool => keep_training_on_checkpoint_error = std::convert::identity;
     }
 
     /// Adds a callback.

@@ -73,6 +73,9 @@ pub struct TrainerState {
     pub default_root_dir: PathBuf,
     /// The logger's directory, when there is a logger.
     pub log_dir: Option<PathBuf>,
+    /// The trainer's `keep_training_on_checkpoint_error`: checkpoint callbacks warn about I/O errors
+    /// instead of failing.
+    pub keep_training_on_checkpoint_error: bool,
 }
 
 impl TrainerState {
