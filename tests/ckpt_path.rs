@@ -26,6 +26,11 @@ impl Callback for Known {
 
 /// Saves a full checkpoint after `steps` steps at `path`.
 fn save_after(steps: u64, path: &PathBuf) {
+    save_after_as(steps, path, false)
+}
+
+/// Saves a checkpoint (full or weights only) after `steps` steps at `path`.
+fn save_after_as(steps: u64, path: &PathBuf, weights_only: bool) {
     let (mut train, mut val) = loaders();
     let mut t = Trainer::builder()
         .max_steps(steps)
@@ -40,7 +45,7 @@ fn save_after(steps: u64, path: &PathBuf) {
         None,
     )
     .unwrap();
-    t.save_checkpoint(path, false).unwrap();
+    t.save_checkpoint(path, weights_only).unwrap();
 }
 
 fn resume(paths: CheckpointPaths, which: &str) -> fulgur::Result<Trainer<LitMlp<Cpu>>> {
@@ -71,12 +76,70 @@ fn last_is_the_newest_intact_file_by_global_step_not_by_mtime() {
     save_after(4, &b); // written later, so newer by modification time, but at an earlier step
     std::fs::write(&c, b"not a checkpoint").unwrap(); // damaged: skipped with a warning
     let paths = CheckpointPaths {
-        best: None,
         last: vec![b.clone(), c, a.clone(), dir.path().join("gone.ckpt")],
+        ..Default::default()
     };
     let t = resume(paths, "last").unwrap();
     assert_eq!(t.state().resumed_from.as_deref(), Some(a.as_path()));
     assert_eq!(t.global_step(), 12);
+}
+
+#[test]
+fn last_also_weighs_the_callbacks_other_files_and_prefers_full_checkpoints() {
+    // A crash between a new top-k file and the `last` rewrite leaves the top-k file newer than `last`:
+    // resuming from it loses nothing and keeps the top-k bookkeeping consistent with the directory.
+    let dir = tempfile::tempdir().unwrap();
+    let last = dir.path().join("last.ckpt");
+    let topk = dir.path().join("epoch=0-step=6.ckpt");
+    let weights = dir.path().join("weights.ckpt");
+    save_after(4, &last);
+    save_after(6, &topk);
+    save_after_as(9, &weights, true); // newest, but cannot resume: full checkpoints come first
+    let paths = CheckpointPaths {
+        last: vec![last],
+        others: vec![weights, topk.clone()],
+        ..Default::default()
+    };
+    let t = resume(paths, "last").unwrap();
+    assert_eq!(t.state().resumed_from.as_deref(), Some(topk.as_path()));
+}
+
+#[test]
+fn best_skips_a_damaged_or_missing_file_and_takes_the_next_best_intact_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (damaged, gone, good) = (
+        dir.path().join("best.ckpt"),
+        dir.path().join("gone.ckpt"),
+        dir.path().join("second.ckpt"),
+    );
+    save_after(3, &damaged);
+    let mut bytes = std::fs::read(&damaged).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&damaged, bytes).unwrap();
+    save_after(2, &good);
+    let paths = CheckpointPaths {
+        best: vec![damaged.clone(), gone.clone(), good.clone()],
+        ..Default::default()
+    };
+    let t = resume(paths, "best").unwrap();
+    assert_eq!(t.state().resumed_from.as_deref(), Some(good.as_path()));
+
+    let err = resume(
+        CheckpointPaths {
+            best: vec![damaged.clone(), gone],
+            ..Default::default()
+        },
+        "best",
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.starts_with("`fit(ckpt_path = \"best\")`: none of the checkpoint callback's top-k files can be loaded")
+            && err.contains(&damaged.display().to_string()),
+        "{err}"
+    );
 }
 
 #[test]
@@ -93,8 +156,8 @@ fn best_uses_the_first_checkpoint_callback() {
     save_after(3, &best);
     let t = resume(
         CheckpointPaths {
-            best: Some(best.clone()),
-            last: vec![],
+            best: vec![best.clone()],
+            ..Default::default()
         },
         "best",
     )

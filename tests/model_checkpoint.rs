@@ -995,3 +995,163 @@ fn to_yaml_lists_the_top_k() {
         )
     );
 }
+
+// Crash safety and I/O errors (issue 6, G.5).
+
+#[test]
+fn g5_leftover_temporaries_of_an_interrupted_write_are_removed_by_the_next_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir_of(&dir);
+    std::fs::create_dir_all(d.join("sub")).unwrap();
+    for name in [
+        ".epoch=0-step=1.ckpt.tmp-4000000001-0",
+        "sub/.last.ckpt.tmp-4000000001-7",
+        "notes.txt",
+    ] {
+        std::fs::write(d.join(name), b"partial").unwrap();
+    }
+    let r = scenario_with(
+        mc().dirpath(&d).build().unwrap(),
+        dir,
+        1,
+        2,
+        false,
+        none(),
+        same,
+    );
+    r.result.as_ref().unwrap();
+    assert_eq!(r.files(), ["epoch=0-step=2.ckpt", "notes.txt"]);
+}
+
+/// A directory where the third save must go: renaming the new file over it fails, as a full disk or a
+/// read-only directory would, also for root.
+fn blocked_third_save(keep_training: bool) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir_of(&dir);
+    std::fs::create_dir_all(d.join("step=3.ckpt")).unwrap();
+    std::fs::write(d.join("step=3.ckpt/keep"), b"x").unwrap();
+    let cb = mc()
+        .dirpath(&d)
+        .every_n_train_steps(1)
+        .filename("{step}")
+        .enable_version_counter(false)
+        .build()
+        .unwrap();
+    scenario_with(cb, dir, 1, 5, false, none(), |b| {
+        b.keep_training_on_checkpoint_error(keep_training)
+    })
+}
+
+#[test]
+fn g5_an_io_error_stops_fit_names_the_file_and_deletes_nothing_already_saved() {
+    let r = blocked_third_save(false);
+    let err = r.result.as_ref().unwrap_err();
+    let d = r.d();
+    assert!(err.is_io(), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "cannot rename the temporary file to checkpoint `{}`",
+            d.join("step=3.ckpt").display()
+        )),
+        "{err}"
+    );
+    // `step=2.ckpt` would have been replaced by `step=3.ckpt`: it stays, as the best model, intact.
+    assert_eq!(r.files(), ["step=2.ckpt", "step=3.ckpt/keep"]);
+    assert_eq!(r.best(), "step=2.ckpt");
+    assert_eq!(at(&r.p("step=2.ckpt")), (0, 2));
+}
+
+#[test]
+fn g5_keep_training_on_checkpoint_error_warns_and_goes_on() {
+    let r = blocked_third_save(true);
+    r.result.as_ref().unwrap();
+    assert_eq!(r.trainer.global_step(), 5);
+    assert_eq!(r.files(), ["step=3.ckpt/keep", "step=5.ckpt"]);
+    assert_eq!(r.best(), "step=5.ckpt");
+}
+
+/// The callback state a checkpoint file recorded.
+fn recorded_state(path: &std::path::Path) -> std::collections::HashMap<String, ciborium::Value> {
+    let ckpt = read_checkpoint(path).unwrap();
+    let (_, state) = ckpt.callbacks.into_iter().next().unwrap();
+    state
+        .into_map()
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k.into_text().unwrap(), v))
+        .collect()
+}
+
+#[test]
+fn g5_a_run_resuming_from_a_checkpoint_finishes_the_deletions_a_crash_interrupted() {
+    let policy = || mc().monitor("val").filename("{epoch}");
+    let r = scenario(policy(), 3, 2, true, val("val", &[3.0, 2.0, 1.0]), same);
+    r.result.as_ref().unwrap();
+    assert_eq!(r.files(), ["epoch=2.ckpt"]);
+    let newest = r.p("epoch=2.ckpt");
+    let pending = recorded_state(&newest)["pending_deletes"].clone();
+    assert_eq!(
+        pending,
+        ciborium::Value::Array(vec![ciborium::Value::Text(
+            r.p("epoch=1.ckpt").display().to_string()
+        )])
+    );
+    // A crash right after `epoch=2.ckpt` became durable: `epoch=1.ckpt`, which it evicted, is still there.
+    std::fs::copy(&newest, r.p("epoch=1.ckpt")).unwrap();
+
+    let Run { dir, .. } = r;
+    let d = dir_of(&dir);
+    let cb = policy().dirpath(&d).build().unwrap();
+    let mut t = Trainer::builder()
+        .max_epochs(4)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .callback(cb)
+        .build()
+        .unwrap();
+    let mut m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    m.script = val("val", &[5.0]); // worse: epoch=2.ckpt stays the best
+    t.fit(
+        m,
+        &mut Units(2),
+        Some(&mut Units(1)),
+        Some(CkptPath::Path(d.join("epoch=2.ckpt"))),
+    )
+    .unwrap();
+    assert_eq!(listing(&d), ["epoch=2.ckpt"]);
+}
+
+#[test]
+fn g5_last_resumes_from_a_top_k_file_newer_than_last_ckpt() {
+    // A crash between writing a new top-k file and rewriting `last.ckpt`: the top-k file holds the
+    // newest state, and its bookkeeping matches the directory.
+    let policy = || mc().monitor("val").filename("{epoch}").save_last(true);
+    let r = scenario(policy(), 2, 2, true, val("val", &[3.0, 2.0]), same);
+    r.result.as_ref().unwrap();
+    let Run { dir, .. } = r;
+    let d = dir_of(&dir);
+    // Put back an older `last.ckpt`: the state of epoch 0.
+    let mut t = Trainer::builder()
+        .max_epochs(1)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
+    let m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    t.fit(m, &mut Units(2), None, None).unwrap();
+    t.save_checkpoint(d.join("last.ckpt"), false).unwrap();
+
+    let mut t = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .callback(policy().dirpath(&d).build().unwrap())
+        .build()
+        .unwrap();
+    let mut m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    m.script = val("val", &[5.0]);
+    t.fit(m, &mut Units(2), Some(&mut Units(1)), Some(CkptPath::Last))
+        .unwrap();
+    assert_eq!(t.state().resumed_from, Some(d.join("epoch=1.ckpt")));
+}

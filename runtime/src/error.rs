@@ -39,6 +39,15 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether an operating-system call failed (disk full, permission denied, …) while writing, reading
+    /// or deleting a file.
+    pub fn is_io(&self) -> bool {
+        matches!(
+            self,
+            Error::Io { .. } | Error::Checkpoint(CheckpointError::Io { .. })
+        )
+    }
+
     /// An error raised by user code (a step, a hook, a data loader).
     pub fn user(msg: impl std::fmt::Display) -> Self {
         Error::User(msg.to_string())

@@ -91,10 +91,13 @@ pub trait Callback: Any + Send {
 /// The files a checkpoint callback knows of.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckpointPaths {
-    /// The best checkpoint so far, if any.
-    pub best: Option<PathBuf>,
-    /// Candidates for "last" (the newest intact one by global step wins).
+    /// Candidates for "best", best first (the best intact one wins).
+    pub best: Vec<PathBuf>,
+    /// The callback's `last` files (`last.ckpt`, `last-v1.ckpt`, …).
     pub last: Vec<PathBuf>,
+    /// Its other checkpoint files. `ckpt_path = "last"` takes the newest intact full checkpoint among
+    /// `last` and these, by the global step inside the files (`last` files win ties).
+    pub others: Vec<PathBuf>,
 }
 
 /// What a hook can see and do: the trainer's state, saving checkpoints, the strategy.

@@ -220,7 +220,7 @@ pub fn write_checkpoint(path: &Path, ckpt: &Checkpoint) -> Result<(), Checkpoint
     sync_dir(dir).map_err(io("fsync the directory of"))
 }
 
-fn temporary_name(name: &std::ffi::OsStr) -> OsString {
+pub(crate) fn temporary_name(name: &std::ffi::OsStr) -> OsString {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let mut tmp = OsString::from(".");
     tmp.push(name);
@@ -580,15 +580,66 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
     decode_checkpoint(BufReader::with_capacity(READ_BUFFER, file), len, path)
 }
 
+/// The scalar fields at the front of a checkpoint file, read without the tensors.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointHeader {
+    /// The fulgur version that wrote the file.
+    pub fulgur_version: String,
+    /// The module's type name.
+    pub module_type: String,
+    /// The epoch at saving.
+    pub epoch: u64,
+    /// The global step at saving.
+    pub global_step: u64,
+    /// Whether the file holds the weights only.
+    pub weights_only: bool,
+}
+
+/// Reads the header of the checkpoint at `path` (magic, format version, epoch, global step,
+/// weights-only flag) without reading the tensors: a few hundred bytes, whatever the file's size.
+///
+/// The header is **not verified** — its checksum covers the whole structure, which is only known once
+/// the file is read — so use it to choose among files (as `ckpt_path = "last"` does, newest first) and
+/// [`read_checkpoint`] to load one. Errors are those of [`read_checkpoint`] for the bytes it reads.
+pub fn read_checkpoint_header(path: &Path) -> Result<CheckpointHeader, CheckpointError> {
+    let file = File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        op: "open",
+        source,
+    })?;
+    let len = file
+        .metadata()
+        .map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            op: "read the size of",
+            source,
+        })?
+        .len();
+    let mut src = open_payload(BufReader::with_capacity(8 * 1024, file), len, path)?;
+    src.header()
+}
+
 /// Decodes and verifies a checkpoint of `len` bytes (the whole file, magic and trailer included) from
 /// `reader`, which should be buffered; `path_for_errors` only names the source in errors. Reads exactly
 /// `len` bytes. [`read_checkpoint`] is this on a file.
 pub fn decode_checkpoint<R: Read>(
-    mut reader: R,
+    reader: R,
     len: u64,
     path_for_errors: &Path,
 ) -> Result<Checkpoint, CheckpointError> {
-    let path = path_for_errors;
+    let mut src = open_payload(reader, len, path_for_errors)?;
+    let payload_len = src.remaining;
+    let ckpt = src.checkpoint()?;
+    src.trailer(payload_len)?;
+    Ok(ckpt)
+}
+
+/// Checks the magic and the length, and returns the reader of the payload.
+fn open_payload<R: Read>(
+    mut reader: R,
+    len: u64,
+    path: &Path,
+) -> Result<Source<'_, R>, CheckpointError> {
     let not_a_checkpoint = |reason| CheckpointError::NotACheckpoint {
         path: path.to_path_buf(),
         reason,
@@ -618,16 +669,13 @@ pub fn decode_checkpoint<R: Read>(
             path: path.to_path_buf(),
             reason: format!("it is truncated: only {len} bytes long"),
         })?;
-    let mut src = Source {
+    Ok(Source {
         inner: reader,
         remaining: payload_len,
         pos: MAGIC.len() as u64,
         hasher: Xxh3::new(),
         path,
-    };
-    let ckpt = src.checkpoint()?;
-    src.trailer(payload_len)?;
-    Ok(ckpt)
+    })
 }
 
 /// The payload's reader: never reads past the payload, tracks the file offset for messages and hashes the
@@ -795,7 +843,8 @@ impl<R: Read> Source<'_, R> {
         Ok(key)
     }
 
-    fn checkpoint(&mut self) -> Result<Checkpoint, CheckpointError> {
+    /// The payload's map header, `format` and `format_version`, checked; returns the number of entries.
+    fn preamble(&mut self) -> Result<u64, CheckpointError> {
         let entries = self.map_len("the payload")?;
         let not_a_checkpoint = |reason| CheckpointError::NotACheckpoint {
             path: self.path.to_path_buf(),
@@ -824,7 +873,41 @@ impl<R: Read> Source<'_, R> {
         if version == 0 {
             return Err(self.corrupt("format version 0 does not exist"));
         }
+        Ok(entries)
+    }
 
+    /// The scalar entries written before the tensors, up to the first other entry.
+    fn header(&mut self) -> Result<CheckpointHeader, CheckpointError> {
+        let entries = self.preamble()?;
+        let mut e = Entries::default();
+        let mut seen = BTreeSet::from([key::FORMAT.to_string(), key::FORMAT_VERSION.to_string()]);
+        for _ in 2..entries {
+            let key = self.key(&mut seen, "the payload")?;
+            let what = format!("`{key}`");
+            match key.as_str() {
+                key::FULGUR_VERSION => e.fulgur_version = Some(self.text(&what)?),
+                key::MODULE_TYPE => e.module_type = Some(self.text(&what)?),
+                key::EPOCH => e.epoch = Some(self.uint(&what)?),
+                key::GLOBAL_STEP => e.global_step = Some(self.uint(&what)?),
+                key::WEIGHTS_ONLY => e.weights_only = Some(self.bool(&what)?),
+                _ => break,
+            }
+        }
+        let missing =
+            |key: &str| self.corrupt(format!("the payload has no `{key}` before the tensors"));
+        Ok(CheckpointHeader {
+            fulgur_version: e
+                .fulgur_version
+                .ok_or_else(|| missing(key::FULGUR_VERSION))?,
+            module_type: e.module_type.ok_or_else(|| missing(key::MODULE_TYPE))?,
+            epoch: e.epoch.ok_or_else(|| missing(key::EPOCH))?,
+            global_step: e.global_step.ok_or_else(|| missing(key::GLOBAL_STEP))?,
+            weights_only: e.weights_only.ok_or_else(|| missing(key::WEIGHTS_ONLY))?,
+        })
+    }
+
+    fn checkpoint(&mut self) -> Result<Checkpoint, CheckpointError> {
+        let entries = self.preamble()?;
         let mut e = Entries::default();
         let mut seen = BTreeSet::from([key::FORMAT.to_string(), key::FORMAT_VERSION.to_string()]);
         for _ in 2..entries {
@@ -1243,6 +1326,38 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["epoch=3.ckpt"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn the_header_reads_without_the_tensors_and_errors_like_the_loader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.ckpt");
+        let ckpt = full_checkpoint();
+        write_checkpoint(&path, &ckpt).unwrap();
+        let h = read_checkpoint_header(&path).unwrap();
+        assert_eq!(
+            (h.epoch, h.global_step, h.weights_only, &h.module_type[..]),
+            (ckpt.epoch, ckpt.global_step, false, &ckpt.module_type[..])
+        );
+        // Cut right after the header: the tensors are not needed.
+        let bytes = fs::read(&path).unwrap();
+        // (The trailer length is subtracted from the file size, so keep that many bytes more.)
+        let cut = position(&bytes, key::STATE_DICT.as_bytes())
+            + key::STATE_DICT.len()
+            + TRAILER_LEN as usize;
+        fs::write(&path, &bytes[..cut]).unwrap();
+        assert_eq!(read_checkpoint_header(&path).unwrap(), h);
+        assert!(read_checkpoint(&path).is_err());
+        fs::write(&path, b"FULGURCK").unwrap();
+        assert!(matches!(
+            read_checkpoint_header(&path),
+            Err(CheckpointError::Corrupt { .. })
+        ));
+        fs::write(&path, b"PK\x03\x04 a zip file").unwrap();
+        assert!(matches!(
+            read_checkpoint_header(&path),
+            Err(CheckpointError::NotACheckpoint { .. })
+        ));
     }
 
     #[test]

@@ -195,9 +195,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             Some(p) => self.resolve_ckpt_path(p)?,
             None => None,
         };
-        if let Some(path) = &resumed {
-            self.restore(path)?;
-        }
+        let resumed = match resumed {
+            Some((path, ckpt)) => {
+                self.restore(&path, ckpt)?;
+                Some(path)
+            }
+            None => None,
+        };
 
         if cfg.num_sanity_val_steps > 0 {
             if let Some(v) = val.as_deref_mut() {

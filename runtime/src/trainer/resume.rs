@@ -3,22 +3,30 @@
 use std::path::{Path, PathBuf};
 
 use super::{CkptPath, Trainer};
-use crate::checkpoint::{read_checkpoint, Checkpoint, CheckpointError};
+use crate::checkpoint::{read_checkpoint, read_checkpoint_header, Checkpoint, CheckpointError};
 use crate::device::Backend;
 use crate::metrics::EpochAccumulator;
 use crate::module::{load_state_dict, LightningModule};
 use crate::{Error, Result};
 
 impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
-    /// Lightning's `ckpt_path` resolution (C.3), with "last" chosen by the global step inside the files.
-    pub(super) fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<PathBuf>> {
+    /// Lightning's `ckpt_path` resolution (C.3), returning the chosen file already read and verified.
+    ///
+    /// `"last"` is the newest intact full checkpoint among the checkpoint callbacks' files (their `last`
+    /// files and every other checkpoint file in their directories), by the global step stored inside the
+    /// files; `"best"` the best intact file of the first checkpoint callback. Damaged files are skipped
+    /// with a warning.
+    pub(super) fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<(PathBuf, Checkpoint)>> {
         let ckpt_callbacks: Vec<_> = self
             .callbacks
             .iter()
             .filter(|c| c.is_checkpoint())
             .collect();
         match p {
-            CkptPath::Path(path) => Ok(Some(path)),
+            CkptPath::Path(path) => {
+                let ckpt = read_checkpoint(&path)?;
+                Ok(Some((path, ckpt)))
+            }
             CkptPath::Best => {
                 let Some(first) = ckpt_callbacks.first() else {
                     return Err(Error::Config(
@@ -32,46 +40,54 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                         first.state_key()
                     ));
                 }
-                match first.checkpoint_paths().and_then(|p| p.best) {
-                    Some(best) => Ok(Some(best)),
-                    None => Err(Error::Config(
+                let ranked = first.checkpoint_paths().map(|p| p.best).unwrap_or_default();
+                if ranked.is_empty() {
+                    return Err(Error::Config(
                         "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model".into(),
-                    )),
+                    ));
                 }
-            }
-            CkptPath::Last => {
-                let candidates: Vec<PathBuf> = ckpt_callbacks
-                    .iter()
-                    .filter_map(|c| c.checkpoint_paths())
-                    .flat_map(|p| p.last)
-                    .filter(|p| p.is_file())
-                    .collect();
-                let mut newest: Option<(u64, PathBuf)> = None;
-                for path in candidates {
+                let mut problems = Vec::new();
+                for path in ranked {
                     match read_checkpoint(&path) {
-                        Ok(c) if newest.as_ref().is_none_or(|(s, _)| c.global_step > *s) => {
-                            newest = Some((c.global_step, path))
-                        }
-                        Ok(_) => {}
+                        Ok(ckpt) => return Ok(Some((path, ckpt))),
                         Err(e) => {
-                            crate::warn(&format!("skipping a damaged \"last\" checkpoint: {e}"))
+                            crate::warn(&format!(
+                                "`ckpt_path = \"best\"`: skipping a checkpoint that cannot be loaded: {e}"
+                            ));
+                            problems.push(e.to_string());
                         }
                     }
                 }
+                Err(Error::Config(format!(
+                    "`fit(ckpt_path = \"best\")`: none of the checkpoint callback's top-k files can be loaded:\n  {}",
+                    problems.join("\n  ")
+                )))
+            }
+            CkptPath::Last => {
+                let mut candidates: Vec<PathBuf> = Vec::new();
+                for path in ckpt_callbacks
+                    .iter()
+                    .filter_map(|c| c.checkpoint_paths())
+                    .flat_map(|p| p.last.into_iter().chain(p.others))
+                {
+                    if path.is_file() && !candidates.contains(&path) {
+                        candidates.push(path);
+                    }
+                }
+                let newest = newest_intact(candidates);
                 if newest.is_none() {
                     crate::warn(
                         "`fit(ckpt_path = \"last\")` is set, but there is no last checkpoint available: no checkpoint \
                          will be loaded (hint: save one with a checkpoint callback's `save_last`)",
                     );
                 }
-                Ok(newest.map(|(_, p)| p))
+                Ok(newest)
             }
         }
     }
 
     /// Restores module, optimizer, scheduler, loops and callbacks from `path` (C.4).
-    pub(super) fn restore(&mut self, path: &Path) -> Result<()> {
-        let ckpt = read_checkpoint(path)?;
+    pub(super) fn restore(&mut self, path: &Path, ckpt: Checkpoint) -> Result<()> {
         if ckpt.weights_only {
             return Err(CheckpointError::WeightsOnly {
                 path: path.into(),
@@ -172,6 +188,31 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
         Ok(())
     }
+}
+
+/// The newest intact checkpoint among `candidates` (earlier ones win ties): full checkpoints before
+/// weights-only ones, then by the global step in their headers; each is read and verified in that order
+/// until one passes, so a keep-all directory costs one header read per file and one full read.
+fn newest_intact(candidates: Vec<PathBuf>) -> Option<(PathBuf, Checkpoint)> {
+    let mut ranked = Vec::new();
+    for (i, path) in candidates.into_iter().enumerate() {
+        match read_checkpoint_header(&path) {
+            Ok(h) => ranked.push((!h.weights_only, h.global_step, std::cmp::Reverse(i), path)),
+            Err(e) => crate::warn(&format!(
+                "`ckpt_path = \"last\"`: skipping a damaged checkpoint: {e}"
+            )),
+        }
+    }
+    ranked.sort();
+    while let Some((_, _, _, path)) = ranked.pop() {
+        match read_checkpoint(&path) {
+            Ok(ckpt) => return Some((path, ckpt)),
+            Err(e) => crate::warn(&format!(
+                "`ckpt_path = \"last\"`: skipping a damaged checkpoint: {e}"
+            )),
+        }
+    }
+    None
 }
 
 fn no_module() -> Error {

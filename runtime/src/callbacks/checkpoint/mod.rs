@@ -53,6 +53,8 @@ pub struct ModelCheckpoint {
     defer: bool,
     warned_missing_monitor: bool,
     clock: Clock,
+    /// Deletions that a resumed checkpoint recorded as under way when it was written (see `State`).
+    pending_deletes: Vec<PathBuf>,
 }
 
 impl std::fmt::Debug for ModelCheckpoint {
@@ -78,6 +80,7 @@ impl ModelCheckpointBuilder {
             defer: false,
             warned_missing_monitor: false,
             clock: Arc::new(move || start.elapsed()),
+            pending_deletes: Vec::new(),
         })
     }
 }
@@ -94,6 +97,11 @@ struct State {
     kth_best_model_path: Option<PathBuf>,
     kth_value: f64,
     last_model_path: Option<PathBuf>,
+    /// The files the trigger that wrote this checkpoint deletes after writing it (an evicted top-k file,
+    /// the previous templated `last`). A crash can stop those deletions; a run resuming from this file
+    /// finishes them, so no stale file outlives a crash.
+    #[serde(default)]
+    pending_deletes: Vec<PathBuf>,
 }
 
 impl ModelCheckpoint {
@@ -194,7 +202,7 @@ impl ModelCheckpoint {
         Ok(target)
     }
 
-    fn state_value(&self, book: &Book) -> Option<Value> {
+    fn state_value(&self, book: &Book, pending_deletes: &[PathBuf]) -> Option<Value> {
         Value::serialized(&State {
             monitor: self.cfg.monitor.clone(),
             best_model_score: book.best_model_score,
@@ -205,6 +213,7 @@ impl ModelCheckpoint {
             kth_best_model_path: book.kth_best_model_path.clone(),
             kth_value: book.kth_value,
             last_model_path: book.last_model_path.clone(),
+            pending_deletes: pending_deletes.to_vec(),
         })
         .ok()
     }
@@ -296,8 +305,33 @@ impl ModelCheckpoint {
         self.cfg.every_n_epochs >= 1 && (s.epoch + 1) % self.cfg.every_n_epochs == 0
     }
 
-    /// Runs the policy for one trigger and performs its actions.
+    /// Runs the policy for one trigger and performs its actions. When an action fails the book goes back
+    /// to what it was before the trigger, so the callback never counts a file it did not write; an I/O
+    /// error then stops `fit`, or is a warning with `keep_training_on_checkpoint_error`.
     fn run(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<()> {
+        let before = self.book.clone();
+        let result = self.decide_and_execute(ctx, topk, last);
+        let Err(error) = result else {
+            return Ok(());
+        };
+        self.book = before;
+        if error.is_io() && ctx.state().keep_training_on_checkpoint_error {
+            if ctx.fs().is_writer() {
+                crate::warn(&format!(
+                    "checkpoint not saved, training goes on (`keep_training_on_checkpoint_error`): {error}"
+                ));
+            }
+            return Ok(());
+        }
+        Err(error)
+    }
+
+    fn decide_and_execute(
+        &mut self,
+        ctx: &CallbackContext<'_>,
+        topk: bool,
+        last: bool,
+    ) -> Result<()> {
         let Some(dirpath) = self.dirpath.clone() else {
             return Err(Error::Config(
                 "`ModelCheckpoint` was used before `setup` resolved its directory".into(),
@@ -385,15 +419,26 @@ impl ModelCheckpoint {
 
     fn execute(&self, ctx: &CallbackContext<'_>, actions: Vec<Action>) -> Result<()> {
         let key = self.cfg.state_key();
+        let deletes: Vec<PathBuf> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
         for action in actions {
             match action {
                 Action::Save { path, book } => {
+                    let started = Instant::now();
                     ctx.save_checkpoint_as(
                         &path,
                         self.cfg.save_weights_only,
                         key.clone(),
-                        self.state_value(&book),
+                        self.state_value(&book, &deletes),
                     )?;
+                    if self.cfg.verbose && ctx.fs().is_writer() {
+                        crate::info(&save_summary(ctx.state(), &path, started.elapsed()));
+                    }
                 }
                 Action::Link { target, link } => {
                     if ctx.fs().is_writer() {
@@ -449,7 +494,9 @@ fn relink(target: &Path, link: &Path) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-link-{}", std::process::id()));
+    let tmp = dir.join(crate::checkpoint::temporary_name(std::ffi::OsStr::new(
+        &name,
+    )));
     let _ = std::fs::remove_file(&tmp);
     #[cfg(unix)]
     std::os::unix::fs::symlink(&relative, &tmp).map_err(io("create symlink", &tmp))?;
@@ -473,6 +520,130 @@ fn relative_to(target: &Path, base: &Path) -> PathBuf {
     out
 }
 
+impl ModelCheckpoint {
+    /// Finishes the deletions a resumed checkpoint recorded as under way, for files inside `dirpath`
+    /// that the restored book does not reference and that are not the resume source.
+    fn finish_pending_deletes(&mut self, ctx: &CallbackContext<'_>) {
+        let pending = std::mem::take(&mut self.pending_deletes);
+        let (Some(dir), true) = (&self.dirpath, ctx.fs().is_writer()) else {
+            return;
+        };
+        let b = &self.book;
+        let referenced = |p: &Path| {
+            b.best_k_models.iter().any(|(k, _)| k == p)
+                || b.best_model_path.as_deref() == Some(p)
+                || b.kth_best_model_path.as_deref() == Some(p)
+                || b.last_model_path.as_deref() == Some(p)
+        };
+        let resumed = ctx.state().resumed_from.as_deref();
+        for path in pending {
+            let stale = path.starts_with(dir)
+                && !referenced(&path)
+                && resumed != Some(path.as_path())
+                && path.symlink_metadata().is_ok();
+            if !stale {
+                continue;
+            }
+            match ctx.fs().remove_file(&path) {
+                Ok(()) => crate::info(&format!(
+                    "deleted {}: the checkpoint this run resumed from had evicted it, and a crash interrupted the deletion",
+                    path.display()
+                )),
+                Err(e) => crate::warn(&format!("could not finish an interrupted deletion: {e}")),
+            }
+        }
+    }
+}
+
+/// The one-line summary of a save printed with `verbose`.
+fn save_summary(s: &TrainerState, path: &Path, took: Duration) -> String {
+    let size = path
+        .metadata()
+        .map(|m| format!(", {}", human_bytes(m.len())))
+        .unwrap_or_default();
+    format!(
+        "saved checkpoint {} (epoch {}, step {}{size}, {} ms)",
+        path.display(),
+        s.epoch,
+        s.global_step,
+        took.as_millis()
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+/// Deletes the temporary files that interrupted writes left in `dir` and its sub-directories (rank 0).
+/// Files of this process are spared: they belong to writes under way.
+fn remove_leftover_temporaries(ctx: &CallbackContext<'_>, dir: &Path) {
+    if !ctx.fs().is_writer() {
+        return;
+    }
+    let own = format!(".tmp-{}-", std::process::id());
+    for path in walk(dir) {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if crate::checkpoint::is_temporary_file(name) && !name.contains(&own) {
+            match ctx.fs().remove_file(&path) {
+                Ok(()) => crate::info(&format!(
+                    "deleted {}, the temporary file of a write that did not finish",
+                    path.display()
+                )),
+                Err(e) => crate::warn(&format!("could not delete a leftover temporary file: {e}")),
+            }
+        }
+    }
+}
+
+/// The checkpoint files in `dir` and its sub-directories: names ending in `extension`, temporaries
+/// excluded; sorted.
+fn checkpoint_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            name.ends_with(extension) && !crate::checkpoint::is_temporary_file(name)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Every non-directory entry under `dir` (symlinks not followed into directories), a few levels deep.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    const DEPTH: usize = 8;
+    let mut out = Vec::new();
+    let mut stack = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() && depth + 1 < DEPTH => stack.push((path, depth + 1)),
+                Ok(t) if t.is_dir() => {}
+                Ok(_) => out.push(path),
+                Err(_) => {}
+            }
+        }
+    }
+    out
+}
+
 fn yaml_key(p: &Path) -> String {
     let s = p.to_string_lossy();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -490,6 +661,8 @@ impl Callback for ModelCheckpoint {
     fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         self.check_against_registry(ctx.state())?;
         let dir = self.resolve_dirpath(ctx)?;
+        self.pending_deletes.clear();
+        remove_leftover_temporaries(ctx, &dir);
         if ctx.fs().is_writer() && self.cfg.save_top_k != 0 {
             if let Ok(mut entries) = std::fs::read_dir(&dir) {
                 if entries.next().is_some() {
@@ -504,8 +677,9 @@ impl Callback for ModelCheckpoint {
         Ok(())
     }
 
-    fn on_train_start(&mut self, _ctx: &mut CallbackContext<'_>) -> Result<()> {
+    fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         self.last_time_checked = Some((self.clock)());
+        self.finish_pending_deletes(ctx);
         Ok(())
     }
 
@@ -605,7 +779,7 @@ impl Callback for ModelCheckpoint {
             &path,
             self.cfg.save_weights_only,
             key,
-            self.state_value(&self.book),
+            self.state_value(&self.book, &[]),
         )?;
         self.book.last_global_step_saved = s.global_step;
         self.book.last_checkpoint_saved = Some(path.clone());
@@ -620,7 +794,7 @@ impl Callback for ModelCheckpoint {
     }
 
     fn state_dict(&self) -> Option<Value> {
-        self.state_value(&self.book)
+        self.state_value(&self.book, &[])
     }
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
@@ -636,6 +810,7 @@ impl Callback for ModelCheckpoint {
             self.book.kth_value = st.kth_value;
             self.book.best_k_models = st.best_k_models;
             self.book.last_model_path = st.last_model_path;
+            self.pending_deletes = st.pending_deletes;
         } else {
             crate::warn(&format!(
                 "The dirpath has changed from {:?} to {:?}, therefore `best_model_score`, `kth_best_model_path`, `kth_value`, `last_model_path` and `best_k_models` won't be reloaded. Only `best_model_path` will be reloaded.",
@@ -654,10 +829,32 @@ impl Callback for ModelCheckpoint {
                 last.push(p);
             }
         }
-        Some(CheckpointPaths {
-            best: self.book.best_model_path.clone(),
-            last,
-        })
+        let others = self
+            .dirpath
+            .as_deref()
+            .map_or_else(Vec::new, |d| checkpoint_files(d, &self.cfg.file_extension))
+            .into_iter()
+            .filter(|p| !last.contains(p))
+            .collect();
+        let mode = self.cfg.mode;
+        let mut ranked = self.book.best_k_models.clone();
+        // Best first; a stable sort keeps the order of saving among equal scores.
+        ranked.sort_by(|a, b| {
+            if mode.better(a.1, b.1) {
+                std::cmp::Ordering::Less
+            } else if mode.better(b.1, a.1) {
+                std::cmp::Ordering::Greater
+            } else {
+                std::cmp::Ordering::Equal
+            }
+        });
+        let mut best: Vec<PathBuf> = self.book.best_model_path.iter().cloned().collect();
+        for (p, _) in ranked {
+            if !best.contains(&p) {
+                best.push(p);
+            }
+        }
+        Some(CheckpointPaths { best, last, others })
     }
 
     fn as_any(&self) -> &dyn std::any::Any {
