@@ -861,3 +861,41 @@ impl Callback for ModelCheckpoint {
         self
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verbose_save_line_names_the_file_the_position_the_size_and_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epoch=3-step=120.ckpt");
+        std::fs::write(&path, vec![0u8; 1_234_567]).unwrap();
+        let s = TrainerState {
+            epoch: 3,
+            global_step: 120,
+            ..Default::default()
+        };
+        assert_eq!(
+            save_summary(&s, &path, Duration::from_millis(42)),
+            format!(
+                "saved checkpoint {} (epoch 3, step 120, 1.2 MB, 42 ms)",
+                path.display()
+            )
+        );
+        assert_eq!(
+            save_summary(&s, &dir.path().join("gone"), Duration::ZERO),
+            format!(
+                "saved checkpoint {} (epoch 3, step 120, 0 ms)",
+                dir.path().join("gone").display()
+            )
+        );
+        let sizes: Vec<String> = [0, 999, 1000, 52_000, 3_000_000_000, 7_000_000_000_000_000]
+            .map(human_bytes)
+            .into();
+        assert_eq!(
+            sizes,
+            ["0 B", "999 B", "1.0 KB", "52.0 KB", "3.0 GB", "7000.0 TB"]
+        );
+    }
+}
