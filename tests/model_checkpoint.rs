@@ -1155,3 +1155,63 @@ fn g5_last_resumes_from_a_top_k_file_newer_than_last_ckpt() {
         .unwrap();
     assert_eq!(t.state().resumed_from, Some(d.join("epoch=1.ckpt")));
 }
+
+#[test]
+fn g5_paths_stored_in_a_checkpoint_never_delete_outside_dirpath() {
+    // A checkpoint from another machine, or a hostile one, whose top-k table and pending deletions name
+    // files outside the directory (also through `..`): resuming and training on evicts and deletes only
+    // inside it.
+    let policy = || mc().monitor("val").filename("{epoch}");
+    let r = scenario(policy(), 1, 2, true, val("val", &[1.0]), same);
+    r.result.as_ref().unwrap();
+    let Run { dir, .. } = r;
+    let d = dir_of(&dir);
+    let outside = dir.path().join("outside.txt");
+    let sneaky = d.join("..").join("sneaky.txt");
+    std::fs::write(&outside, b"keep").unwrap();
+    std::fs::write(dir.path().join("sneaky.txt"), b"keep").unwrap();
+
+    let source = d.join("epoch=0.ckpt");
+    let mut ckpt = read_checkpoint(&source).unwrap();
+    let text = |p: &std::path::Path| ciborium::Value::Text(p.display().to_string());
+    for state in ckpt.callbacks.values_mut() {
+        let ciborium::Value::Map(entries) = state else {
+            panic!("a map")
+        };
+        for (k, v) in entries.iter_mut() {
+            match k.as_text().unwrap() {
+                "pending_deletes" => {
+                    *v = ciborium::Value::Array(vec![text(&outside), text(&sneaky)])
+                }
+                "best_k_models" => {
+                    let worse =
+                        ciborium::Value::Array(vec![text(&sneaky), ciborium::Value::Float(9.0)]);
+                    *v = ciborium::Value::Array(vec![worse]);
+                }
+                "kth_best_model_path" | "best_model_path" => *v = text(&sneaky),
+                "kth_value" | "best_model_score" => *v = ciborium::Value::Float(9.0),
+                _ => {}
+            }
+        }
+    }
+    fulgur::checkpoint::write_checkpoint(&source, &ckpt).unwrap();
+
+    let mut t = Trainer::builder()
+        .max_epochs(3)
+        .no_logger()
+        .num_sanity_val_steps(0)
+        .callback(policy().save_top_k(1).dirpath(&d).build().unwrap())
+        .build()
+        .unwrap();
+    let mut m = Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
+    m.script = val("val", &[0.5, 0.25]);
+    t.fit(
+        m,
+        &mut Units(2),
+        Some(&mut Units(1)),
+        Some(CkptPath::Path(source)),
+    )
+    .unwrap();
+    assert!(outside.exists() && dir.path().join("sneaky.txt").exists());
+    assert_eq!(listing(&d), ["epoch=0.ckpt", "epoch=2.ckpt"]);
+}

@@ -537,7 +537,7 @@ impl ModelCheckpoint {
         };
         let resumed = ctx.state().resumed_from.as_deref();
         for path in pending {
-            let stale = path.starts_with(dir)
+            let stale = policy::inside(&path, dir)
                 && !referenced(&path)
                 && resumed != Some(path.as_path())
                 && path.symlink_metadata().is_ok();

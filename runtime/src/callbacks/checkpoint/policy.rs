@@ -136,7 +136,16 @@ pub fn should_remove(
     dirpath: &Path,
     resumed_from: Option<&Path>,
 ) -> bool {
-    previous != current && resumed_from != Some(previous) && previous.starts_with(dirpath)
+    previous != current && resumed_from != Some(previous) && inside(previous, dirpath)
+}
+
+/// Whether `path` lies inside `dir`. A path read from a checkpoint may come from another machine or be
+/// hostile: `..` components never count as inside, whatever they resolve to.
+pub fn inside(path: &Path, dir: &Path) -> bool {
+    path.starts_with(dir)
+        && !path
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
 }
 
 /// The place of the decisions: the book plus what a trigger needs to know.
@@ -647,6 +656,18 @@ mod tests {
             Path::new("/ckpt/b.ckpt"),
             d,
             Some(Path::new("/ckpt/a.ckpt"))
+        ));
+        assert!(!should_remove(
+            Path::new("/ckpt/../etc/passwd"),
+            Path::new("/ckpt/b.ckpt"),
+            d,
+            None
+        ));
+        assert!(!should_remove(
+            Path::new("/ckpt/sub/../../home/x.ckpt"),
+            Path::new("/ckpt/b.ckpt"),
+            d,
+            None
         ));
     }
 }
