@@ -878,21 +878,7 @@ impl<R: Read> Source<'_, R> {
 
     /// The scalar entries written before the tensors, up to the first other entry.
     fn header(&mut self) -> Result<CheckpointHeader, CheckpointError> {
-        let entries = self.preamble()?;
-        let mut e = Entries::default();
-        let mut seen = BTreeSet::from([key::FORMAT.to_string(), key::FORMAT_VERSION.to_string()]);
-        for _ in 2..entries {
-            let key = self.key(&mut seen, "the payload")?;
-            let what = format!("`{key}`");
-            match key.as_str() {
-                key::FULGUR_VERSION => e.fulgur_version = Some(self.text(&what)?),
-                key::MODULE_TYPE => e.module_type = Some(self.text(&what)?),
-                key::EPOCH => e.epoch = Some(self.uint(&what)?),
-                key::GLOBAL_STEP => e.global_step = Some(self.uint(&what)?),
-                key::WEIGHTS_ONLY => e.weights_only = Some(self.bool(&what)?),
-                _ => break,
-            }
-        }
+        let e = self.entries(true)?;
         let missing =
             |key: &str| self.corrupt(format!("the payload has no `{key}` before the tensors"));
         Ok(CheckpointHeader {
@@ -906,7 +892,8 @@ impl<R: Read> Source<'_, R> {
         })
     }
 
-    fn checkpoint(&mut self) -> Result<Checkpoint, CheckpointError> {
+    /// The payload's entries; with `header_only`, only the scalars before the first other entry.
+    fn entries(&mut self, header_only: bool) -> Result<Entries, CheckpointError> {
         let entries = self.preamble()?;
         let mut e = Entries::default();
         let mut seen = BTreeSet::from([key::FORMAT.to_string(), key::FORMAT_VERSION.to_string()]);
@@ -919,6 +906,7 @@ impl<R: Read> Source<'_, R> {
                 key::EPOCH => e.epoch = Some(self.uint(&what)?),
                 key::GLOBAL_STEP => e.global_step = Some(self.uint(&what)?),
                 key::WEIGHTS_ONLY => e.weights_only = Some(self.bool(&what)?),
+                _ if header_only => break,
                 key::STATE_DICT => e.state_dict = Some(self.state_dict()?),
                 key::OPTIMIZER => e.optimizer = Some(self.optimizer()?),
                 key::SCHEDULER => {
@@ -946,6 +934,11 @@ impl<R: Read> Source<'_, R> {
                 _ => return Err(self.corrupt(format!("the payload has an unknown key {what}"))),
             }
         }
+        Ok(e)
+    }
+
+    fn checkpoint(&mut self) -> Result<Checkpoint, CheckpointError> {
+        let e = self.entries(false)?;
         let missing = |key: &str| self.corrupt(format!("the payload has no `{key}`"));
         Ok(Checkpoint {
             fulgur_version: e
