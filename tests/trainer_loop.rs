@@ -38,8 +38,28 @@ impl Callback for Recorder {
     fn is_checkpoint(&self) -> bool {
         self.checkpoint
     }
+    fn on_fit_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        self.push("on_fit_start", ctx);
+        Ok(())
+    }
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
         self.push("on_train_start", ctx);
+        Ok(())
+    }
+    fn on_train_epoch_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        self.push("on_train_epoch_start", ctx);
+        Ok(())
+    }
+    fn on_validation_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        self.push("on_validation_start", ctx);
+        Ok(())
+    }
+    fn on_validation_batch_end(
+        &mut self,
+        ctx: &mut CallbackContext<'_>,
+        batch_idx: u64,
+    ) -> fulgur::Result<()> {
+        self.push(&format!("on_validation_batch_end[{batch_idx}]"), ctx);
         Ok(())
     }
     fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
@@ -107,11 +127,19 @@ fn hooks_run_in_lightnings_order() {
     run(b, &events);
     let got = events.lock().unwrap().clone();
     let expected = [
+        "plain.on_fit_start(e0 s0)",
+        "ckpt.on_fit_start(e0 s0)",
+        "plain.on_validation_start(e0 s0) sanity",
+        "ckpt.on_validation_start(e0 s0) sanity",
         "validation_step",
+        "plain.on_validation_batch_end[0](e0 s0) sanity",
+        "ckpt.on_validation_batch_end[0](e0 s0) sanity",
         "plain.on_validation_end(e0 s0) sanity",
         "ckpt.on_validation_end(e0 s0) sanity",
         "plain.on_train_start(e0 s0)",
         "ckpt.on_train_start(e0 s0)",
+        "plain.on_train_epoch_start(e0 s0)",
+        "ckpt.on_train_epoch_start(e0 s0)",
         "training_step",
         "plain.on_train_batch_end(e0 s1)",
         "ckpt.on_train_batch_end(e0 s1)",
@@ -120,8 +148,14 @@ fn hooks_run_in_lightnings_order() {
         "plain.on_train_batch_end(e0 s2)",
         "ckpt.on_train_batch_end(e0 s2)",
         "module.on_train_batch_end",
+        "plain.on_validation_start(e0 s2)",
+        "ckpt.on_validation_start(e0 s2)",
         "validation_step",
+        "plain.on_validation_batch_end[0](e0 s2)",
+        "ckpt.on_validation_batch_end[0](e0 s2)",
         "validation_step",
+        "plain.on_validation_batch_end[1](e0 s2)",
+        "ckpt.on_validation_batch_end[1](e0 s2)",
         "plain.on_validation_end(e0 s2)",
         "ckpt.on_validation_end(e0 s2)",
         "training_step",
@@ -132,8 +166,14 @@ fn hooks_run_in_lightnings_order() {
         "plain.on_train_batch_end(e0 s4)",
         "ckpt.on_train_batch_end(e0 s4)",
         "module.on_train_batch_end",
+        "plain.on_validation_start(e0 s4)",
+        "ckpt.on_validation_start(e0 s4)",
         "validation_step",
+        "plain.on_validation_batch_end[0](e0 s4)",
+        "ckpt.on_validation_batch_end[0](e0 s4)",
         "validation_step",
+        "plain.on_validation_batch_end[1](e0 s4)",
+        "ckpt.on_validation_batch_end[1](e0 s4)",
         "plain.on_validation_end(e0 s4)",
         "ckpt.on_validation_end(e0 s4)",
         "plain.on_train_epoch_end(e0 s4)",

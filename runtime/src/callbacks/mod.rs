@@ -38,8 +38,19 @@ pub trait Callback: Any + Send {
         Ok(())
     }
 
+    /// Called once in `fit`, after `setup` and the restore of `ckpt_path`, before the sanity check.
+    fn on_fit_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
     /// Called once before the first training batch.
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called at the start of each training epoch, before its first batch (also when a resumed run
+    /// starts inside the epoch: [`TrainerState::batches_done`] says where).
+    fn on_train_epoch_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         Ok(())
     }
 
@@ -50,6 +61,21 @@ pub trait Callback: Any + Send {
 
     /// Called at the end of each training epoch, after validation run at that point.
     fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called at the start of each validation run, before its first batch (also during sanity
+    /// checking).
+    fn on_validation_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called after each validation batch; `batch_idx` counts from 0 within the run.
+    fn on_validation_batch_end(
+        &mut self,
+        ctx: &mut CallbackContext<'_>,
+        batch_idx: u64,
+    ) -> Result<()> {
         Ok(())
     }
 

@@ -126,6 +126,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.state.fn_ = fn_;
         self.state.metric_registry = M::METRICS;
         let n = limited(loader.num_batches() as u64, limit, what);
+        if let (Ok(n), Stage::Validation) = (&n, stage) {
+            self.state.num_val_batches = *n;
+        }
         let result = n.and_then(|n| self.run_eval(loader, n, stage, false));
         self.state.fn_ = TrainerFn::Idle;
         result
@@ -166,6 +169,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             )?,
             None => 0,
         };
+        self.state.num_sanity_val_batches =
+            cfg.num_sanity_val_steps.min(self.state.num_val_batches);
         if let (ValCheckInterval::Batches(b), Some(_)) =
             (cfg.val_check_interval, cfg.check_val_every_n_epoch)
         {
@@ -202,13 +207,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             None => None,
         };
+        self.call_callbacks(all, |c, ctx| c.on_fit_start(ctx))?;
 
-        if cfg.num_sanity_val_steps > 0 {
-            if let Some(v) = val.as_deref_mut() {
-                let n = cfg.num_sanity_val_steps.min(self.state.num_val_batches);
-                if n > 0 {
-                    self.run_eval(v, n, Stage::Validation, true)?;
-                }
+        if let Some(v) = val.as_deref_mut() {
+            let n = self.state.num_sanity_val_batches;
+            if n > 0 {
+                self.run_eval(v, n, Stage::Validation, true)?;
             }
         }
 
@@ -250,6 +254,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let n = self.state.num_training_batches;
         let accumulate = self.config.accumulate_grad_batches;
         train.set_epoch(self.state.epoch, self.state.seed);
+        self.call_callbacks(all, |c, ctx| c.on_train_epoch_start(ctx))?;
         while self.state.batches_done < n {
             let index = self.state.batches_done;
             let is_last = index + 1 == n;
@@ -453,7 +458,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         loader.set_epoch(0, self.state.seed);
         let mut accum = EpochAccumulator::default();
         let mut step_metrics = BTreeMap::new();
-        let module = self.module.as_mut().ok_or_else(no_module)?;
+        if stage == Stage::Validation {
+            self.call_callbacks(all, |c, ctx| c.on_validation_start(ctx))?;
+        }
         let mut take = |log: StepLog, weight: f64| -> Result<()> {
             for (i, v) in log.finish()? {
                 let Some(spec) = M::METRICS.get(i) else {
@@ -478,12 +485,17 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let batch = loader.batch(i)?;
             let mut log = StepLog::new(M::METRICS, stage, batch_size)
                 .at(self.state.epoch, self.state.global_step);
+            let module = self.module.as_mut().ok_or_else(no_module)?;
             match stage {
                 Stage::Test => module.test_step(batch, &mut log)?,
                 _ => module.validation_step(batch, &mut log)?,
             }
             take(log, batch_size as f64)?;
+            if stage == Stage::Validation {
+                self.call_callbacks(all, |c, ctx| c.on_validation_batch_end(ctx, i as u64))?;
+            }
         }
+        let module = self.module.as_mut().ok_or_else(no_module)?;
         if stage == Stage::Validation {
             let mut log =
                 StepLog::new(M::METRICS, stage, 1).at(self.state.epoch, self.state.global_step);

@@ -2,13 +2,21 @@
 //!
 //! # Order of events
 //!
+//! `fit` runs the callbacks' `setup`, restores `ckpt_path`, runs `on_fit_start`, the sanity check (a
+//! validation run with [`TrainerState::sanity_checking`] set) and `on_train_start`; each epoch then
+//! starts with the callbacks' `on_train_epoch_start` (also a resumed epoch, part-way through).
+//!
 //! In one training batch (section B.6 of the reference):
 //! 1. `training_step`, backward, and — when an accumulation window closes — gradient clipping, the
 //!    optimizer step and `global_step += 1`;
 //! 2. step-interval schedulers step; at the last batch of the epoch, epoch-interval schedulers too;
 //! 3. callbacks' `on_train_batch_end`;
 //! 4. the module's `on_train_batch_end`;
-//! 5. validation, when it is due at this batch, ending with the callbacks' `on_validation_end`.
+//! 5. validation, when it is due at this batch.
+//!
+//! A validation run: the callbacks' `on_validation_start`; per batch, `validation_step` then the
+//! callbacks' `on_validation_batch_end`; the module's `on_validation_epoch_end`; the callbacks'
+//! `on_validation_end`.
 //!
 //! After the last batch of an epoch: epoch metrics are aggregated; plain callbacks'
 //! `on_train_epoch_end`; the module's `on_train_epoch_end`; checkpoint callbacks' `on_train_epoch_end`;

@@ -59,6 +59,9 @@ pub struct TrainerState {
     pub num_training_batches: u64,
     /// Validation batches per run (after `limit_val_batches`); 0 when there is no validation.
     pub num_val_batches: u64,
+    /// Validation batches of the sanity check before training (`num_sanity_val_steps`, at most
+    /// `num_val_batches`).
+    pub num_sanity_val_batches: u64,
     /// The validation cadence within an epoch.
     pub val_check_interval: Option<ValCheckInterval>,
     /// Validation runs every N epochs; `None` to count batches across epochs.
