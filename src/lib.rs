@@ -4,6 +4,8 @@
 //! macros, and `dfdx` itself; `use fulgur::prelude::*;` brings what a module and a training script need.
 #![warn(missing_docs)]
 
+/// CBOR values: the type of a checkpoint's `hyper_parameters`, `extra` and callback states.
+pub use ciborium;
 pub use dfdx;
 /// The module DSL (see the guide's "The module DSL" chapter). `#[log]` and `#[checkpoint]` are read by
 /// `#[lightning_module]`; used anywhere else they report where they belong.

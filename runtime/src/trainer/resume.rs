@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CkptPath, Trainer};
+use crate::callbacks::ModelCheckpoint;
 use crate::checkpoint::{read_checkpoint, read_checkpoint_header, Checkpoint, CheckpointError};
 use crate::device::Backend;
 use crate::metrics::EpochAccumulator;
@@ -76,10 +77,22 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
                 let newest = newest_intact(candidates);
                 if newest.is_none() {
-                    crate::warn(
-                        "`fit(ckpt_path = \"last\")` is set, but there is no last checkpoint available: no checkpoint \
-                         will be loaded (hint: save one with a checkpoint callback's `save_last`)",
-                    );
+                    let dirs: Vec<String> = ckpt_callbacks
+                        .iter()
+                        .filter_map(|c| c.as_any().downcast_ref::<ModelCheckpoint>())
+                        .filter_map(|c| c.dirpath())
+                        .map(|d| format!("`{}`", d.display()))
+                        .collect();
+                    let searched = if dirs.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (searched {})", dirs.join(", "))
+                    };
+                    crate::warn(&format!(
+                        "`fit(ckpt_path = \"last\")` is set, but there is no checkpoint to resume from{searched}: \
+                         training starts from scratch (hint: a logger's default directory changes with every \
+                         `version_N`; give the `ModelCheckpoint` a fixed `dirpath` to resume across runs)"
+                    ));
                 }
                 Ok(newest)
             }
