@@ -2,6 +2,9 @@
 //! [`Trainer`](crate::trainer::Trainer) for the order of hooks in a batch and an epoch).
 
 mod checkpoint;
+mod output;
+mod progress;
+mod summary;
 
 use std::any::Any;
 use std::collections::BTreeMap;
@@ -18,6 +21,9 @@ pub use checkpoint::{
     CheckpointConfig, FilenameTemplate, Mode, ModelCheckpoint, ModelCheckpointBuilder, SaveLast,
     TemplateError,
 };
+pub use progress::{ProgressBar, ProgressMode};
+pub(crate) use summary::parameters;
+pub use summary::{ModelSummary, ParameterInfo};
 
 /// A callback. Every hook has an empty default; implement those you need.
 #[allow(unused_variables)]
@@ -30,6 +36,12 @@ pub trait Callback: Any + Send {
     /// `true` for checkpoint callbacks: the trainer moves them to the end of the list, runs their
     /// `on_train_epoch_end` after the module's, and uses them to resolve `ckpt_path = "last" | "best"`.
     fn is_checkpoint(&self) -> bool {
+        false
+    }
+
+    /// `true` for progress bars: the trainer adds its default [`ProgressBar`] only when no callback
+    /// says `true` here, and refuses one when `enable_progress_bar` is off.
+    fn is_progress_bar(&self) -> bool {
         false
     }
 
@@ -141,6 +153,9 @@ pub(crate) trait CheckpointSink {
         weights_only: bool,
         callbacks: BTreeMap<String, Value>,
     ) -> Result<Checkpoint>;
+
+    /// The attached module's tensors, in field order; empty when none is attached.
+    fn parameters(&self) -> Vec<ParameterInfo>;
 }
 
 impl CallbackContext<'_> {
@@ -152,6 +167,12 @@ impl CallbackContext<'_> {
     /// The process group.
     pub fn strategy(&self) -> &dyn Strategy {
         self.strategy
+    }
+
+    /// The attached module's tensors (not its scalar fields), in the order of its fields: name,
+    /// shape, and whether the optimizer updates it. Empty when no module is attached.
+    pub fn parameters(&self) -> Vec<ParameterInfo> {
+        self.sink.parameters()
     }
 
     /// The rank-zero gate through which callbacks write and delete files.

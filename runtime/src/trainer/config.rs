@@ -54,6 +54,8 @@ pub struct TrainerConfig {
     pub(crate) enable_checkpointing: bool,
     pub(crate) log_every_n_steps: u64,
     pub(crate) keep_training_on_checkpoint_error: bool,
+    pub(crate) enable_progress_bar: bool,
+    pub(crate) enable_model_summary: bool,
 }
 
 impl Default for TrainerConfig {
@@ -74,6 +76,8 @@ impl Default for TrainerConfig {
             enable_checkpointing: true,
             log_every_n_steps: 50,
             keep_training_on_checkpoint_error: false,
+            enable_progress_bar: true,
+            enable_model_summary: true,
         }
     }
 }

@@ -34,7 +34,10 @@ use std::path::{Path, PathBuf};
 use ciborium::Value;
 use dfdx::tensor::{Cpu, Gradients};
 
-use crate::callbacks::{Callback, CallbackContext, CheckpointSink, ModelCheckpoint};
+use crate::callbacks::{
+    Callback, CallbackContext, CheckpointSink, ModelCheckpoint, ModelSummary, ParameterInfo,
+    ProgressBar,
+};
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::data::DataLoader;
 use crate::device::Backend;
@@ -137,6 +140,12 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         /// error. `true`: a warning naming the file and the operation, and training goes on; the callback
         /// forgets the failed save, so nothing already saved is deleted because of it.
         keep_training_on_checkpoint_error: bool => keep_training_on_checkpoint_error = std::convert::identity;
+        /// Whether to show a [`ProgressBar`] (default `true`): a bar on a terminal, plain lines when
+        /// standard output is not one. A progress bar given as a callback replaces the default one.
+        enable_progress_bar: bool => enable_progress_bar = std::convert::identity;
+        /// Whether to print a [`ModelSummary`] of the module's parameters when `fit` starts (default
+        /// `true`). A `ModelSummary` given as a callback replaces the default one.
+        enable_model_summary: bool => enable_model_summary = std::convert::identity;
     }
 
     /// Adds a callback.
@@ -177,6 +186,8 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             callbacks: self.callbacks,
             module_callback_keys: Default::default(),
             default_checkpoint: false,
+            default_progress_bar: false,
+            default_model_summary: false,
             logger,
             strategy: self.strategy,
             state: TrainerState::default(),
@@ -204,6 +215,8 @@ pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     callbacks: Vec<Box<dyn Callback>>,
     module_callback_keys: std::collections::BTreeSet<String>,
     default_checkpoint: bool,
+    default_progress_bar: bool,
+    default_model_summary: bool,
     logger: Option<Box<dyn Logger>>,
     strategy: Box<dyn Strategy>,
     state: TrainerState,
@@ -334,11 +347,19 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 
     /// Installs the module's callbacks next to the user's, replacing those of an earlier `fit` and any
-    /// user callback with the same state key; checkpoint callbacks move to the end (Lightning's order).
+    /// user callback with the same state key; adds the default progress bar, model summary and
+    /// checkpoint callback where none is given; checkpoint callbacks move to the end (Lightning's order).
     fn install_callbacks(&mut self, from_module: Vec<Box<dyn Callback>>) -> Result<()> {
         let stale = std::mem::take(&mut self.module_callback_keys);
         let mut all: Vec<Box<dyn Callback>> = std::mem::take(&mut self.callbacks);
         all.retain(|c| !stale.contains(&c.state_key()));
+        // The defaults of an earlier install go; they are added again below if still wanted.
+        if std::mem::take(&mut self.default_progress_bar) {
+            all.retain(|c| !c.is_progress_bar());
+        }
+        if std::mem::take(&mut self.default_model_summary) {
+            all.retain(|c| !c.as_any().is::<ModelSummary>());
+        }
         for cb in from_module {
             let key = cb.state_key();
             if all.iter().any(|c| c.state_key() == key) {
@@ -358,6 +379,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 all.retain(|c| c.state_key() != *key);
             }
         }
+        if self.config.enable_progress_bar && !all.iter().any(|c| c.is_progress_bar()) {
+            all.push(Box::new(ProgressBar::new()));
+            self.default_progress_bar = true;
+        }
+        if self.config.enable_model_summary && !all.iter().any(|c| c.as_any().is::<ModelSummary>())
+        {
+            all.push(Box::new(ModelSummary::new()));
+            self.default_model_summary = true;
+        }
         self.default_checkpoint = false;
         if self.config.enable_checkpointing && !all.iter().any(|c| c.is_checkpoint()) {
             all.push(Box::new(ModelCheckpoint::builder().build()?));
@@ -370,11 +400,18 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .find(|k| !keys.insert(k.clone()));
         let checkpointing_off =
             !self.config.enable_checkpointing && all.iter().any(|c| c.is_checkpoint());
+        let progress_bar_off =
+            !self.config.enable_progress_bar && all.iter().any(|c| c.is_progress_bar());
         let (ckpt, plain): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.is_checkpoint());
         self.callbacks = plain.into_iter().chain(ckpt).collect();
         if checkpointing_off {
             return Err(Error::Config(
                 "Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback in the callbacks list".into(),
+            ));
+        }
+        if progress_bar_off {
+            return Err(Error::Config(
+                "Trainer was configured with `enable_progress_bar = false` but found a progress bar callback in the callbacks list".into(),
             ));
         }
         if let Some(key) = duplicate {
@@ -437,6 +474,12 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
         }
         module.on_save_checkpoint(&mut ckpt);
         Ok(ckpt)
+    }
+
+    fn parameters(&self) -> Vec<ParameterInfo> {
+        self.module
+            .map(crate::callbacks::parameters)
+            .unwrap_or_default()
     }
 }
 
