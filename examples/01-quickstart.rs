@@ -6,8 +6,8 @@
 //!
 //! The module is declared with fulgur's attributes: `#[derive(ModuleState)]` names its parameters and
 //! captures its hyperparameters, `#[lightning_module]` writes the `LightningModule` impl from the
-//! annotated methods, and `#[log]` declares the metrics each step returns. The guide's "Getting started"
-//! chapter shows the same module written by hand.
+//! annotated methods, and `#[log]` declares the metrics each step returns. The guide's "What the macros
+//! generate" chapter shows the code they write, and "Getting started" a module written by hand.
 
 use fulgur::dfdx::optim::AdamConfig;
 use fulgur::dfdx::prelude::*;
