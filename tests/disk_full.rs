@@ -361,7 +361,6 @@ fn a_failed_last_save_after_the_top_k_save_stops_fit_naming_last() {
 }
 
 #[test]
-#[ignore = "waiting for a runtime fix: the rollback forgets top-k files that were saved, so they are never deleted"]
 fn with_keep_training_failed_last_saves_leave_no_stray_top_k_files() {
     let dir = tempfile::tempdir().unwrap();
     let (t, result) = last_blocked(dir.path(), true);

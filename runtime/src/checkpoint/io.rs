@@ -68,9 +68,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::fs::{self, File};
 use std::io::{self, BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 
 use ciborium::Value;
@@ -202,22 +202,58 @@ pub fn write_checkpoint(path: &Path, ckpt: &Checkpoint) -> Result<(), Checkpoint
         _ => Path::new("."),
     };
     fs::create_dir_all(dir).map_err(io("create the directory of"))?;
-    let tmp = dir.join(temporary_name(name));
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .map_err(io("create a temporary file for"))?;
+    let (tmp, file) = create_temporary(dir, name).map_err(io("create a temporary file for"))?;
     let written = encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, &file), ckpt, path)
         .and_then(|()| file.sync_all().map_err(io("fsync")));
     drop(file);
-    if let Err(e) =
-        written.and_then(|()| fs::rename(&tmp, path).map_err(io("rename the temporary file to")))
+    if let Err(e) = written
+        .and_then(|()| fs::rename(&tmp.path, path).map_err(io("rename the temporary file to")))
     {
-        let _ = fs::remove_file(&tmp);
+        let _ = fs::remove_file(&tmp.path);
         return Err(e);
     }
+    drop(tmp);
     sync_dir(dir).map_err(io("fsync the directory of"))
+}
+
+/// The temporary files this process is writing; [`is_in_flight`] tells them from leftovers.
+fn in_flight() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    static IN_FLIGHT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `path` is the temporary file of a [`write_checkpoint`] under way in this process. Every other
+/// temporary file (see [`is_temporary_file`]) is a leftover of an interrupted write, also one that a
+/// crashed process with this process's id left behind.
+pub(crate) fn is_in_flight(path: &Path) -> bool {
+    in_flight().contains(path)
+}
+
+/// A temporary file registered as in flight until dropped.
+struct Temporary {
+    path: PathBuf,
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        in_flight().remove(&self.path);
+    }
+}
+
+/// Creates a new temporary file for `name` in `dir`. A name taken already (a leftover of a crashed
+/// process that had this process's id) is skipped, not an error.
+fn create_temporary(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(Temporary, File)> {
+    let mut attempts = 0;
+    loop {
+        let path = dir.join(temporary_name(name));
+        in_flight().insert(path.clone());
+        let tmp = Temporary { path };
+        match File::options().write(true).create_new(true).open(&tmp.path) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 pub(crate) fn temporary_name(name: &std::ffi::OsStr) -> OsString {

@@ -55,6 +55,9 @@ pub struct ModelCheckpoint {
     clock: Clock,
     /// Deletions that a resumed checkpoint recorded as under way when it was written (see `State`).
     pending_deletes: Vec<PathBuf>,
+    /// Whether the checkpoint this `fit` resumed from is one of this callback's own files (its restored
+    /// book lists it), and so may be rotated out like any other.
+    owns_resume_source: bool,
 }
 
 impl std::fmt::Debug for ModelCheckpoint {
@@ -81,6 +84,7 @@ impl ModelCheckpointBuilder {
             warned_missing_monitor: false,
             clock: Arc::new(move || start.elapsed()),
             pending_deletes: Vec::new(),
+            owns_resume_source: false,
         })
     }
 }
@@ -305,16 +309,21 @@ impl ModelCheckpoint {
         self.cfg.every_n_epochs >= 1 && (s.epoch + 1) % self.cfg.every_n_epochs == 0
     }
 
-    /// Runs the policy for one trigger and performs its actions. When an action fails the book goes back
-    /// to what it was before the trigger, so the callback never counts a file it did not write; an I/O
-    /// error then stops `fit`, or is a warning with `keep_training_on_checkpoint_error`.
+    /// Runs the policy for one trigger and performs its actions. When an action fails, the book goes back
+    /// to the state recorded in the last file this trigger wrote (or to the state before the trigger), so
+    /// the callback never counts a file it did not write nor forgets one it did; an I/O error then stops
+    /// `fit`, or is a warning with `keep_training_on_checkpoint_error`.
     fn run(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<()> {
         let before = self.book.clone();
-        let result = self.decide_and_execute(ctx, topk, last);
-        let Err(error) = result else {
+        let result = match self.decide(ctx, topk, last) {
+            Ok(actions) => self.execute(ctx, actions),
+            Err(e) => Err((e, None)),
+        };
+        let Err((error, saved)) = result else {
             return Ok(());
         };
-        self.book = before;
+        // Back to the state the last file written in this trigger records, or to the state before it.
+        self.book = saved.unwrap_or(before);
         if error.is_io() && ctx.state().keep_training_on_checkpoint_error {
             if ctx.fs().is_writer() {
                 crate::warn(&format!(
@@ -326,12 +335,8 @@ impl ModelCheckpoint {
         Err(error)
     }
 
-    fn decide_and_execute(
-        &mut self,
-        ctx: &CallbackContext<'_>,
-        topk: bool,
-        last: bool,
-    ) -> Result<()> {
+    /// The actions of one trigger; the book is updated as they are decided.
+    fn decide(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<Vec<Action>> {
         let Some(dirpath) = self.dirpath.clone() else {
             return Err(Error::Config(
                 "`ModelCheckpoint` was used before `setup` resolved its directory".into(),
@@ -356,7 +361,12 @@ impl ModelCheckpoint {
                 book: &mut self.book,
                 namer: &namer,
                 global_step: s.global_step,
-                resumed_from: s.resumed_from.as_deref(),
+                // A resume source that this callback's own restored book lists is one of its files,
+                // rotated like the others; any other resume source is never deleted (B.10).
+                resumed_from: s
+                    .resumed_from
+                    .as_deref()
+                    .filter(|_| !self.owns_resume_source),
             };
             if topk && self.cfg.save_top_k != 0 {
                 match &self.cfg.monitor {
@@ -414,10 +424,27 @@ impl ModelCheckpoint {
                 crate::info(&m);
             }
         }
-        self.execute(ctx, actions)
+        Ok(actions)
     }
 
-    fn execute(&self, ctx: &CallbackContext<'_>, actions: Vec<Action>) -> Result<()> {
+    /// Performs `actions` in order. On a failure, returns the error and the book recorded in the last
+    /// file written, if any.
+    fn execute(
+        &self,
+        ctx: &CallbackContext<'_>,
+        actions: Vec<Action>,
+    ) -> Result<(), (Error, Option<Book>)> {
+        let mut saved: Option<Book> = None;
+        let result = self.perform(ctx, actions, &mut saved);
+        result.map_err(|e| (e, saved))
+    }
+
+    fn perform(
+        &self,
+        ctx: &CallbackContext<'_>,
+        actions: Vec<Action>,
+        saved: &mut Option<Book>,
+    ) -> Result<()> {
         let key = self.cfg.state_key();
         let deletes: Vec<PathBuf> = actions
             .iter()
@@ -436,6 +463,7 @@ impl ModelCheckpoint {
                         key.clone(),
                         self.state_value(&book, &deletes),
                     )?;
+                    *saved = Some(*book);
                     if self.cfg.verbose && ctx.fs().is_writer() {
                         crate::info(&save_summary(ctx.state(), &path, started.elapsed()));
                     }
@@ -521,6 +549,15 @@ fn relative_to(target: &Path, base: &Path) -> PathBuf {
 }
 
 impl ModelCheckpoint {
+    /// Whether the book lists `path` as one of the callback's files.
+    fn references(&self, path: &Path) -> bool {
+        let b = &self.book;
+        b.best_k_models.iter().any(|(k, _)| k == path)
+            || b.best_model_path.as_deref() == Some(path)
+            || b.kth_best_model_path.as_deref() == Some(path)
+            || b.last_model_path.as_deref() == Some(path)
+    }
+
     /// Finishes the deletions a resumed checkpoint recorded as under way, for files inside `dirpath`
     /// that the restored book does not reference and that are not the resume source.
     fn finish_pending_deletes(&mut self, ctx: &CallbackContext<'_>) {
@@ -528,17 +565,10 @@ impl ModelCheckpoint {
         let (Some(dir), true) = (&self.dirpath, ctx.fs().is_writer()) else {
             return;
         };
-        let b = &self.book;
-        let referenced = |p: &Path| {
-            b.best_k_models.iter().any(|(k, _)| k == p)
-                || b.best_model_path.as_deref() == Some(p)
-                || b.kth_best_model_path.as_deref() == Some(p)
-                || b.last_model_path.as_deref() == Some(p)
-        };
         let resumed = ctx.state().resumed_from.as_deref();
         for path in pending {
             let stale = policy::inside(&path, dir)
-                && !referenced(&path)
+                && !self.references(&path)
                 && resumed != Some(path.as_path())
                 && path.symlink_metadata().is_ok();
             if !stale {
@@ -588,15 +618,15 @@ fn human_bytes(n: u64) -> String {
 }
 
 /// Deletes the temporary files that interrupted writes left in `dir` and its sub-directories (rank 0).
-/// Files of this process are spared: they belong to writes under way.
+/// Writes under way in this process are spared; another process writing into the same directory is not
+/// supported (nor is it in Lightning: the version counter would race too).
 fn remove_leftover_temporaries(ctx: &CallbackContext<'_>, dir: &Path) {
     if !ctx.fs().is_writer() {
         return;
     }
-    let own = format!(".tmp-{}-", std::process::id());
     for path in walk(dir) {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if crate::checkpoint::is_temporary_file(name) && !name.contains(&own) {
+        if crate::checkpoint::is_temporary_file(name) && !crate::checkpoint::is_in_flight(&path) {
             match ctx.fs().remove_file(&path) {
                 Ok(()) => crate::info(&format!(
                     "deleted {}, the temporary file of a write that did not finish",
@@ -679,6 +709,11 @@ impl Callback for ModelCheckpoint {
 
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         self.last_time_checked = Some((self.clock)());
+        self.owns_resume_source = ctx
+            .state()
+            .resumed_from
+            .as_deref()
+            .is_some_and(|p| self.references(p));
         self.finish_pending_deletes(ctx);
         Ok(())
     }
