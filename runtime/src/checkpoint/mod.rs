@@ -9,9 +9,9 @@ pub use error::CheckpointError;
 pub use format::{
     Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION,
 };
-pub(crate) use io::{is_in_flight, temporary_name};
 pub use io::{
     decode_checkpoint, encode_checkpoint, is_temporary_file, read_checkpoint,
     read_checkpoint_header, write_checkpoint, CheckpointHeader,
 };
+pub(crate) use io::{is_in_flight, temporary_name};
 pub use tensor::{DType, TensorData, TensorSizeError};

@@ -315,11 +315,11 @@ impl ModelCheckpoint {
     /// `fit`, or is a warning with `keep_training_on_checkpoint_error`.
     fn run(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<()> {
         let before = self.book.clone();
-        let result = match self.decide(ctx, topk, last) {
-            Ok(actions) => self.execute(ctx, actions),
-            Err(e) => Err((e, None)),
-        };
-        let Err((error, saved)) = result else {
+        let mut saved = None;
+        let result = self
+            .decide(ctx, topk, last)
+            .and_then(|actions| self.perform(ctx, actions, &mut saved));
+        let Err(error) = result else {
             return Ok(());
         };
         // Back to the state the last file written in this trigger records, or to the state before it.
@@ -427,18 +427,7 @@ impl ModelCheckpoint {
         Ok(actions)
     }
 
-    /// Performs `actions` in order. On a failure, returns the error and the book recorded in the last
-    /// file written, if any.
-    fn execute(
-        &self,
-        ctx: &CallbackContext<'_>,
-        actions: Vec<Action>,
-    ) -> Result<(), (Error, Option<Book>)> {
-        let mut saved: Option<Book> = None;
-        let result = self.perform(ctx, actions, &mut saved);
-        result.map_err(|e| (e, saved))
-    }
-
+    /// Performs `actions` in order; `saved` is the book recorded in the last file written.
     fn perform(
         &self,
         ctx: &CallbackContext<'_>,
