@@ -1176,6 +1176,42 @@ fn major_name(major: u8) -> &'static str {
     }
 }
 
+/// The encoding of a checkpoint with no tensors whose `state_dict` entry comes right after
+/// `format_version`, before the scalars: a valid file (entries may come in any order) that
+/// [`read_checkpoint_header`] cannot rank. For tests of the readers that must still accept it.
+#[cfg(test)]
+pub(crate) fn scalars_after_tensors(global_step: u64) -> Vec<u8> {
+    let mut ckpt = Checkpoint::new("reordered");
+    ckpt.global_step = global_step;
+    let mut bytes = Vec::new();
+    encode_checkpoint(&mut bytes, &ckpt, Path::new("mem")).unwrap();
+    let entry = [
+        &[0x60 | key::STATE_DICT.len() as u8][..],
+        key::STATE_DICT.as_bytes(),
+        &[0xa0],
+    ]
+    .concat();
+    let at = bytes.windows(entry.len()).position(|w| w == entry).unwrap();
+    bytes.drain(at..at + entry.len());
+    let version = [
+        &[0x60 | key::FORMAT_VERSION.len() as u8][..],
+        key::FORMAT_VERSION.as_bytes(),
+        &[1],
+    ]
+    .concat();
+    let after = bytes
+        .windows(version.len())
+        .position(|w| w == version)
+        .unwrap()
+        + version.len();
+    bytes.splice(after..after, entry);
+    // No tensor data: the structure checksum covers the whole payload.
+    let end = bytes.len() - TRAILER_LEN as usize;
+    let digest = xxh3_64(&bytes[MAGIC.len()..end]);
+    bytes[end..end + 8].copy_from_slice(&digest.to_le_bytes());
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1355,6 +1391,16 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["epoch=3.ckpt"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn a_file_with_its_scalars_after_the_tensors_loads_but_has_no_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.ckpt");
+        fs::write(&path, scalars_after_tensors(7)).unwrap();
+        assert_eq!(read_checkpoint(&path).unwrap().global_step, 7);
+        let err = read_checkpoint_header(&path).unwrap_err().to_string();
+        assert!(err.contains("before the tensors"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,8 @@ pub use error::CheckpointError;
 pub use format::{
     Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION,
 };
+#[cfg(test)]
+pub(crate) use io::scalars_after_tensors;
 pub use io::{
     decode_checkpoint, encode_checkpoint, is_temporary_file, read_checkpoint,
     read_checkpoint_header, write_checkpoint, CheckpointHeader,

@@ -209,8 +209,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 fn newest_intact(candidates: Vec<PathBuf>) -> Option<(PathBuf, Checkpoint)> {
     let mut ranked = Vec::new();
     for (i, path) in candidates.into_iter().enumerate() {
-        match read_checkpoint_header(&path) {
-            Ok(h) => ranked.push((!h.weights_only, h.global_step, std::cmp::Reverse(i), path)),
+        // A file from another writer may keep its scalars after the tensors: then the header read fails
+        // and only a full read tells whether the file is damaged.
+        let rank = read_checkpoint_header(&path)
+            .map(|h| (h.weights_only, h.global_step))
+            .or_else(|_| read_checkpoint(&path).map(|c| (c.weights_only, c.global_step)));
+        match rank {
+            Ok((weights_only, step)) => {
+                ranked.push((!weights_only, step, std::cmp::Reverse(i), path))
+            }
             Err(e) => crate::warn(&format!(
                 "`ckpt_path = \"last\"`: skipping a damaged checkpoint: {e}"
             )),
@@ -230,4 +237,26 @@ fn newest_intact(candidates: Vec<PathBuf>) -> Option<(PathBuf, Checkpoint)> {
 
 fn no_module() -> Error {
     super::fit::no_module()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_ranks_a_file_without_a_readable_header_by_reading_it_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (reordered, older, damaged) = (
+            dir.path().join("reordered.ckpt"),
+            dir.path().join("older.ckpt"),
+            dir.path().join("damaged.ckpt"),
+        );
+        std::fs::write(&reordered, crate::checkpoint::scalars_after_tensors(9)).unwrap();
+        let mut ckpt = Checkpoint::new("m");
+        ckpt.global_step = 5;
+        crate::checkpoint::write_checkpoint(&older, &ckpt).unwrap();
+        std::fs::write(&damaged, b"FULGURCK and then nothing sensible").unwrap();
+        let (path, ckpt) = newest_intact(vec![older, damaged, reordered.clone()]).unwrap();
+        assert_eq!((path, ckpt.global_step), (reordered, 9));
+    }
 }
