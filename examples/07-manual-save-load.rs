@@ -13,35 +13,10 @@ mod common;
 
 use std::collections::BTreeSet;
 
-use common::{Batch, Config, Mlp};
+use common::{Config, LitClassifier};
 use fulgur::checkpoint::read_checkpoint;
 use fulgur::dfdx::prelude::*;
-use fulgur::optim::Adam;
 use fulgur::prelude::*;
-
-#[derive(ModuleState)]
-struct LitClassifier<D: Backend> {
-    net: Built<Mlp, D>,
-    #[hparams]
-    config: Config,
-}
-
-#[lightning_module]
-impl<D: Backend> LitClassifier<D> {
-    fn configure_optimizers(&self) -> Adam<D> {
-        common::adam(self.config.lr)
-    }
-
-    #[log(train_loss)]
-    fn training_step(&mut self, batch: Batch<D>, grads: Gradients<f32, D>) -> Loss<D> {
-        common::train_loss(&mut self.net, batch, grads)
-    }
-
-    #[log(val_loss, val_acc)]
-    fn validation_step(&mut self, batch: Batch<D>) -> (f32, f32) {
-        common::evaluate(&self.net, batch)
-    }
-}
 
 fn main() -> fulgur::Result<()> {
     let root = common::fresh_dir("07-manual-save-load")?;

@@ -1,8 +1,9 @@
 //! What the numbered examples share: the data, the network and its loss and accuracy, a line of metrics
 //! per validation, and a listing of a checkpoint directory.
 //!
-//! Each example still declares its own module with `#[lightning_module]`, because a `#[checkpoint]`
-//! policy is part of that declaration; the step bodies call into here. This file sits in a folder, so
+//! The examples whose checkpoint policy is built at run time (`ModelCheckpoint::builder()`) share the
+//! module `LitClassifier` below; those with a `#[checkpoint]` policy declare their own module, since the
+//! policy is part of that declaration, and call into the step bodies here. This file sits in a folder, so
 //! cargo does not take it for an example of its own.
 // Each example uses part of this file.
 #![allow(dead_code)]
@@ -168,5 +169,30 @@ impl Callback for PrintMetrics {
 
     fn as_any(&self) -> &dyn std::any::Any {
         self
+    }
+}
+
+/// The digits classifier of the quickstart, without a checkpoint policy of its own.
+#[derive(ModuleState)]
+pub struct LitClassifier<D: Backend> {
+    net: Built<Mlp, D>,
+    #[hparams]
+    config: Config,
+}
+
+#[lightning_module]
+impl<D: Backend> LitClassifier<D> {
+    fn configure_optimizers(&self) -> Adam<D> {
+        adam(self.config.lr)
+    }
+
+    #[log(train_loss)]
+    fn training_step(&mut self, batch: Batch<D>, grads: Gradients<f32, D>) -> Loss<D> {
+        train_loss(&mut self.net, batch, grads)
+    }
+
+    #[log(val_loss, val_acc)]
+    fn validation_step(&mut self, batch: Batch<D>) -> (f32, f32) {
+        evaluate(&self.net, batch)
     }
 }
