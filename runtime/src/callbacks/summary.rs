@@ -1,13 +1,8 @@
 //! Lightning's `ModelSummary`: a table of the module's parameter counts at the start of `fit`.
 
-use std::convert::Infallible;
 use std::io::Write;
 
-use dfdx::nn::tensor_collection::{
-    RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName, ViewTensorRef,
-};
-use dfdx::shapes::{HasShape, Shape};
-use dfdx::tensor::Tensor;
+use dfdx::nn::tensor_collection::TensorCollection;
 
 use super::output::Output;
 use super::{Callback, CallbackContext};
@@ -199,36 +194,15 @@ fn thousands(n: u64) -> String {
 pub(crate) fn parameters<M: TensorCollection<f32, D>, D: Backend>(
     module: &M,
 ) -> Vec<ParameterInfo> {
-    let mut out = Collect(Vec::new());
-    match M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut out,
-    }) {
-        Ok(_) => out.0,
-        Err(never) => match never {},
-    }
-}
-
-struct Collect(Vec<ParameterInfo>);
-
-impl<D: Backend> TensorVisitor<f32, D> for Collect {
-    type Viewer = (ViewTensorRef, ViewTensorName);
-    type Err = Infallible;
-    type E2 = f32;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        opts: TensorOptions<S, f32, D>,
-        (t, name): (&Tensor<S, f32, D>, String),
-    ) -> std::result::Result<Option<Tensor<S, f32, D>>, Infallible> {
-        self.0.push(ParameterInfo {
+    let mut out = Vec::new();
+    crate::optim::named::for_each_tensor(module, |name, shape, _: &D, trainable| {
+        out.push(ParameterInfo {
             name,
-            shape: t.shape().concrete().into_iter().collect(),
-            trainable: opts.do_gradient_update,
-        });
-        Ok(None)
-    }
+            shape,
+            trainable,
+        })
+    });
+    out
 }
 
 #[cfg(test)]

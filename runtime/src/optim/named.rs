@@ -71,19 +71,36 @@ where
     M: TensorCollection<f32, D>,
     D: Backend,
 {
-    let mut out = InfoWalker(BTreeMap::new());
+    let mut out = BTreeMap::new();
+    for_each_tensor(module, |name, shape, device: &D, trainable| {
+        if trainable {
+            let device = device.clone();
+            out.insert(name, ParamInfo { shape, device });
+        }
+    });
+    out
+}
+
+/// Calls `f(name, shape, device, trainable)` for every tensor of `module`, in field order, without
+/// changing it.
+pub(crate) fn for_each_tensor<M, D>(module: &M, f: impl FnMut(String, Vec<usize>, &D, bool))
+where
+    M: TensorCollection<f32, D>,
+    D: Backend,
+{
+    let mut each = Each(f);
     match M::iter_tensors(&mut RecursiveWalker {
         m: (module, String::new()),
-        f: &mut out,
+        f: &mut each,
     }) {
-        Ok(_) => out.0,
+        Ok(_) => {}
         Err(never) => match never {},
     }
 }
 
-struct InfoWalker<D>(BTreeMap<String, ParamInfo<D>>);
+struct Each<F>(F);
 
-impl<D: Backend> TensorVisitor<f32, D> for InfoWalker<D> {
+impl<D: Backend, F: FnMut(String, Vec<usize>, &D, bool)> TensorVisitor<f32, D> for Each<F> {
     type Viewer = (ViewTensorRef, ViewTensorName);
     type Err = Infallible;
     type E2 = f32;
@@ -92,15 +109,10 @@ impl<D: Backend> TensorVisitor<f32, D> for InfoWalker<D> {
     fn visit<S: Shape>(
         &mut self,
         opts: TensorOptions<S, f32, D>,
-        (param, name): (&Tensor<S, f32, D>, String),
+        (t, name): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Infallible> {
-        if opts.do_gradient_update {
-            let info = ParamInfo {
-                shape: param.shape().concrete().into(),
-                device: param.device().clone(),
-            };
-            self.0.insert(name, info);
-        }
+        let shape = t.shape().concrete().into_iter().collect();
+        (self.0)(name, shape, t.device(), opts.do_gradient_update);
         Ok(None)
     }
 }
