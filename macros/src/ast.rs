@@ -12,8 +12,8 @@ use syn::{
 
 use crate::attr::{self, CheckpointAttr, LogAttr, Reduce};
 use crate::ctxt::Ctxt;
-use crate::suggest::did_you_mean;
-use crate::template::Kind;
+use fulgur_format::suggest::did_you_mean;
+use fulgur_format::template::Kind;
 
 // ---------------------------------------------------------------------------------------------------
 // The device

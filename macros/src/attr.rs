@@ -12,7 +12,9 @@ use syn::{token, Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Meta, 
 
 use crate::ctxt::Ctxt;
 use crate::duration::{self, Duration};
-use crate::suggest::{did_you_mean, hint};
+use fulgur_format::suggest::did_you_mean;
+
+use crate::suggest::hint;
 
 /// A value with the tokens of the literal that gave it, and the key it was given for.
 #[derive(Debug, Clone)]

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use crate::ast::{Metric, Module, StepKind};
 use crate::attr::{Arg, CheckpointAttr, Mode};
 use crate::ctxt::Ctxt;
-use crate::suggest::{did_you_mean, listing};
-use crate::template::{self, Kind};
+use fulgur_format::suggest::did_you_mean;
+use fulgur_format::template::{self, Kind, Piece};
+
+use crate::suggest::listing;
 
 pub fn check_module(cx: &Ctxt, module: &Module) {
     check_required_methods(cx, module);
@@ -186,8 +188,8 @@ fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &BTreeMap<String, Opti
 /// Lightning formats a missing placeholder as 0 and a bad format spec fails at the first save (G.1, G.2).
 fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String, Option<Kind>>) {
     let Some(arg) = arg else { return };
-    let fields = match template::parse(&arg.value) {
-        Ok(fields) => fields,
+    let pieces = match template::parse(&arg.value) {
+        Ok(pieces) => pieces,
         Err(reason) => {
             cx.error_spanned_by(
                 &arg.tokens,
@@ -197,7 +199,7 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
         }
     };
     let mut reported: Vec<&str> = Vec::new();
-    for field in &fields {
+    for field in pieces.iter().filter_map(Piece::as_field) {
         match known.get(&field.name) {
             None if !reported.contains(&field.name.as_str()) => {
                 reported.push(&field.name);

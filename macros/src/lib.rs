@@ -10,7 +10,6 @@ mod duration;
 mod expand;
 mod fallback;
 mod suggest;
-mod template;
 
 use proc_macro::TokenStream;
 

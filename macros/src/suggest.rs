@@ -1,35 +1,6 @@
-//! Did-you-mean suggestions for misspelled names.
+//! Messages for misspelled names, on the shared did-you-mean rule.
 
-/// Levenshtein distance between two strings, by characters.
-pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
-}
-
-/// The candidate closest to `name`, if it is close enough to be a likely typo (the runtime's rule, so
-/// that compile-time and run-time messages suggest the same name).
-pub fn did_you_mean<'a>(
-    name: &str,
-    candidates: impl IntoIterator<Item = &'a str>,
-) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
+use fulgur_format::suggest::did_you_mean;
 
 /// `, did you mean `x`?` or `, expected one of `a`, `b`` when nothing is close.
 pub fn hint(name: &str, candidates: &[&str]) -> String {
@@ -54,9 +25,10 @@ mod tests {
 
     #[test]
     fn close_matches_only() {
-        assert_eq!(edit_distance("monitr", "monitor"), 1);
-        assert_eq!(did_you_mean("monitr", ["mode", "monitor"]), Some("monitor"));
-        assert_eq!(did_you_mean("accuracy", ["val_loss", "epoch"]), None);
+        assert_eq!(
+            hint("monitr", &["mode", "monitor"]),
+            ", did you mean `monitor`?"
+        );
         assert_eq!(hint("zzz", &["a", "b"]), ", expected one of `a`, `b`");
     }
 }

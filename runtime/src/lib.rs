@@ -20,7 +20,6 @@ pub mod metrics;
 pub mod module;
 pub mod strategy;
 pub mod trainer;
-mod util;
 
 /// Prints a warning on standard error (rank-zero filtering is the caller's concern).
 pub(crate) fn warn(message: &str) {

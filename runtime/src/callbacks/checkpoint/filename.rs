@@ -12,6 +12,8 @@
 //!
 //! Everything here is pure: the directory, join character, version suffix and extension are the caller's.
 
+use fulgur_format::template::{self, Field, Kind, Piece, Spec};
+
 use crate::metrics::{MetricKind, MetricValue};
 
 /// A parsed checkpoint filename template: literal text and `{name}` / `{name:spec}` fields.
@@ -68,34 +70,6 @@ pub enum TemplateError {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Piece {
-    Text(String),
-    Field(Field),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Field {
-    name: String,
-    /// The spec as written, `None` without a `:`.
-    spec_source: Option<String>,
-    spec: Spec,
-}
-
-impl Field {
-    /// The field as the user wrote it, for messages.
-    fn written(&self) -> String {
-        written(&self.name, self.spec_source.as_deref())
-    }
-}
-
-fn written(name: &str, spec: Option<&str>) -> String {
-    match spec {
-        Some(spec) => format!("{{{name}:{spec}}}"),
-        None => format!("{{{name}}}"),
-    }
-}
-
 impl FilenameTemplate {
     /// Parses `template`, checking its braces and every format spec.
     ///
@@ -107,93 +81,7 @@ impl FilenameTemplate {
             template: template.to_string(),
             reason,
         };
-        let chars: Vec<char> = template.chars().collect();
-        let mut pieces = Vec::new();
-        let mut text = String::new();
-        let mut i = 0;
-        while i < chars.len() {
-            match chars[i] {
-                '{' if chars.get(i + 1) == Some(&'{') => {
-                    text.push('{');
-                    i += 2;
-                }
-                '{' => {
-                    let open = i;
-                    let unclosed = || {
-                        malformed(format!(
-                            "unclosed `{{` at position {open}, expected `}}` (or `{{{{` for a literal brace)"
-                        ))
-                    };
-                    i += 1;
-                    let mut name = String::new();
-                    loop {
-                        match chars.get(i) {
-                            None => return Err(unclosed()),
-                            Some(':' | '}') => break,
-                            Some('{') => {
-                                return Err(malformed(format!(
-                                    "unexpected `{{` at position {i} in the field opened at position {open}, \
-                                     expected `}}` (or `{{{{` for a literal brace)"
-                                )))
-                            }
-                            Some(&c) => name.push(c),
-                        }
-                        i += 1;
-                    }
-                    let mut spec_source = None;
-                    if chars[i] == ':' {
-                        i += 1;
-                        let mut spec = String::new();
-                        loop {
-                            match chars.get(i) {
-                                None => return Err(unclosed()),
-                                Some('}') => break,
-                                Some('{') => {
-                                    return Err(malformed(format!(
-                                        "unexpected `{{` at position {i} in a format spec, nested fields are \
-                                         not supported"
-                                    )))
-                                }
-                                Some(&c) => spec.push(c),
-                            }
-                            i += 1;
-                        }
-                        spec_source = Some(spec);
-                    }
-                    i += 1;
-                    if name.is_empty() {
-                        return Err(malformed(format!(
-                            "empty field name at position {open}, expected a metric name such as `{{epoch}}`"
-                        )));
-                    }
-                    let spec = Spec::parse(&name, spec_source.as_deref()).map_err(malformed)?;
-                    if !text.is_empty() {
-                        pieces.push(Piece::Text(std::mem::take(&mut text)));
-                    }
-                    pieces.push(Piece::Field(Field {
-                        name,
-                        spec_source,
-                        spec,
-                    }));
-                }
-                '}' if chars.get(i + 1) == Some(&'}') => {
-                    text.push('}');
-                    i += 2;
-                }
-                '}' => {
-                    return Err(malformed(format!(
-                        "single `}}` at position {i}, expected `}}}}` for a literal brace"
-                    )))
-                }
-                c => {
-                    text.push(c);
-                    i += 1;
-                }
-            }
-        }
-        if !text.is_empty() {
-            pieces.push(Piece::Text(text));
-        }
+        let pieces = template::parse(template).map_err(malformed)?;
         Ok(Self {
             source: template.to_string(),
             pieces,
@@ -278,257 +166,28 @@ impl FilenameTemplate {
     }
 
     fn fields_iter(&self) -> impl Iterator<Item = &Field> {
-        self.pieces.iter().filter_map(|piece| match piece {
-            Piece::Field(field) => Some(field),
-            Piece::Text(_) => None,
-        })
+        self.pieces.iter().filter_map(Piece::as_field)
     }
 
     fn check_field(&self, field: &Field, kind: MetricKind) -> Result<(), TemplateError> {
-        let spec = &field.spec;
-        if !spec.given {
-            return Ok(());
-        }
-        let (name, shown) = (&field.name, field.written());
-        let reason = if kind.is_float() {
-            match spec.code {
-                Some(code @ ('b' | 'c' | 'd' | 'o' | 'x' | 'X')) => {
-                    let mut reason =
-                        format!("format code `{code}` in `{shown}` needs an integer, but `{name}` is a float metric");
-                    if code == 'd' && spec.precision.is_none() {
-                        let source = field.spec_source.as_deref().unwrap_or("");
-                        let fixed = format!("{}.0f", &source[..source.len() - 1]);
-                        reason += &format!(
-                            ", use `{}` to print it without decimals",
-                            written(name, Some(&fixed))
-                        );
-                    }
-                    reason
-                }
-                _ => return Ok(()),
-            }
-        } else {
-            // Without a float format code an integer is formatted as one (`d`), which takes neither.
-            if !matches!(spec.code, None | Some('n')) {
-                return Ok(());
-            }
-            let what = kind_words(kind);
-            if let Some(precision) = spec.precision {
-                let source = field.spec_source.as_deref().unwrap_or("");
-                let source = if spec.code == Some('n') {
-                    &source[..source.len() - 1]
-                } else {
-                    source
-                };
-                format!(
-                    "precision `.{precision}` in `{shown}` needs a float, but `{name}` is {what} metric, use a \
-                     float format code such as `{}`",
-                    written(name, Some(&format!("{source}f")))
-                )
-            } else if spec.no_neg_zero {
-                format!("`z` in `{shown}` needs a float, but `{name}` is {what} metric")
-            } else {
-                return Ok(());
-            }
-        };
-        Err(TemplateError::KindMismatch {
-            template: self.source.clone(),
-            field: name.clone(),
-            kind,
-            reason,
-        })
+        field
+            .check_kind(format_kind(kind))
+            .map_err(|reason| TemplateError::KindMismatch {
+                template: self.source.clone(),
+                field: field.name.clone(),
+                kind,
+                reason,
+            })
     }
 }
 
-fn kind_words(kind: MetricKind) -> &'static str {
+/// The shared checks' name for a metric kind.
+fn format_kind(kind: MetricKind) -> Kind {
     match kind {
-        MetricKind::F32 | MetricKind::F64 => "a float",
-        MetricKind::Int => "an integer",
-        MetricKind::Bool => "a boolean",
-    }
-}
-
-/// Longest width or precision accepted: a file name has at most 255 bytes on common file systems, and a
-/// bound keeps a typo such as `{x:.1000000f}` from allocating without limit.
-const MAX_NUMBER: usize = 255;
-
-const INTEGER_CODES: &str = "bcdoxX";
-const EXPECTED_CODES: &str =
-    "`b`, `c`, `d`, `e`, `E`, `f`, `F`, `g`, `G`, `n`, `o`, `x`, `X` or `%`";
-
-/// A parsed format spec: `[[fill]align][sign][z][#][0][width][grouping][.precision][type]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Spec {
-    /// `false` for an empty spec (`{x}`, `{x:}`), which prints a bool as `True` and a float in full.
-    given: bool,
-    fill: char,
-    align: char,
-    sign: Option<char>,
-    no_neg_zero: bool,
-    alternate: bool,
-    width: Option<usize>,
-    grouping: Option<char>,
-    precision: Option<usize>,
-    code: Option<char>,
-}
-
-impl Spec {
-    /// Python's `parse_internal_render_format_spec` plus its checks that need no value: errors in the
-    /// spec itself, whatever the metric.
-    fn parse(name: &str, written_spec: Option<&str>) -> Result<Self, String> {
-        let shown = written(name, written_spec);
-        let source = written_spec.unwrap_or("");
-        let c: Vec<char> = source.chars().collect();
-        let is_align = |ch: char| matches!(ch, '<' | '>' | '=' | '^');
-        let mut spec = Spec {
-            given: !c.is_empty(),
-            fill: ' ',
-            align: '>',
-            sign: None,
-            no_neg_zero: false,
-            alternate: false,
-            width: None,
-            grouping: None,
-            precision: None,
-            code: None,
-        };
-        let mut i = 0;
-        let mut fill_given = false;
-        let mut align_given = false;
-        if c.len() >= 2 && is_align(c[1]) {
-            (spec.fill, spec.align) = (c[0], c[1]);
-            (fill_given, align_given) = (true, true);
-            i = 2;
-        } else if !c.is_empty() && is_align(c[0]) {
-            spec.align = c[0];
-            align_given = true;
-            i = 1;
-        }
-        if let Some(&sign @ ('+' | '-' | ' ')) = c.get(i) {
-            spec.sign = Some(sign);
-            i += 1;
-        }
-        if c.get(i) == Some(&'z') {
-            spec.no_neg_zero = true;
-            i += 1;
-        }
-        if c.get(i) == Some(&'#') {
-            spec.alternate = true;
-            i += 1;
-        }
-        if !fill_given && c.get(i) == Some(&'0') {
-            spec.fill = '0';
-            if !align_given {
-                spec.align = '=';
-            }
-            i += 1;
-        }
-        let number = |i: &mut usize, what: &str| -> Result<Option<usize>, String> {
-            let start = *i;
-            while c.get(*i).is_some_and(char::is_ascii_digit) {
-                *i += 1;
-            }
-            if *i == start {
-                return Ok(None);
-            }
-            let digits: String = c[start..*i].iter().collect();
-            match digits.parse::<usize>() {
-                Ok(n) if n <= MAX_NUMBER => Ok(Some(n)),
-                _ => Err(format!(
-                    "{what} `{digits}` in `{shown}` is too large, expected at most {MAX_NUMBER}"
-                )),
-            }
-        };
-        spec.width = number(&mut i, "width")?;
-        let both =
-            || format!("both `,` and `_` in `{shown}`, expected at most one grouping option");
-        if c.get(i) == Some(&',') {
-            spec.grouping = Some(',');
-            i += 1;
-        }
-        if c.get(i) == Some(&'_') {
-            if spec.grouping.is_some() {
-                return Err(both());
-            }
-            spec.grouping = Some('_');
-            i += 1;
-        }
-        if c.get(i) == Some(&',') && spec.grouping == Some('_') {
-            return Err(both());
-        }
-        if c.get(i) == Some(&'.') {
-            i += 1;
-            spec.precision = number(&mut i, "precision")?;
-            if spec.precision.is_none() {
-                return Err(format!(
-                    "missing precision after `.` in `{shown}`, expected digits such as `.2`"
-                ));
-            }
-        }
-        match c.len() - i {
-            0 => {}
-            1 => spec.code = Some(c[i]),
-            _ => {
-                return Err(format!(
-                    "invalid format spec `{source}` in `{shown}`, expected \
-                     `[[fill]align][sign][z][#][0][width][grouping][.precision][type]`"
-                ))
-            }
-        }
-        let Some(code) = spec.code else {
-            return Ok(spec);
-        };
-        if !"bcdoxXneEfFgG%".contains(code) {
-            return Err(format!(
-                "unknown format code `{code}` in `{shown}`, expected {EXPECTED_CODES}"
-            ));
-        }
-        if let Some(grouping) = spec.grouping {
-            let allowed = "deEfFgG%".contains(code) || (grouping == '_' && "boxX".contains(code));
-            if !allowed {
-                return Err(format!(
-                    "grouping `{grouping}` cannot be used with format code `{code}` in `{shown}`"
-                ));
-            }
-        }
-        // These hold for every metric: a float cannot take an integer code at all (`n` is both).
-        if INTEGER_CODES.contains(code) {
-            if let Some(precision) = spec.precision {
-                return Err(format!(
-                    "precision `.{precision}` cannot be used with format code `{code}` in `{shown}`"
-                ));
-            }
-            if spec.no_neg_zero {
-                return Err(format!(
-                    "`z` cannot be used with format code `{code}` in `{shown}`"
-                ));
-            }
-        }
-        if code == 'c' {
-            if let Some(sign) = spec.sign {
-                return Err(format!(
-                    "sign `{sign}` cannot be used with format code `c` in `{shown}`"
-                ));
-            }
-            if spec.alternate {
-                return Err(format!(
-                    "`#` cannot be used with format code `c` in `{shown}`"
-                ));
-            }
-        }
-        Ok(spec)
-    }
-
-    /// Separator and group size for the integer digits.
-    fn group(&self, code: Option<char>) -> Option<(char, usize)> {
-        self.grouping.map(|sep| {
-            let size = if sep == '_' && matches!(code, Some('b' | 'o' | 'x' | 'X')) {
-                4
-            } else {
-                3
-            };
-            (sep, size)
-        })
+        MetricKind::F32 => Kind::F32,
+        MetricKind::F64 => Kind::F64,
+        MetricKind::Int => Kind::Int,
+        MetricKind::Bool => Kind::Bool,
     }
 }
 

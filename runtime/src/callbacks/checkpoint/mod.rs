@@ -19,8 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::{Callback, CallbackContext, CheckpointPaths};
 use crate::metrics::{metric_keys, MetricKind, MetricValue};
 use crate::trainer::{TrainerFn, TrainerState, ValCheckInterval};
-use crate::util::did_you_mean;
 use crate::{Error, Result};
+use fulgur_format::suggest::did_you_mean;
 use policy::{Action, Book, Decide, Namer};
 
 pub use config::{CheckpointConfig, Mode, ModelCheckpointBuilder, SaveLast};

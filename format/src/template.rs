@@ -1,18 +1,23 @@
-//! Checkpoint filename templates, checked at compile time with the runtime's rules
-//! (`FilenameTemplate::parse` and `check_kinds`): Python's `str.format` fields, `{{`/`}}` literal braces,
-//! and format specs that can print the kind of their metric.
+//! Checkpoint filename templates: Python's `str.format` fields (`{epoch:03d}-{val_loss:.2f}`), `{{`/`}}`
+//! literal braces, and format specs checked against the kind of the metric they print. Rendering values
+//! is the runtime's; this is what the macros check at compile time with the same rules and messages.
 
-/// The type a metric is logged with, when the macro can tell it from the written type.
+/// The type of the metric a field prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
+    /// 32-bit float.
     F32,
+    /// 64-bit float.
     F64,
+    /// Integer.
     Int,
+    /// Boolean.
     Bool,
 }
 
 impl Kind {
-    fn is_float(self) -> bool {
+    /// `true` for the float kinds.
+    pub fn is_float(self) -> bool {
         matches!(self, Kind::F32 | Kind::F64)
     }
 
@@ -25,21 +30,46 @@ impl Kind {
     }
 }
 
+/// A piece of a parsed template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Piece {
+    /// Literal text, with `{{` and `}}` already turned into single braces.
+    Text(String),
+    /// A field.
+    Field(Field),
+}
+
+impl Piece {
+    /// The field, if this piece is one.
+    pub fn as_field(&self) -> Option<&Field> {
+        match self {
+            Piece::Field(field) => Some(field),
+            Piece::Text(_) => None,
+        }
+    }
+}
+
 /// A `{name}` or `{name:spec}` field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Field {
+    /// The metric name.
     pub name: String,
-    spec_source: Option<String>,
-    spec: Spec,
+    /// The spec as written, `None` without a `:`.
+    pub spec_source: Option<String>,
+    /// The parsed spec.
+    pub spec: Spec,
 }
 
 impl Field {
-    fn written(&self) -> String {
+    /// The field as the user wrote it, for messages.
+    pub fn written(&self) -> String {
         written(&self.name, self.spec_source.as_deref())
     }
 
-    /// Checks the spec against the metric's kind: Python rejects an integer format code on a float,
-    /// and a precision or `z` without a float code on an integer or a boolean.
+    /// Checks the spec against the kind of the field's metric, as Python does: an integer format code
+    /// (`b c d o x X`) on a float is rejected, and so is a precision or `z` without a float format code
+    /// on an integer or a boolean. The error is the reason, with what to write instead where there is an
+    /// obvious fix.
     pub fn check_kind(&self, kind: Kind) -> Result<(), String> {
         let spec = &self.spec;
         if !spec.given {
@@ -65,6 +95,7 @@ impl Field {
                 _ => Ok(()),
             };
         }
+        // Without a float format code an integer is formatted as one (`d`), which takes neither.
         if !matches!(spec.code, None | Some('n')) {
             return Ok(());
         }
@@ -91,26 +122,36 @@ impl Field {
     }
 }
 
-fn written(name: &str, spec: Option<&str>) -> String {
+/// `{name}` or `{name:spec}`, as written.
+pub fn written(name: &str, spec: Option<&str>) -> String {
     match spec {
         Some(spec) => format!("{{{name}:{spec}}}"),
         None => format!("{{{name}}}"),
     }
 }
 
-/// The fields of `template`, or why its braces or a format spec are malformed (the reason only: the
-/// caller names the argument).
-pub fn parse(template: &str) -> Result<Vec<Field>, String> {
+/// Parses `template` into text and fields, checking its braces and every format spec.
+///
+/// `{{` and `}}` are literal braces. An unclosed `{`, a single `}`, an empty name (`{}`, `{:03d}`) or an
+/// invalid spec (`{epoch:03q}`) is an error: the reason, with the position in characters from 0 (the
+/// caller names the template).
+pub fn parse(template: &str) -> Result<Vec<Piece>, String> {
     let chars: Vec<char> = template.chars().collect();
-    let mut fields = Vec::new();
+    let mut pieces = Vec::new();
+    let mut text = String::new();
     let mut i = 0;
     while i < chars.len() {
         match chars[i] {
-            '{' if chars.get(i + 1) == Some(&'{') => i += 2,
+            '{' if chars.get(i + 1) == Some(&'{') => {
+                text.push('{');
+                i += 2;
+            }
             '{' => {
                 let open = i;
                 let unclosed = || {
-                    format!("unclosed `{{` at position {open}, expected `}}` (or `{{{{` for a literal brace)")
+                    format!(
+                        "unclosed `{{` at position {open}, expected `}}` (or `{{{{` for a literal brace)"
+                    )
                 };
                 i += 1;
                 let mut name = String::new();
@@ -138,7 +179,8 @@ pub fn parse(template: &str) -> Result<Vec<Field>, String> {
                             Some('}') => break,
                             Some('{') => {
                                 return Err(format!(
-                                    "unexpected `{{` at position {i} in a format spec, nested fields are not supported"
+                                    "unexpected `{{` at position {i} in a format spec, nested fields are \
+                                     not supported"
                                 ))
                             }
                             Some(&c) => spec.push(c),
@@ -154,73 +196,119 @@ pub fn parse(template: &str) -> Result<Vec<Field>, String> {
                     ));
                 }
                 let spec = Spec::parse(&name, spec_source.as_deref())?;
-                fields.push(Field {
+                if !text.is_empty() {
+                    pieces.push(Piece::Text(std::mem::take(&mut text)));
+                }
+                pieces.push(Piece::Field(Field {
                     name,
                     spec_source,
                     spec,
-                });
+                }));
             }
-            '}' if chars.get(i + 1) == Some(&'}') => i += 2,
+            '}' if chars.get(i + 1) == Some(&'}') => {
+                text.push('}');
+                i += 2;
+            }
             '}' => {
                 return Err(format!(
                     "single `}}` at position {i}, expected `}}}}` for a literal brace"
                 ))
             }
-            _ => i += 1,
+            c => {
+                text.push(c);
+                i += 1;
+            }
         }
     }
-    Ok(fields)
+    if !text.is_empty() {
+        pieces.push(Piece::Text(text));
+    }
+    Ok(pieces)
 }
 
+/// Longest width or precision accepted: a file name has at most 255 bytes on common file systems, and a
+/// bound keeps a typo such as `{x:.1000000f}` from allocating without limit.
 const MAX_NUMBER: usize = 255;
+
+/// The format codes that print integers only.
 const INTEGER_CODES: &str = "bcdoxX";
 const EXPECTED_CODES: &str =
     "`b`, `c`, `d`, `e`, `E`, `f`, `F`, `g`, `G`, `n`, `o`, `x`, `X` or `%`";
 
-/// `[[fill]align][sign][z][#][0][width][grouping][.precision][type]`, the parts the checks need.
+/// A parsed format spec: `[[fill]align][sign][z][#][0][width][grouping][.precision][type]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Spec {
-    given: bool,
-    no_neg_zero: bool,
-    precision: Option<usize>,
-    code: Option<char>,
+pub struct Spec {
+    /// `false` for an empty spec (`{x}`, `{x:}`), which prints a bool as `True` and a float in full.
+    pub given: bool,
+    /// The fill character (`' '` by default, `0` with the `0` flag).
+    pub fill: char,
+    /// `<`, `>`, `=` or `^`.
+    pub align: char,
+    /// `+`, `-` or `' '`.
+    pub sign: Option<char>,
+    /// `z`: negative zero prints as zero.
+    pub no_neg_zero: bool,
+    /// `#`.
+    pub alternate: bool,
+    /// The minimum width.
+    pub width: Option<usize>,
+    /// `,` or `_`.
+    pub grouping: Option<char>,
+    /// The digits after `.`.
+    pub precision: Option<usize>,
+    /// The format code (`d`, `f`, `e`, …).
+    pub code: Option<char>,
 }
 
 impl Spec {
-    fn parse(name: &str, written_spec: Option<&str>) -> Result<Self, String> {
+    /// Python's `parse_internal_render_format_spec` plus its checks that need no value: errors in the
+    /// spec itself, whatever the metric.
+    pub fn parse(name: &str, written_spec: Option<&str>) -> Result<Self, String> {
         let shown = written(name, written_spec);
         let source = written_spec.unwrap_or("");
         let c: Vec<char> = source.chars().collect();
         let is_align = |ch: char| matches!(ch, '<' | '>' | '=' | '^');
         let mut spec = Spec {
             given: !c.is_empty(),
+            fill: ' ',
+            align: '>',
+            sign: None,
             no_neg_zero: false,
+            alternate: false,
+            width: None,
+            grouping: None,
             precision: None,
             code: None,
         };
         let mut i = 0;
         let mut fill_given = false;
+        let mut align_given = false;
         if c.len() >= 2 && is_align(c[1]) {
-            fill_given = true;
+            (spec.fill, spec.align) = (c[0], c[1]);
+            (fill_given, align_given) = (true, true);
             i = 2;
         } else if !c.is_empty() && is_align(c[0]) {
+            spec.align = c[0];
+            align_given = true;
             i = 1;
         }
-        let mut sign = None;
-        if let Some(&s @ ('+' | '-' | ' ')) = c.get(i) {
-            sign = Some(s);
+        if let Some(&sign @ ('+' | '-' | ' ')) = c.get(i) {
+            spec.sign = Some(sign);
             i += 1;
         }
         if c.get(i) == Some(&'z') {
             spec.no_neg_zero = true;
             i += 1;
         }
-        let mut alternate = false;
         if c.get(i) == Some(&'#') {
-            alternate = true;
+            spec.alternate = true;
             i += 1;
         }
         if !fill_given && c.get(i) == Some(&'0') {
+            spec.fill = '0';
+            if !align_given {
+                spec.align = '=';
+            }
             i += 1;
         }
         let number = |i: &mut usize, what: &str| -> Result<Option<usize>, String> {
@@ -239,22 +327,21 @@ impl Spec {
                 )),
             }
         };
-        number(&mut i, "width")?;
+        spec.width = number(&mut i, "width")?;
         let both =
             || format!("both `,` and `_` in `{shown}`, expected at most one grouping option");
-        let mut grouping = None;
         if c.get(i) == Some(&',') {
-            grouping = Some(',');
+            spec.grouping = Some(',');
             i += 1;
         }
         if c.get(i) == Some(&'_') {
-            if grouping.is_some() {
+            if spec.grouping.is_some() {
                 return Err(both());
             }
-            grouping = Some('_');
+            spec.grouping = Some('_');
             i += 1;
         }
-        if c.get(i) == Some(&',') && grouping == Some('_') {
+        if c.get(i) == Some(&',') && spec.grouping == Some('_') {
             return Err(both());
         }
         if c.get(i) == Some(&'.') {
@@ -284,14 +371,15 @@ impl Spec {
                 "unknown format code `{code}` in `{shown}`, expected {EXPECTED_CODES}"
             ));
         }
-        if let Some(g) = grouping {
-            let allowed = "deEfFgG%".contains(code) || (g == '_' && "boxX".contains(code));
+        if let Some(grouping) = spec.grouping {
+            let allowed = "deEfFgG%".contains(code) || (grouping == '_' && "boxX".contains(code));
             if !allowed {
                 return Err(format!(
-                    "grouping `{g}` cannot be used with format code `{code}` in `{shown}`"
+                    "grouping `{grouping}` cannot be used with format code `{code}` in `{shown}`"
                 ));
             }
         }
+        // These hold for every metric: a float cannot take an integer code at all (`n` is both).
         if INTEGER_CODES.contains(code) {
             if let Some(precision) = spec.precision {
                 return Err(format!(
@@ -305,18 +393,30 @@ impl Spec {
             }
         }
         if code == 'c' {
-            if let Some(s) = sign {
+            if let Some(sign) = spec.sign {
                 return Err(format!(
-                    "sign `{s}` cannot be used with format code `c` in `{shown}`"
+                    "sign `{sign}` cannot be used with format code `c` in `{shown}`"
                 ));
             }
-            if alternate {
+            if spec.alternate {
                 return Err(format!(
                     "`#` cannot be used with format code `c` in `{shown}`"
                 ));
             }
         }
         Ok(spec)
+    }
+
+    /// Separator and group size for the integer digits.
+    pub fn group(&self, code: Option<char>) -> Option<(char, usize)> {
+        self.grouping.map(|sep| {
+            let size = if sep == '_' && matches!(code, Some('b' | 'o' | 'x' | 'X')) {
+                4
+            } else {
+                3
+            };
+            (sep, size)
+        })
     }
 }
 
@@ -325,7 +425,12 @@ mod tests {
     use super::*;
 
     fn names(t: &str) -> Vec<String> {
-        parse(t).unwrap().into_iter().map(|f| f.name).collect()
+        let pieces = parse(t).unwrap();
+        pieces
+            .iter()
+            .filter_map(Piece::as_field)
+            .map(|f| f.name.clone())
+            .collect()
     }
 
     #[test]
@@ -335,6 +440,11 @@ mod tests {
             ["epoch", "val_loss"]
         );
         assert_eq!(names("{{x}}-{val/loss}"), ["val/loss"]);
+        assert_eq!(
+            parse("{{x}}-{y}").unwrap()[0],
+            Piece::Text("{x}-".into()),
+            "doubled braces are literal text"
+        );
         assert_eq!(names("plain"), Vec::<String>::new());
     }
 
@@ -374,7 +484,7 @@ mod tests {
 
     #[test]
     fn specs_against_kinds() {
-        let f = |t: &str| parse(t).unwrap().remove(0);
+        let f = |t: &str| parse(t).unwrap()[0].as_field().unwrap().clone();
         assert_eq!(
             f("{val_loss:02d}").check_kind(Kind::F32).unwrap_err(),
             "format code `d` in `{val_loss:02d}` needs an integer, but `val_loss` is a float metric, \

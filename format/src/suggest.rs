@@ -1,7 +1,7 @@
-//! Small helpers shared by the runtime.
+//! Did-you-mean suggestions for misspelled names.
 
 /// Levenshtein distance between two strings, by characters.
-pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+pub fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {
@@ -16,8 +16,9 @@ pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The candidate closest to `name`, if it is close enough to be a likely typo.
-pub(crate) fn did_you_mean<'a>(
+/// The candidate closest to `name`, if it is close enough to be a likely typo: at most a third of its
+/// characters (at least one) differ.
+pub fn did_you_mean<'a>(
     name: &str,
     candidates: impl IntoIterator<Item = &'a str>,
 ) -> Option<&'a str> {
