@@ -23,7 +23,9 @@ pub mod prelude {
     pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
     pub use fulgur_runtime::callbacks::{Callback, CallbackContext};
     pub use fulgur_runtime::checkpoint::Checkpoint;
-    pub use fulgur_runtime::data::{ClassificationBatch, ClassificationData, DataLoader};
+    pub use fulgur_runtime::data::{
+        ClassificationBatch, ClassificationData, DataLoader, TensorBatch, TensorData,
+    };
     pub use fulgur_runtime::device::Backend;
     pub use fulgur_runtime::logger::CsvLogger;
     pub use fulgur_runtime::metrics::{MetricSpec, Reduce, Stage, StepLog};

@@ -3,7 +3,7 @@ use std::sync::Arc;
 use dfdx::shapes::Const;
 use dfdx::tensor::Tensor;
 
-use super::{permutation, DataLoader};
+use super::{batch_rows, permutation, split_indices, DataLoader};
 use crate::device::Backend;
 use crate::{Error, Result};
 
@@ -52,19 +52,13 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
 
     /// Splits into `(train, val)` with `val_fraction` of the samples, chosen by a shuffle with `seed`.
     pub fn split(&self, val_fraction: f64, seed: u64) -> Result<(Self, Self)> {
-        if !(0.0..=1.0).contains(&val_fraction) {
-            return Err(Error::Config(format!(
-                "`val_fraction` must be in [0, 1], got {val_fraction}"
-            )));
-        }
-        let order = permutation(self.len(), seed, 0);
-        let n_val = (self.len() as f64 * val_fraction).round() as usize;
-        let pick = |range: &[usize]| Self {
+        let (train, val) = split_indices(&self.indices, val_fraction, seed)?;
+        let pick = |indices| Self {
             features: self.features.clone(),
             labels: self.labels.clone(),
-            indices: range.iter().map(|&i| self.indices[i]).collect(),
+            indices,
         };
-        Ok((pick(&order[n_val..]), pick(&order[..n_val])))
+        Ok((pick(train), pick(val)))
     }
 
     /// A loader of batches of `batch_size` samples on `device`, reshuffled every epoch when `shuffle`.
@@ -125,16 +119,7 @@ impl<const F: usize, const C: usize, D: Backend> DataLoader for ClassificationLo
     }
 
     fn batch(&mut self, index: usize) -> Result<Self::Batch> {
-        let start = index * self.batch_size;
-        let Some(rows) = self
-            .order
-            .get(start..(start + self.batch_size).min(self.order.len()))
-        else {
-            return Err(Error::Config(format!(
-                "batch index {index} is out of range: the loader has {} batches",
-                self.num_batches()
-            )));
-        };
+        let rows = batch_rows(&self.order, self.batch_size, index)?;
         let n = rows.len();
         let mut x = Vec::with_capacity(n * F);
         let mut y = vec![0.0f32; n * C];
@@ -194,6 +179,16 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         assert!(loader.batch(3).is_err());
+    }
+
+    #[test]
+    fn one_past_the_last_batch_is_an_error_not_an_empty_batch() {
+        let mut loader = data().loader(5, false, &Cpu::default()).unwrap();
+        let err = loader.batch(2).unwrap_err().to_string();
+        assert!(
+            err.contains("batch index 2 is out of range: the loader has 2 batches"),
+            "{err}"
+        );
     }
 
     #[test]
