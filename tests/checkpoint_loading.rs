@@ -197,3 +197,88 @@ fn a_missing_checkpoint_file_is_a_clear_error() {
         .to_string();
     assert!(err.contains("does/not/exist.ckpt"), "{err}");
 }
+
+/// Runs `load` on another thread and returns its error message; a load that blocks (as `open` does on a
+/// FIFO with no writer) fails the test after a generous timeout instead of hanging it.
+#[cfg(unix)]
+fn error_without_hanging<T: Send + 'static>(
+    what: &str,
+    path: &std::path::Path,
+    load: impl FnOnce(std::path::PathBuf) -> fulgur::Result<T> + Send + 'static,
+) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let owned = path.to_path_buf();
+    std::thread::spawn(move || {
+        let _ = tx.send(load(owned).map(|_| ()).map_err(|e| e.to_string()));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(60)) {
+        Ok(Err(e)) => e,
+        Ok(Ok(())) => panic!("{what}: `{}` loaded", path.display()),
+        Err(_) => {
+            // Unblock the reader (opening the write end completes its `open`), then fail.
+            let _ = std::fs::OpenOptions::new().write(true).open(path);
+            panic!("{what}: reading `{}` blocked for 60 s", path.display())
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_fifo_socket_device_or_directory_is_an_error_naming_it_never_a_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.ckpt");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let socket = dir.path().join("socket.ckpt");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let directory = dir.path().join("directory.ckpt");
+    std::fs::create_dir(&directory).unwrap();
+    let link = dir.path().join("link-to-fifo.ckpt");
+    std::os::unix::fs::symlink(&fifo, &link).unwrap();
+    let device = std::path::Path::new("/dev/null");
+
+    for (path, kind) in [
+        (fifo.as_path(), "is a named pipe (FIFO)"),
+        (link.as_path(), "is a named pipe (FIFO)"),
+        (socket.as_path(), "is a socket"),
+        (directory.as_path(), "is a directory"),
+        (device, "is a character device"),
+    ] {
+        let errors = [
+            error_without_hanging("read_checkpoint", path, |p| Ok(read_checkpoint(&p)?)),
+            error_without_hanging("read_checkpoint_header", path, |p| {
+                Ok(fulgur::checkpoint::read_checkpoint_header(&p)?)
+            }),
+            error_without_hanging("load_from_checkpoint", path, |p| {
+                LitMlp::load_from_checkpoint(p, &Cpu::default())
+            }),
+            error_without_hanging("fit", path, |p| {
+                let (mut train, _) = loaders();
+                let mut t = Trainer::builder()
+                    .max_steps(2)
+                    .no_logger()
+                    .enable_checkpointing(false)
+                    .enable_progress_bar(false)
+                    .enable_model_summary(false)
+                    .build()?;
+                t.fit(
+                    LitMlp::new(Hparams::default()),
+                    &mut train,
+                    None,
+                    Some(CkptPath::Path(p)),
+                )
+            }),
+        ];
+        for err in errors {
+            assert!(
+                err.contains(&path.display().to_string()),
+                "names the path: {err}"
+            );
+            assert!(err.contains(kind), "says `{kind}`: {err}");
+            assert!(err.contains("not a regular file"), "{err}");
+        }
+    }
+}

@@ -332,7 +332,7 @@ fn foreign_empty_missing_and_directory_paths_are_errors_naming_the_path() {
     for (path, expected) in [
         (&zip_path, "is not a fulgur checkpoint"),
         (&empty, "is not a fulgur checkpoint"),
-        (&directory, ""),
+        (&directory, "is a directory, not a regular file"),
         (&missing, "cannot open checkpoint"),
     ] {
         let named = path.display().to_string();

@@ -15,6 +15,16 @@ pub enum CheckpointError {
         #[source]
         source: std::io::Error,
     },
+    /// The path names a directory, a FIFO, a socket or a device, not a regular file; found before the
+    /// path is opened, so a FIFO never blocks the reader.
+    #[error("checkpoint path `{}` is {kind}, not a regular file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is: `a directory`, `a named pipe (FIFO)`, `a socket`, `a block device`, `a character
+        /// device` or `a special file`.
+        kind: &'static str,
+    },
     /// The file is not a fulgur checkpoint at all.
     #[error("`{}` is not a fulgur checkpoint: {reason}", path.display())]
     NotACheckpoint {

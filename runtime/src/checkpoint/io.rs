@@ -599,11 +599,20 @@ fn dtype_name(dtype: DType) -> &'static str {
 
 /// Reads and verifies the checkpoint at `path`.
 ///
-/// Errors: [`CheckpointError::Io`] when the file cannot be opened or read,
-/// [`CheckpointError::NotACheckpoint`] when it does not start with the checkpoint magic,
+/// Errors: [`CheckpointError::Io`] when the file cannot be opened or read, [`CheckpointError::NotAFile`]
+/// when `path` is a directory, a FIFO, a socket or a device (checked before opening it, so a FIFO never
+/// blocks), [`CheckpointError::NotACheckpoint`] when it does not start with the checkpoint magic,
 /// [`CheckpointError::UnsupportedVersion`] when a newer fulgur wrote it, and [`CheckpointError::Corrupt`]
 /// naming the damaged part (truncation, malformed CBOR, a checksum mismatch in a tensor or the header).
 pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let (file, len) = open_regular(path)?;
+    decode_checkpoint(BufReader::with_capacity(READ_BUFFER, file), len, path)
+}
+
+/// Opens `path` for reading, refusing anything but a regular file (symbolic links followed) before
+/// `open` is called: opening a FIFO with no writer blocks forever, a device may never end. Returns the
+/// file and its length.
+fn open_regular(path: &Path) -> Result<(File, u64), CheckpointError> {
     let io = |op| {
         move |source| CheckpointError::Io {
             path: path.to_path_buf(),
@@ -611,9 +620,48 @@ pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
             source,
         }
     };
+    check_regular(path, &fs::metadata(path).map_err(io("open"))?)?;
     let file = File::open(path).map_err(io("open"))?;
-    let len = file.metadata().map_err(io("read the size of"))?.len();
-    decode_checkpoint(BufReader::with_capacity(READ_BUFFER, file), len, path)
+    let metadata = file.metadata().map_err(io("read the size of"))?;
+    // The path may have been replaced between the two looks; what was opened counts.
+    check_regular(path, &metadata)?;
+    Ok((file, metadata.len()))
+}
+
+fn check_regular(path: &Path, metadata: &fs::Metadata) -> Result<(), CheckpointError> {
+    let file_type = metadata.file_type();
+    if file_type.is_file() {
+        return Ok(());
+    }
+    Err(CheckpointError::NotAFile {
+        path: path.to_path_buf(),
+        kind: file_kind(file_type),
+    })
+}
+
+/// What a file that is not a regular file is, for messages.
+fn file_kind(file_type: fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if file_type.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if file_type.is_socket() {
+            return "a socket";
+        }
+        if file_type.is_block_device() {
+            return "a block device";
+        }
+        if file_type.is_char_device() {
+            return "a character device";
+        }
+    }
+    if file_type.is_dir() {
+        "a directory"
+    } else {
+        "a special file"
+    }
 }
 
 /// The scalar fields at the front of a checkpoint file, read without the tensors.
@@ -638,19 +686,7 @@ pub struct CheckpointHeader {
 /// the file is read — so use it to choose among files (as `ckpt_path = "last"` does, newest first) and
 /// [`read_checkpoint`] to load one. Errors are those of [`read_checkpoint`] for the bytes it reads.
 pub fn read_checkpoint_header(path: &Path) -> Result<CheckpointHeader, CheckpointError> {
-    let file = File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        op: "open",
-        source,
-    })?;
-    let len = file
-        .metadata()
-        .map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            op: "read the size of",
-            source,
-        })?
-        .len();
+    let (file, len) = open_regular(path)?;
     let mut src = open_payload(BufReader::with_capacity(8 * 1024, file), len, path)?;
     src.header()
 }
