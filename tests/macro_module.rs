@@ -357,3 +357,85 @@ fn steps_test_and_predict_through_the_trainer() {
         val_set.len()
     );
 }
+
+/// dfdx's own bound on the device, `Device<f32>`, inline: the impls the macros write add `Backend`.
+#[derive(ModuleState)]
+struct DfdxBound<D: Device<f32>> {
+    net: Built<Linear<64, 10>, D>,
+}
+
+#[lightning_module]
+impl<D: Device<f32>> DfdxBound<D> {
+    fn configure_optimizers(&self) -> Adam<D> {
+        Adam::new(AdamConfig::default())
+    }
+
+    #[log(loss)]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, D>,
+        grads: Gradients<f32, D>,
+    ) -> Loss<D> {
+        cross_entropy_with_logits_loss(self.net.forward_mut(batch.x.traced(grads)), batch.y)
+    }
+}
+
+/// The same bound in `where` clauses.
+#[derive(ModuleState)]
+struct DfdxWhere<D>
+where
+    D: Device<f32>,
+{
+    net: Built<Linear<64, 10>, D>,
+}
+
+#[lightning_module]
+impl<D> DfdxWhere<D>
+where
+    D: Device<f32>,
+{
+    fn configure_optimizers(&self) -> Adam<D> {
+        Adam::new(AdamConfig::default())
+    }
+
+    #[log(loss)]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, D>,
+        grads: Gradients<f32, D>,
+    ) -> Loss<D> {
+        cross_entropy_with_logits_loss(self.net.forward_mut(batch.x.traced(grads)), batch.y)
+    }
+}
+
+/// Trains `model` for 5 batches; returns the trainer's step count and the weights before and after.
+fn train_briefly<M>(model: M) -> (u64, bool)
+where
+    M: LightningModule<Cpu, Batch = ClassificationBatch<64, 10, Cpu>>,
+{
+    let (mut train, _) = loaders();
+    let before = weights(&model);
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .limit_train_batches(5u64)
+        .no_logger()
+        .enable_checkpointing(false)
+        .build()
+        .unwrap();
+    trainer.fit(model, &mut train, None, None).unwrap();
+    let after = weights(&trainer.take_module().unwrap());
+    (trainer.global_step(), before != after)
+}
+
+#[test]
+fn modules_bounded_by_dfdx_device_train() {
+    let dev = Cpu::default();
+    assert_eq!(
+        train_briefly(DfdxBound::from_hparams((), &dev).unwrap()),
+        (5, true)
+    );
+    assert_eq!(
+        train_briefly(DfdxWhere::from_hparams((), &dev).unwrap()),
+        (5, true)
+    );
+}

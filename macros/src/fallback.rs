@@ -96,6 +96,8 @@ pub fn module(item: &ItemImpl, module: Option<&Module>, errors: TokenStream) -> 
     }
     let (rt, dfdx) = (expand::rt(), expand::dfdx());
     let dev = device.ty();
+    let mut item = item.clone();
+    expand::bound_device(&mut item.generics, &device);
     let self_ty = &module.self_ty;
     let generics = expand::with_backend(&module.generics, &device);
     let (impl_generics, _, where_clause) = generics.split_for_impl();

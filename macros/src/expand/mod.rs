@@ -23,7 +23,7 @@ pub(crate) fn support() -> TokenStream {
     quote!(::fulgur::__private::fulgur_runtime::module::macro_support)
 }
 
-/// `generics` with `D: Backend` added for a device parameter.
+/// `generics` with `D: Backend` added for a device parameter (the generated impls).
 pub(crate) fn with_backend(generics: &syn::Generics, device: &crate::ast::Device) -> syn::Generics {
     let mut g = generics.clone();
     if let crate::ast::Device::Param(d) = device {
@@ -33,4 +33,36 @@ pub(crate) fn with_backend(generics: &syn::Generics, device: &crate::ast::Device
             .push(syn::parse_quote!(#d: #rt::Backend));
     }
     g
+}
+
+/// Adds `D: Backend` to the user's own impl when no bound named `Backend` is on `D` already: its methods
+/// name the runtime's types (`Adam<D>`, `ClassificationBatch<…, D>`), which need it, and dfdx's own
+/// idiom bounds a device by `Device<f32>` only.
+pub(crate) fn bound_device(generics: &mut syn::Generics, device: &crate::ast::Device) {
+    let crate::ast::Device::Param(d) = device else {
+        return;
+    };
+    let is_backend = |b: &syn::TypeParamBound| {
+        matches!(b, syn::TypeParamBound::Trait(t)
+            if t.path.segments.last().is_some_and(|s| s.ident == "Backend"))
+    };
+    let inline = generics
+        .type_params()
+        .any(|p| &p.ident == d && p.bounds.iter().any(is_backend));
+    let in_where = generics
+        .where_clause
+        .iter()
+        .flat_map(|w| &w.predicates)
+        .any(|p| {
+            matches!(p, syn::WherePredicate::Type(t)
+            if matches!(&t.bounded_ty, syn::Type::Path(tp) if tp.path.is_ident(d))
+                && t.bounds.iter().any(is_backend))
+        });
+    if !inline && !in_where {
+        let rt = rt();
+        generics
+            .make_where_clause()
+            .predicates
+            .push(syn::parse_quote!(#d: #rt::Backend));
+    }
 }

@@ -6,7 +6,7 @@ use quote::{quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{Item, ItemImpl};
 
-use super::{dfdx, rt, support, with_backend};
+use super::{bound_device, dfdx, rt, support, with_backend};
 use crate::ast::{HookKind, Metric, Module, Stage, Step, StepKind};
 use crate::attr::{CheckpointAttr, Mode, Reduce, SaveLast};
 use crate::check;
@@ -60,6 +60,8 @@ fn expand(item: &ItemImpl, module: &Module) -> TokenStream {
     let self_ty = &module.self_ty;
     let generics = with_backend(&module.generics, device);
     let (impl_generics, _, where_clause) = generics.split_for_impl();
+    let mut item = item.clone();
+    bound_device(&mut item.generics, device);
 
     let training = module.step(StepKind::Training).expect("checked");
     let batch = training.batch.as_ref().expect("checked");
