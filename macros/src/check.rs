@@ -117,23 +117,42 @@ fn count(n: usize, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// A metric is one registry entry: logging it twice in a stage would mix two values under one key.
+/// One name is one metric across the module: the registry, `callback_metrics` and the monitors know a
+/// metric by its name alone, so two stages logging one name would write one key, and a monitor would
+/// read whichever came last.
 fn check_metrics_unique(cx: &Ctxt, metrics: &[Metric]) {
+    let mut noted: Vec<usize> = Vec::new();
     for (i, m) in metrics.iter().enumerate() {
-        if let Some(first) = metrics[..i]
-            .iter()
-            .find(|o| o.name == m.name && o.stage == m.stage)
-        {
-            let msg = if first.step == m.step {
-                format!("metric `{}` is named twice in this `#[log]`", m.name)
-            } else {
+        let Some(first) = metrics[..i].iter().position(|o| o.name == m.name) else {
+            continue;
+        };
+        let first_step = metrics[first].step;
+        if first_step == m.step {
+            cx.error_at(
+                m.span,
+                format!("metric `{}` is named twice in this `#[log]`", m.name),
+            );
+            continue;
+        }
+        cx.error_at(
+            m.span,
+            format!(
+                "metric `{}` is already logged by `{}`: one name is one metric in the whole module, rename one of them",
+                m.name,
+                first_step.name()
+            ),
+        );
+        if !noted.contains(&first) {
+            noted.push(first);
+            cx.error_at(
+                metrics[first].span,
                 format!(
-                    "metric `{}` is already logged by `{}`",
+                    "metric `{}` is logged by `{}` and again by `{}`",
                     m.name,
-                    first.step.name()
-                )
-            };
-            cx.error_at(m.span, msg);
+                    first_step.name(),
+                    m.step.name()
+                ),
+            );
         }
     }
 }
