@@ -287,31 +287,82 @@ fn flipped(bytes: &[u8], at: usize) -> Vec<u8> {
     out
 }
 
+/// Where the value of `format_version` lies: the payload's second key, a one-byte CBOR integer up to 23.
+fn version_offset(bytes: &[u8]) -> usize {
+    let at = position(bytes, b"\x6eformat_version") + 15;
+    assert_eq!(u32::from(bytes[at]), FORMAT_VERSION);
+    at
+}
+
+#[test]
+fn a_flipped_bit_in_the_format_version_is_damage_not_a_newer_file() {
+    let (_dir, path) = copy();
+    let original = &saved().bytes;
+    let at = version_offset(original);
+    for bit in 0..8 {
+        let mut bytes = original.clone();
+        bytes[at] ^= 1 << bit;
+        fs::write(&path, &bytes).unwrap();
+        let err = read_checkpoint(&path).unwrap_err();
+        let message = err.to_string();
+        assert!(
+            matches!(err, CheckpointError::Corrupt { .. }),
+            "bit {bit}: {message}"
+        );
+        assert!(
+            message.contains(&path.display().to_string()),
+            "bit {bit}: {message}"
+        );
+        assert!(message.contains("`format_version`"), "bit {bit}: {message}");
+        assert!(!message.contains("upgrade"), "bit {bit}: {message}");
+        assert!(!message.contains("newer"), "bit {bit}: {message}");
+        let loading = load_error(&path);
+        assert!(loading.contains("is damaged"), "bit {bit}: {loading}");
+    }
+    // Where the flip yields a version number, the message says which one and which version fits.
+    let mut bytes = original.clone();
+    bytes[at] ^= 0b10;
+    fs::write(&path, &bytes).unwrap();
+    let message = read_checkpoint(&path).unwrap_err().to_string();
+    assert!(
+        message.contains(&format!(
+            "`format_version` reads 3, but the file's checksums hold for version {FORMAT_VERSION}"
+        )),
+        "{message}"
+    );
+}
+
 #[test]
 fn a_newer_format_version_is_refused_naming_the_file_and_the_upgrade() {
     let (_dir, path) = copy();
     let mut bytes = saved().bytes.clone();
-    // `format_version` is the payload's second key; its value is a one-byte CBOR integer up to 23.
-    let at = position(&bytes, b"\x6eformat_version") + 15;
-    assert_eq!(u32::from(bytes[at]), FORMAT_VERSION);
+    let at = version_offset(&bytes);
     let newer = FORMAT_VERSION + 1;
     assert!(newer <= 23);
     bytes[at] = newer as u8;
-    // The checksums are left as they are: a newer file is refused before anything else is read.
+    // A newer version with an entry this build does not know: nothing tells it from a damaged file, so
+    // the message says both.
+    let extra = position(&bytes, b"\x65extra");
+    bytes[extra + 1..extra + 6].copy_from_slice(b"newer");
     fs::write(&path, &bytes).unwrap();
     match read_checkpoint(&path) {
         Err(CheckpointError::UnsupportedVersion {
             path: named,
             found,
             supported,
+            intact,
         }) => assert_eq!(
-            (named, found, supported),
-            (path.clone(), newer, FORMAT_VERSION)
+            (named, found, supported, intact),
+            (path.clone(), newer, FORMAT_VERSION, false)
         ),
         other => panic!("expected UnsupportedVersion, got {other:?}"),
     }
     let err = load_error(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("is damaged or was written by a newer fulgur"),
+        "{err}"
+    );
     assert!(err.contains("upgrade fulgur"), "{err}");
 }
 

@@ -33,8 +33,10 @@ pub enum CheckpointError {
         /// What was found instead.
         reason: String,
     },
-    /// The file was written by a newer format version.
-    #[error("checkpoint `{}` has format version {found}, but this build of fulgur reads versions up to {supported}; upgrade fulgur to load it", path.display())]
+    /// The file's format version is newer than this build reads. A one-bit flip in the version field is
+    /// [`Corrupt`](Self::Corrupt) instead: the reader reads on as its own version and checks the
+    /// checksums with each version in place.
+    #[error("checkpoint `{}` {}", path.display(), newer_version(*found, *supported, *intact))]
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
@@ -42,6 +44,10 @@ pub enum CheckpointError {
         found: u32,
         /// The newest version this build reads.
         supported: u32,
+        /// Whether the rest of the file decodes as this build's version with every checksum holding
+        /// for the version found: then a newer fulgur wrote it. Otherwise nothing tells a newer file
+        /// from a damaged one, and the message says both.
+        intact: bool,
     },
     /// The file is damaged: truncated, malformed or with a wrong checksum.
     #[error("checkpoint `{}` is damaged: {reason}", path.display())]
@@ -89,6 +95,14 @@ pub enum CheckpointError {
         /// What went wrong.
         reason: String,
     },
+}
+
+fn newer_version(found: u32, supported: u32, intact: bool) -> String {
+    if intact {
+        format!("has format version {found}, but this build of fulgur reads versions up to {supported}; upgrade fulgur to load it")
+    } else {
+        format!("is damaged or was written by a newer fulgur: its format version reads {found}, but this build of fulgur reads versions up to {supported}; if a newer fulgur wrote it, upgrade fulgur to load it")
+    }
 }
 
 fn mismatch_lines(missing: &[String], unexpected: &[String], mismatched: &[String]) -> String {

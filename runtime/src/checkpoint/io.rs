@@ -16,7 +16,10 @@
 //! the file is covered by exactly one checksum and hashing costs one pass over the data.
 //!
 //! The payload is a map with text keys. `format` and `format_version` are its first two entries, in that
-//! order, in every version: a reader refuses a newer file before interpreting anything else. The other
+//! order, in every version, and `format_version` is one byte: a reader never loads a newer file. It
+//! reads such a file on as its own version only to tell a damaged version field from a newer file: when
+//! the checksums hold only with its own version in place of the one read, the file is damaged; when they
+//! hold as read, a newer fulgur wrote it; otherwise it may be either, and the error says so. The other
 //! entries are written in the order below and may be read in any order.
 //!
 //! | key                | CBOR                            | [`Checkpoint`] field                   |
@@ -701,7 +704,11 @@ pub fn decode_checkpoint<R: Read>(
 ) -> Result<Checkpoint, CheckpointError> {
     let mut src = open_payload(reader, len, path_for_errors)?;
     let payload_len = src.remaining;
-    let ckpt = src.checkpoint()?;
+    let ckpt = src.checkpoint();
+    if let Some((found, alternative)) = src.newer.take() {
+        return Err(src.newer_version(found, alternative, ckpt, payload_len));
+    }
+    let ckpt = ckpt?;
     src.trailer(payload_len)?;
     Ok(ckpt)
 }
@@ -747,6 +754,7 @@ fn open_payload<R: Read>(
         pos: MAGIC.len() as u64,
         hasher: Xxh3::new(),
         path,
+        newer: None,
     })
 }
 
@@ -758,6 +766,10 @@ struct Source<'p, R> {
     pos: u64,
     hasher: Xxh3,
     path: &'p Path,
+    /// Set when `format_version` is newer than this build's and the payload is read on as this build's
+    /// version: the version read and the hash the structure would have with this build's version in
+    /// its place.
+    newer: Option<(u64, Xxh3)>,
 }
 
 impl<R: Read> Read for Source<'_, R> {
@@ -767,6 +779,9 @@ impl<R: Read> Read for Source<'_, R> {
             .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.inner.read(&mut buf[..max])?.min(max);
         self.hasher.update(&buf[..n]);
+        if let Some((_, alternative)) = &mut self.newer {
+            alternative.update(&buf[..n]);
+        }
         self.consumed(n);
         Ok(n)
     }
@@ -916,7 +931,10 @@ impl<R: Read> Source<'_, R> {
     }
 
     /// The payload's map header, `format` and `format_version`, checked; returns the number of entries.
-    fn preamble(&mut self) -> Result<u64, CheckpointError> {
+    ///
+    /// A newer version is refused at once for a header read; a full read goes on as this build's version
+    /// (see [`decode_checkpoint`]) so that a damaged version field can be told from a newer file.
+    fn preamble(&mut self, header_only: bool) -> Result<u64, CheckpointError> {
         let entries = self.map_len("the payload")?;
         let not_a_checkpoint = |reason| CheckpointError::NotACheckpoint {
             path: self.path.to_path_buf(),
@@ -934,18 +952,59 @@ impl<R: Read> Source<'_, R> {
         if self.text("the second key")? != key::FORMAT_VERSION {
             return Err(self.corrupt("the payload's second key is not `format_version`"));
         }
+        let before = self.hasher.clone();
         let version = self.uint("`format_version`")?;
         if version > FORMAT_VERSION.into() {
-            return Err(CheckpointError::UnsupportedVersion {
-                path: self.path.to_path_buf(),
-                found: u32::try_from(version).unwrap_or(u32::MAX),
-                supported: FORMAT_VERSION,
-            });
+            if header_only {
+                return Err(self.unsupported(version, false));
+            }
+            // Writers encode the version in one byte (a CBOR integer below 24).
+            const _: () = assert!(FORMAT_VERSION < 24);
+            let mut alternative = before;
+            alternative.update(&[FORMAT_VERSION as u8]);
+            self.newer = Some((version, alternative));
         }
         if version == 0 {
-            return Err(self.corrupt("format version 0 does not exist"));
+            return Err(self.corrupt("its `format_version` reads 0, a version that does not exist"));
         }
         Ok(entries)
+    }
+
+    fn unsupported(&self, found: u64, intact: bool) -> CheckpointError {
+        CheckpointError::UnsupportedVersion {
+            path: self.path.to_path_buf(),
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: FORMAT_VERSION,
+            intact,
+        }
+    }
+
+    /// The error for a file whose `format_version` (`found`) is newer than this build's, once the rest
+    /// was read as this build's version (`decoded`): damage when the checksums hold only with this
+    /// build's version in place of the one read, a newer file when they hold as read, and either when
+    /// the rest does not decode.
+    fn newer_version(
+        &mut self,
+        found: u64,
+        alternative: Xxh3,
+        decoded: Result<Checkpoint, CheckpointError>,
+        payload_len: u64,
+    ) -> CheckpointError {
+        let stored = match decoded.and_then(|_| self.stored_digest(payload_len)) {
+            Ok(stored) => stored,
+            Err(e @ CheckpointError::Io { .. }) => return e,
+            Err(_) => return self.unsupported(found, false),
+        };
+        if stored == self.hasher.digest() {
+            self.unsupported(found, true)
+        } else if stored == alternative.digest() {
+            self.corrupt(format!(
+                "its `format_version` reads {found}, but the file's checksums hold for version \
+                 {FORMAT_VERSION}: the version field is damaged"
+            ))
+        } else {
+            self.unsupported(found, false)
+        }
     }
 
     /// The scalar entries written before the tensors, up to the first other entry.
@@ -966,7 +1025,7 @@ impl<R: Read> Source<'_, R> {
 
     /// The payload's entries; with `header_only`, only the scalars before the first other entry.
     fn entries(&mut self, header_only: bool) -> Result<Entries, CheckpointError> {
-        let entries = self.preamble()?;
+        let entries = self.preamble(header_only)?;
         let mut e = Entries::default();
         let mut seen = BTreeSet::from([key::FORMAT.to_string(), key::FORMAT_VERSION.to_string()]);
         for _ in 2..entries {
@@ -1153,6 +1212,16 @@ impl<R: Read> Source<'_, R> {
     }
 
     fn trailer(mut self, payload_len: u64) -> Result<(), CheckpointError> {
+        if self.stored_digest(payload_len)? != self.hasher.digest() {
+            return Err(
+                self.corrupt("checksum mismatch in the header (the payload outside tensor data)")
+            );
+        }
+        Ok(())
+    }
+
+    /// Reads and checks the trailer; returns the structure checksum it stores.
+    fn stored_digest(&mut self, payload_len: u64) -> Result<u64, CheckpointError> {
         if self.remaining != 0 {
             return Err(self.corrupt(format!(
                 "the payload ends at byte {}, but the trailer starts at byte {}",
@@ -1178,12 +1247,7 @@ impl<R: Read> Source<'_, R> {
                 field(8..16)
             )));
         }
-        if field(0..8) != self.hasher.digest() {
-            return Err(
-                self.corrupt("checksum mismatch in the header (the payload outside tensor data)")
-            );
-        }
-        Ok(())
+        Ok(field(0..8))
     }
 }
 
@@ -1700,12 +1764,25 @@ mod tests {
                 CheckpointError::UnsupportedVersion {
                     found: 2,
                     supported: 1,
+                    intact: true,
                     ..
                 }
             ),
             "{err:?}"
         );
         assert!(err.to_string().contains("upgrade fulgur"));
+        assert!(!err.to_string().contains("damaged"), "{err}");
+
+        // The same version read from a version-1 file whose checksums hold only for version 1.
+        let mut flipped = encoded(&full_checkpoint());
+        let at = position(&flipped, key::FORMAT_VERSION.as_bytes()) + key::FORMAT_VERSION.len();
+        assert_eq!(u32::from(flipped[at]), FORMAT_VERSION);
+        flipped[at] = 2;
+        assert_eq!(
+            corrupt_reason(decoded(&flipped)),
+            "its `format_version` reads 2, but the file's checksums hold for version 1: the version \
+             field is damaged"
+        );
     }
 
     #[test]
