@@ -144,6 +144,8 @@ mod guide {
     mod checkpointing {}
     #[doc = include_str!("../book/src/coming-from-lightning.md")]
     mod coming_from_lightning {}
+    #[doc = include_str!("../book/src/reference.md")]
+    mod reference {}
     #[doc = include_str!("../book/src/macros-generated.md")]
     mod macros_generated {}
 }
