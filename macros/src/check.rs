@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ast::{Metric, Module, StepKind};
+use crate::ast::{Metric, Module, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr, Mode};
 use crate::ctxt::Ctxt;
 use fulgur_format::suggest::did_you_mean;
@@ -170,42 +170,62 @@ fn check_metrics_recorded(cx: &Ctxt, metrics: &[Metric]) {
     }
 }
 
-/// What `monitor` and filename placeholders may name (the runtime's `monitor_candidates`): each metric,
-/// `name_step`/`name_epoch` for one logged both ways, and the built-ins `epoch` and `step`.
-fn known_metrics(metrics: &[Metric]) -> BTreeMap<String, Option<Kind>> {
-    let mut known = BTreeMap::new();
+/// What `monitor` and filename placeholders may name (the runtime's `monitor_candidates`): each metric
+/// `fit` produces, `name_step`/`name_epoch` for one logged both ways, and the built-ins `epoch` and
+/// `step`; and the names only `test_step` logs, which `fit` never produces.
+struct Known {
+    fit: BTreeMap<String, Option<Kind>>,
+    test_only: Vec<String>,
+}
+
+fn known_metrics(metrics: &[Metric]) -> Known {
+    let mut fit = BTreeMap::new();
+    let mut test = Vec::new();
     for m in metrics {
-        known.insert(m.name.clone(), m.kind());
+        let mut keys = vec![m.name.clone()];
         if m.on_step && m.on_epoch {
-            known.insert(format!("{}_step", m.name), m.kind());
-            known.insert(format!("{}_epoch", m.name), m.kind());
+            keys.push(format!("{}_step", m.name));
+            keys.push(format!("{}_epoch", m.name));
+        }
+        for key in keys {
+            if m.stage == Stage::Test {
+                test.push(key);
+            } else {
+                fit.insert(key, m.kind());
+            }
         }
     }
-    known.insert("epoch".into(), Some(Kind::Int));
-    known.insert("step".into(), Some(Kind::Int));
-    known
+    fit.insert("epoch".into(), Some(Kind::Int));
+    fit.insert("step".into(), Some(Kind::Int));
+    let test_only = test.into_iter().filter(|k| !fit.contains_key(k)).collect();
+    Known { fit, test_only }
 }
 
-fn unknown_metric(name: &str, place: &str, known: &BTreeMap<String, Option<Kind>>) -> String {
-    let hint = did_you_mean(name, known.keys().map(String::as_str))
+fn unknown_metric(name: &str, place: &str, known: &Known) -> String {
+    let listing = listing(known.fit.keys().map(String::as_str));
+    if known.test_only.iter().any(|k| k == name) {
+        return format!(
+            "metric `{name}` in {place} is logged only by `test_step`, so it is never available during `fit`: \
+             use a training or validation metric, known metrics: {listing}"
+        );
+    }
+    let hint = did_you_mean(name, known.fit.keys().map(String::as_str))
         .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
-    format!(
-        "unknown metric `{name}` in {place}{hint} known metrics: {}",
-        listing(known.keys().map(String::as_str))
-    )
+    format!("unknown metric `{name}` in {place}{hint} known metrics: {listing}")
 }
 
-/// Lightning raises "could not find the monitored key" only after a validation run (S059), or never.
-fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &BTreeMap<String, Option<Kind>>) {
+/// Lightning raises "could not find the monitored key" only after a validation run (S059), or never;
+/// a metric of `test_step` alone is never there during `fit`.
+fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &Known) {
     if let Some(m) = &ckpt.monitor {
-        if !known.contains_key(&m.value) {
+        if !known.fit.contains_key(&m.value) {
             cx.error_spanned_by(&m.tokens, unknown_metric(&m.value, "`monitor`", known));
         }
     }
 }
 
 /// Lightning formats a missing placeholder as 0 and a bad format spec fails at the first save (G.1, G.2).
-fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String, Option<Kind>>) {
+fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &Known) {
     let Some(arg) = arg else { return };
     let pieces = match template::parse(&arg.value) {
         Ok(pieces) => pieces,
@@ -219,7 +239,7 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &BTreeMap<String,
     };
     let mut reported: Vec<&str> = Vec::new();
     for field in pieces.iter().filter_map(Piece::as_field) {
-        match known.get(&field.name) {
+        match known.fit.get(&field.name) {
             None if !reported.contains(&field.name.as_str()) => {
                 reported.push(&field.name);
                 cx.error_spanned_by(
