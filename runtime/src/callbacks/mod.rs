@@ -26,6 +26,55 @@ pub(crate) use summary::parameters;
 pub use summary::{ModelSummary, ParameterInfo};
 
 /// A callback. Every hook has an empty default; implement those you need.
+///
+/// A callback that prints the training loss every `every` steps and counts its prints. Its
+/// [`state_dict`](Callback::state_dict) goes into every full checkpoint and comes back through
+/// [`load_state_dict`](Callback::load_state_dict) when a run resumes, so the count survives a restart:
+///
+/// ```
+/// use fulgur_runtime::callbacks::{Callback, CallbackContext};
+/// use ciborium::Value;
+/// use fulgur_runtime::{Error, Result};
+///
+/// struct PrintLoss {
+///     every: u64,
+///     printed: u64,
+/// }
+///
+/// impl Callback for PrintLoss {
+///     fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+///         let s = ctx.state();
+///         if s.global_step % self.every == 0 {
+///             if let Some(loss) = s.callback_metrics.get("train_loss") {
+///                 println!("step {}: train_loss {:.4}", s.global_step, loss.as_f64());
+///                 self.printed += 1;
+///             }
+///         }
+///         Ok(())
+///     }
+///
+///     fn state_dict(&self) -> Option<Value> {
+///         Some(Value::from(self.printed))
+///     }
+///
+///     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
+///         let printed = state.as_integer().and_then(|n| u64::try_from(n).ok());
+///         self.printed = printed.ok_or_else(|| Error::Config(format!("`PrintLoss` state: expected a count, found {state:?}")))?;
+///         Ok(())
+///     }
+///
+///     fn as_any(&self) -> &dyn std::any::Any {
+///         self
+///     }
+/// }
+///
+/// let mut cb = PrintLoss { every: 100, printed: 0 };
+/// cb.load_state_dict(&Value::from(3u64))?;
+/// assert_eq!(cb.state_dict(), Some(Value::from(3u64)));
+/// assert!(cb.load_state_dict(&Value::from("three")).is_err());
+/// // Added to a run with `Trainer::builder().callback(PrintLoss { every: 100, printed: 0 })`.
+/// # Ok::<(), Error>(())
+/// ```
 #[allow(unused_variables)]
 pub trait Callback: Any + Send {
     /// The key its state is stored under in a checkpoint. Two callbacks of one run must differ.

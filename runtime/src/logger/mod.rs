@@ -15,6 +15,56 @@ use crate::Result;
 pub use csv::CsvLogger;
 
 /// An experiment logger. Writes go through the rank-zero gate passed to each call.
+///
+/// A logger that keeps every row in memory, for a test or a notebook-style summary after `fit`:
+///
+/// ```
+/// use std::collections::BTreeMap;
+/// use std::path::{Path, PathBuf};
+///
+/// use ciborium::Value;
+/// use fulgur_runtime::logger::Logger;
+/// use fulgur_runtime::metrics::MetricValue;
+/// use fulgur_runtime::strategy::{RankZeroFs, SingleProcess};
+/// use fulgur_runtime::Result;
+///
+/// struct MemoryLogger {
+///     dir: PathBuf,
+///     rows: Vec<(u64, BTreeMap<String, f64>)>,
+/// }
+///
+/// impl Logger for MemoryLogger {
+///     fn log_dir(&mut self) -> Result<&Path> {
+///         Ok(&self.dir)
+///     }
+///
+///     fn log_hyperparams(&mut self, _hparams: &Value, _fs: RankZeroFs<'_>) -> Result<()> {
+///         Ok(())
+///     }
+///
+///     fn log_metrics(
+///         &mut self,
+///         metrics: &BTreeMap<String, MetricValue>,
+///         step: u64,
+///         _fs: RankZeroFs<'_>,
+///     ) -> Result<()> {
+///         let row = metrics.iter().map(|(k, v)| (k.clone(), v.as_f64())).collect();
+///         self.rows.push((step, row));
+///         Ok(())
+///     }
+///
+///     fn save(&mut self, _fs: RankZeroFs<'_>) -> Result<()> {
+///         Ok(())
+///     }
+/// }
+///
+/// let mut logger = MemoryLogger { dir: PathBuf::from("runs/memory"), rows: Vec::new() };
+/// let metrics = BTreeMap::from([("train_loss".to_string(), MetricValue::F32(0.25))]);
+/// logger.log_metrics(&metrics, 50, RankZeroFs::new(&SingleProcess))?;
+/// assert_eq!(logger.rows[0].1["train_loss"], 0.25);
+/// // Used in a run with `Trainer::builder().logger(MemoryLogger { .. })`.
+/// # Ok::<(), fulgur_runtime::Error>(())
+/// ```
 pub trait Logger: Send {
     /// The directory of this run's logs (`<root>/lightning_logs/version_N`); checkpoint callbacks put
     /// their files in its `checkpoints` sub-directory by default. Resolved on first use.
