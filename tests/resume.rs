@@ -219,3 +219,97 @@ fn a_checkpoint_saved_by_a_callback_resumes_exactly() {
     .unwrap();
     assert_same(&base, &outcome(&t));
 }
+
+/// A checkpoint 3 steps into epoch 0 (5 batches per epoch), then the same file with each counter set
+/// to what no run can reach: resuming is an error naming the file and the field, never a panic or a
+/// wrapped counter, and nothing is trained.
+#[test]
+fn impossible_counters_in_a_file_are_errors_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("counters.ckpt");
+    let builder = || {
+        Trainer::builder()
+            .no_logger()
+            .enable_checkpointing(false)
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .num_sanity_val_steps(0)
+            .limit_train_batches(5u64)
+    };
+    let (mut train, _) = loaders();
+    let mut t = builder().max_steps(3).build().unwrap();
+    t.fit(LitMlp::new(hparams(PLAIN, 0)), &mut train, None, None)
+        .unwrap();
+    let base = t.build_checkpoint(false).unwrap();
+    assert_eq!(
+        (
+            base.loops.epoch,
+            base.loops.batches_done,
+            base.loops.total_batches
+        ),
+        (0, 3, 3)
+    );
+
+    type Edit = fn(&mut fulgur::checkpoint::Checkpoint);
+    let cases: [(&str, Edit, &str); 6] = [
+        (
+            "global_step at u64::MAX",
+            |c| (c.global_step, c.loops.global_step) = (u64::MAX, u64::MAX),
+            "`loops.global_step` is 18446744073709551615",
+        ),
+        (
+            "a finished epoch at u64::MAX",
+            |c| {
+                (c.epoch, c.loops.epoch) = (u64::MAX, u64::MAX);
+                c.loops.epoch_finished = true;
+            },
+            "`loops.epoch` is 18446744073709551615",
+        ),
+        (
+            "total_batches at u64::MAX",
+            |c| c.loops.total_batches = u64::MAX,
+            "`loops.total_batches` is 18446744073709551615",
+        ),
+        (
+            "more optimizer steps than batches",
+            |c| (c.global_step, c.loops.global_step) = (10, 10),
+            "`loops.global_step` is 10",
+        ),
+        (
+            "a batch position beyond the epoch",
+            |c| (c.loops.batches_done, c.loops.total_batches) = (6, 6),
+            "`loops.batches_done` is 6",
+        ),
+        (
+            "the header's step differs from the loop's",
+            |c| c.global_step = 7,
+            "`global_step` is 7",
+        ),
+    ];
+    for (what, edit, expected) in cases {
+        let mut ckpt = base.clone();
+        edit(&mut ckpt);
+        fulgur::checkpoint::write_checkpoint(&path, &ckpt).unwrap();
+        let (mut train, _) = loaders();
+        let mut t = builder().max_epochs(3).build().unwrap();
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.fit(
+                LitMlp::new(hparams(PLAIN, 0)),
+                &mut train,
+                None,
+                Some(CkptPath::Path(path.clone())),
+            )
+        }));
+        let err = match result {
+            Err(_) => panic!("{what}: `fit` panicked"),
+            Ok(Ok(())) => panic!(
+                "{what}: `fit` resumed and trained to step {}",
+                t.global_step()
+            ),
+            Ok(Err(e)) => e.to_string(),
+        };
+        assert!(err.contains(&path.display().to_string()), "{what}: {err}");
+        assert!(err.contains(expected), "{what}: says `{expected}`: {err}");
+        assert_eq!(t.global_step(), 0, "{what}: nothing is restored or trained");
+    }
+}

@@ -87,6 +87,20 @@ pub enum CheckpointError {
         /// What differs, with the expected and found values.
         reason: String,
     },
+    /// A loop counter in the file is one no run can reach: beyond 2<sup>63</sup> − 1, inconsistent with
+    /// the other counters, or beyond the epoch length of the training data given now. Found before
+    /// anything is restored.
+    #[error("checkpoint `{}` cannot resume `fit`: its `{field}` is {value}, {reason}", path.display())]
+    ImpossibleCounter {
+        /// The file.
+        path: PathBuf,
+        /// The field, as the file names it (`loops.global_step`, `epoch`, …).
+        field: &'static str,
+        /// Its value in the file.
+        value: u64,
+        /// Why no run reaches it, and what to do.
+        reason: String,
+    },
     /// Hyperparameters could not be encoded or decoded.
     #[error("checkpoint `{}`: hyperparameters {reason}", path.display())]
     Hyperparameters {

@@ -108,12 +108,20 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             .into());
         }
+        if let Some((field, value, reason)) =
+            impossible_counter(&ckpt, self.state.num_training_batches)
+        {
+            return Err(CheckpointError::ImpossibleCounter {
+                path: path.into(),
+                field,
+                value,
+                reason,
+            }
+            .into());
+        }
         let loops = &ckpt.loops;
-        let epoch = if loops.epoch_finished {
-            loops.epoch + 1
-        } else {
-            loops.epoch
-        };
+        // Bounded by `impossible_counter`.
+        let epoch = loops.epoch + u64::from(loops.epoch_finished);
         if let Some(max) = self.state.max_epochs {
             if epoch > max {
                 return Err(Error::Config(format!(
@@ -203,6 +211,90 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     }
 }
 
+/// The largest value a loop counter may have: `epoch` and `step` are signed 64-bit integers where
+/// monitors and filename templates read them, and no run counts that far (2<sup>63</sup> batches at one
+/// per nanosecond take 292 years), so a counter from a file above it is damage or forgery, and every
+/// counter below it can be incremented without overflow.
+const MAX_COUNTER: u64 = i64::MAX as u64;
+
+/// The first counter of `ckpt` that no run reaches, as (field, value, why), given the training batches
+/// per epoch of this `fit`. A counter is impossible when it is above [`MAX_COUNTER`]; when it contradicts
+/// the others (batches of the epoch or optimizer steps beyond the batches of the run, which include
+/// them; the header's `epoch` or `global_step` unlike the loop's, which are written equal); or when an
+/// unfinished epoch is further along than the epoch is long now (other data or `limit_train_batches`).
+fn impossible_counter(
+    ckpt: &Checkpoint,
+    num_training_batches: u64,
+) -> Option<(&'static str, u64, String)> {
+    let loops = &ckpt.loops;
+    let counters = [
+        ("loops.epoch", loops.epoch),
+        ("loops.batches_done", loops.batches_done),
+        ("loops.global_step", loops.global_step),
+        ("loops.total_batches", loops.total_batches),
+        ("epoch", ckpt.epoch),
+        ("global_step", ckpt.global_step),
+    ];
+    if let Some((field, value)) = counters.into_iter().find(|(_, v)| *v > MAX_COUNTER) {
+        return Some((
+            field,
+            value,
+            format!("more than any run counts (at most 2^63 - 1 = {MAX_COUNTER}): the file is damaged or was not written by fulgur"),
+        ));
+    }
+    let total = loops.total_batches;
+    let inconsistent = |field, value, why: &str| {
+        Some((
+            field,
+            value,
+            format!("{why}: the file is damaged or was not written by fulgur"),
+        ))
+    };
+    if loops.batches_done > total {
+        return inconsistent(
+            "loops.batches_done",
+            loops.batches_done,
+            &format!("more than the {total} batches of the whole run (`loops.total_batches`)"),
+        );
+    }
+    if loops.global_step > total {
+        return inconsistent(
+            "loops.global_step",
+            loops.global_step,
+            &format!(
+                "more optimizer steps than the {total} batches of the whole run (`loops.total_batches`), \
+                 and every step takes at least one batch"
+            ),
+        );
+    }
+    if ckpt.global_step != loops.global_step {
+        return inconsistent(
+            "global_step",
+            ckpt.global_step,
+            &format!("but `loops.global_step` is {}", loops.global_step),
+        );
+    }
+    if ckpt.epoch != loops.epoch {
+        return inconsistent(
+            "epoch",
+            ckpt.epoch,
+            &format!("but `loops.epoch` is {}", loops.epoch),
+        );
+    }
+    if !loops.epoch_finished && loops.batches_done > num_training_batches {
+        return Some((
+            "loops.batches_done",
+            loops.batches_done,
+            format!(
+                "beyond the end of the epoch: the training data has {num_training_batches} batches per \
+                 epoch (after `limit_train_batches`); resume with the data and `limit_train_batches` the \
+                 checkpoint was trained with"
+            ),
+        ));
+    }
+    None
+}
+
 /// The newest intact checkpoint among `candidates` (earlier ones win ties): full checkpoints before
 /// weights-only ones, then by the global step in their headers; each is read and verified in that order
 /// until one passes, so a keep-all directory costs one header read per file and one full read.
@@ -242,6 +334,68 @@ fn no_module() -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_no_run_reaches_are_named_and_the_bound_itself_is_not() {
+        let mut ok = Checkpoint::new("m");
+        (ok.epoch, ok.global_step) = (2, 9);
+        ok.loops = crate::checkpoint::LoopState {
+            epoch: 2,
+            batches_done: 3,
+            global_step: 9,
+            total_batches: 12,
+            ..Default::default()
+        };
+        let found = |edit: fn(&mut Checkpoint), batches_per_epoch| {
+            let mut c = ok.clone();
+            edit(&mut c);
+            impossible_counter(&c, batches_per_epoch).map(|(field, value, _)| (field, value))
+        };
+        assert_eq!(found(|_| {}, 5), None);
+        assert_eq!(
+            found(|_| {}, 3),
+            None,
+            "the last batch of the epoch is done"
+        );
+        assert_eq!(
+            found(|c| c.loops.total_batches = u64::MAX, 5),
+            Some(("loops.total_batches", u64::MAX))
+        );
+        assert_eq!(
+            found(|c| c.loops.epoch = MAX_COUNTER + 1, 5),
+            Some(("loops.epoch", MAX_COUNTER + 1))
+        );
+        assert_eq!(
+            found(
+                |c| {
+                    (c.epoch, c.global_step) = (MAX_COUNTER, MAX_COUNTER);
+                    c.loops.epoch = MAX_COUNTER;
+                    c.loops.epoch_finished = true;
+                    c.loops.global_step = MAX_COUNTER;
+                    c.loops.total_batches = MAX_COUNTER;
+                },
+                5
+            ),
+            None,
+            "every counter at the bound can still count on"
+        );
+        assert_eq!(
+            found(|c| c.loops.batches_done = 13, 20),
+            Some(("loops.batches_done", 13))
+        );
+        assert_eq!(
+            found(|c| (c.global_step, c.loops.global_step) = (13, 13), 5),
+            Some(("loops.global_step", 13))
+        );
+        assert_eq!(found(|c| c.global_step = 8, 5), Some(("global_step", 8)));
+        assert_eq!(found(|c| c.epoch = 1, 5), Some(("epoch", 1)));
+        assert_eq!(found(|_| {}, 2), Some(("loops.batches_done", 3)));
+        assert_eq!(
+            found(|c| c.loops.epoch_finished = true, 2),
+            None,
+            "a finished epoch's position is not used"
+        );
+    }
 
     #[test]
     fn last_ranks_a_file_without_a_readable_header_by_reading_it_whole() {
