@@ -535,6 +535,13 @@ impl Module {
             );
         }
         if let Some((path, _)) = &item.trait_ {
+            // The attribute is the mistake: its methods' `#[log]`s must not report themselves as well.
+            for impl_item in &mut item.items {
+                if let ImplItem::Fn(f) = impl_item {
+                    f.attrs
+                        .retain(|a| !attr::is(a, "log") && !attr::is(a, "checkpoint"));
+                }
+            }
             cx.error_spanned_by(
                 path,
                 "`#[lightning_module]` goes on the module's inherent impl (`impl<D: Backend> Name<D> { … }`), \

@@ -39,12 +39,19 @@ impl Ctxt {
             .push(err);
     }
 
-    /// The gate: `Err` with every error reported, in order.
+    /// The gate: `Err` with every error reported, in the order of the source (rustc prints them in the
+    /// order they are emitted, and a reader fixes a file from the top).
     pub fn check(self) -> Result<(), TokenStream> {
-        let errors = self.errors.borrow_mut().take().expect("checked twice");
+        let mut errors = self.errors.borrow_mut().take().expect("checked twice");
         if errors.is_empty() {
             return Ok(());
         }
+        // Stable: errors at one position keep the order of the checks (so does every error where the
+        // compiler cannot tell positions, which reads them all as line 0).
+        errors.sort_by_key(|e| {
+            let start = e.span().start();
+            (start.line, start.column)
+        });
         Err(errors.iter().map(syn::Error::to_compile_error).collect())
     }
 }

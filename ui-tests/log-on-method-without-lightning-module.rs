@@ -1,0 +1,16 @@
+use fulgur::dfdx::prelude::*;
+use fulgur::prelude::*;
+
+type X<D> = Tensor<Rank1<2>, f32, D>;
+
+#[derive(ModuleState)]
+struct Lit<D: Backend> {
+    net: Built<Linear<2, 1>, D>,
+}
+
+impl<D: Backend> Lit<D> {
+    #[log(val_loss)]
+    fn validation_step(&mut self, _x: X<D>) -> f32 { todo!() }
+}
+
+fn main() {}
