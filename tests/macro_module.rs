@@ -439,3 +439,118 @@ fn modules_bounded_by_dfdx_device_train() {
         (5, true)
     );
 }
+
+/// Steps and hooks as Lightning writes them: steps take `batch_idx`, in either place around `grads`,
+/// and hooks without a `StepLog` return what they log, which a checkpoint can monitor.
+#[derive(ModuleState)]
+struct LightningStyle<D: Backend> {
+    net: Built<Linear<64, 10>, D>,
+    #[skip]
+    train_indices: Vec<usize>,
+    #[skip]
+    val_indices: Vec<usize>,
+    #[skip]
+    val_runs: u64,
+    #[skip]
+    epochs_ended: u64,
+}
+
+#[lightning_module]
+#[checkpoint(monitor = "val_runs", mode = "max", filename = "{epoch}-{val_runs}")]
+impl<D: Backend> LightningStyle<D> {
+    fn configure_optimizers(&self) -> Adam<D> {
+        Adam::new(AdamConfig::default())
+    }
+
+    #[log(loss)]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, D>,
+        batch_idx: usize,
+        grads: Gradients<f32, D>,
+    ) -> Loss<D> {
+        self.train_indices.push(batch_idx);
+        cross_entropy_with_logits_loss(self.net.forward_mut(batch.x.traced(grads)), batch.y)
+    }
+
+    fn validation_step(&mut self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) {
+        self.val_indices.push(batch_idx);
+    }
+
+    #[log(test_index(reduce = "max"))]
+    fn test_step(&mut self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) -> usize {
+        batch_idx
+    }
+
+    #[log(val_runs)]
+    fn on_validation_epoch_end(&mut self) -> u64 {
+        self.val_runs += 1;
+        self.val_runs
+    }
+
+    #[log(epochs_ended)]
+    fn on_train_epoch_end(&mut self, log: &mut StepLog) -> fulgur::Result<u64> {
+        self.epochs_ended = log.epoch() + 1;
+        Ok(self.epochs_ended)
+    }
+}
+
+#[test]
+fn steps_receive_the_batch_index_and_hooks_log_what_they_return() {
+    assert_eq!(
+        <LightningStyle<Cpu> as LightningModule<Cpu>>::METRICS,
+        &[
+            MetricSpec::train("loss"),
+            MetricSpec::test("test_index")
+                .reduce(Reduce::Max)
+                .kind(MetricKind::Int),
+            MetricSpec::validation("val_runs").kind(MetricKind::Int),
+            MetricSpec::train("epochs_ended")
+                .on_step(false)
+                .on_epoch(true)
+                .kind(MetricKind::Int),
+        ]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (mut train, mut val) = loaders();
+    let mut trainer = Trainer::builder()
+        .max_epochs(2)
+        .limit_train_batches(3u64)
+        .limit_val_batches(2u64)
+        .num_sanity_val_steps(0)
+        .no_logger()
+        .default_root_dir(dir.path())
+        .build()
+        .unwrap();
+    let module = LightningStyle::from_hparams((), &Cpu::default()).unwrap();
+    trainer
+        .fit(module, &mut train, Some(&mut val), None)
+        .unwrap();
+
+    // The hooks' values reach `callback_metrics`, and the checkpoint ranks by one of them.
+    let metrics = trainer.callback_metrics();
+    assert_eq!(metrics["val_runs"].as_f64(), 2.0);
+    assert_eq!(metrics["epochs_ended"].as_f64(), 2.0);
+    let ckpt = trainer.checkpoint_callback().unwrap();
+    let ckpt_dir = dir.path().join("checkpoints");
+    assert_eq!(ckpt.best_model_score(), Some(2.0));
+    assert_eq!(
+        ckpt.best_model_path(),
+        Some(ckpt_dir.join("epoch=1-val_runs=2.ckpt").as_path())
+    );
+    assert_eq!(listing(&ckpt_dir), ["epoch=1-val_runs=2.ckpt"]);
+
+    // The index of each batch, from 0 in every epoch and every validation run.
+    let trained = trainer.take_module().unwrap();
+    assert_eq!(trained.train_indices, [0, 1, 2, 0, 1, 2]);
+    assert_eq!(trained.val_indices, [0, 1, 0, 1]);
+    assert_eq!(trained.epochs_ended, 2);
+
+    let mut trainer = Trainer::builder()
+        .limit_test_batches(3u64)
+        .no_logger()
+        .build()
+        .unwrap();
+    let tested = trainer.test(Some(trained), &mut val).unwrap();
+    assert_eq!(tested["test_index"].as_f64(), 2.0);
+}

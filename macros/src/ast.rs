@@ -425,6 +425,68 @@ impl HookKind {
     fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// The stage of the `StepLog` the trainer hands the hook, for the hooks that may log.
+    pub fn stage(self) -> Option<Stage> {
+        match self {
+            HookKind::TrainBatchEnd | HookKind::TrainEpochEnd => Some(Stage::Train),
+            HookKind::ValidationEpochEnd => Some(Stage::Validation),
+            HookKind::SaveCheckpoint | HookKind::LoadCheckpoint => None,
+        }
+    }
+}
+
+/// A method whose returned values `#[log]` names: a step, or a hook the trainer hands a `StepLog`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Step(StepKind),
+    Hook(HookKind),
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Step(k) => k.name(),
+            Source::Hook(k) => k.name(),
+        }
+    }
+
+    pub fn stage(self) -> Option<Stage> {
+        match self {
+            Source::Step(k) => k.stage(),
+            Source::Hook(k) => k.stage(),
+        }
+    }
+
+    /// Lightning's defaults of `self.log` in this method: `(on_step, on_epoch)`.
+    fn defaults(self) -> (bool, bool) {
+        match self {
+            Source::Step(StepKind::Training) | Source::Hook(HookKind::TrainBatchEnd) => {
+                (true, false)
+            }
+            _ => (false, true),
+        }
+    }
+}
+
+/// Every method `#[log]` may go on, for messages.
+pub const LOGGING_METHODS: [&str; 6] = [
+    "training_step",
+    "validation_step",
+    "test_step",
+    "on_train_batch_end",
+    "on_train_epoch_end",
+    "on_validation_epoch_end",
+];
+
+/// A step's parameters besides `self`, in the order written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepArg {
+    Batch,
+    /// `grads: Gradients<f32, D>` of `training_step`.
+    Grads,
+    /// `batch_idx: usize`, Lightning's index of the batch.
+    BatchIdx,
 }
 
 /// What a method returns, seen through `Result<…>`.
@@ -446,16 +508,35 @@ pub struct Step {
     pub kind: StepKind,
     pub ident: Ident,
     pub batch: Option<Type>,
+    /// `training_step`'s `grads` type, which names the device of a non-generic module.
+    pub grads: Option<Type>,
+    /// The parameters, in the order the method takes them.
+    pub args: Vec<StepArg>,
     pub ret: Returned,
     pub log: Option<LogAttr>,
     /// A `#[log]` was written but could not be read whole (already reported).
     pub log_broken: bool,
+    /// Position among the impl's methods.
+    pub order: usize,
 }
 
 pub struct Hook {
     pub kind: HookKind,
     pub ident: Ident,
     pub ret: Returned,
+    /// The method takes the `StepLog` (hooks that may log can leave it out, as Lightning's do).
+    pub takes_log: bool,
+    pub log: Option<LogAttr>,
+    pub log_broken: bool,
+    pub order: usize,
+}
+
+/// A method that may log, seen alike whether it is a step or a hook.
+pub struct Logger<'m> {
+    pub source: Source,
+    pub ret: &'m Returned,
+    pub log: Option<&'m LogAttr>,
+    pub log_broken: bool,
 }
 
 pub struct Optimizers {
@@ -481,7 +562,7 @@ pub struct Module {
 pub struct Metric {
     pub name: String,
     pub span: Span,
-    pub step: StepKind,
+    pub source: Source,
     pub stage: Stage,
     pub on_step: bool,
     pub on_epoch: bool,
@@ -591,6 +672,7 @@ impl Module {
 
     fn method(&mut self, cx: &Ctxt, f: &ImplItemFn, logs: Vec<syn::Attribute>) {
         let name = f.sig.ident.to_string();
+        let order = self.method_names.len();
         let mut log: Option<LogAttr> = None;
         for a in &logs {
             let parsed = attr::parse_log(cx, a);
@@ -607,42 +689,72 @@ impl Module {
         }
         let log_broken = !logs.is_empty() && log.as_ref().is_none_or(|l| !l.complete);
         let step = StepKind::from_name(&name);
-        if let (Some(a), None | Some(StepKind::Predict)) = (logs.first(), step) {
-            let msg = match (step, did_you_mean(&name, StepKind::ALL.map(StepKind::name))) {
-                (Some(_), _) => "`#[log]` on `predict_step`, which logs nothing: `#[log]` goes on \
-                                 `training_step`, `validation_step` or `test_step`"
-                    .to_string(),
-                (None, Some(s)) => {
-                    format!("`#[log]` on `{name}`, which is not a step, did you mean `{s}`?")
-                }
-                (None, None) => format!(
-                    "`#[log]` on `{name}`, which is not a step: `#[log]` goes on `training_step`, \
-                     `validation_step` or `test_step`"
-                ),
+        let hook = HookKind::from_name(&name);
+        let logs_nothing =
+            matches!(step, Some(StepKind::Predict)) || hook.is_some_and(|h| h.stage().is_none());
+        if let (Some(a), true) = (
+            logs.first(),
+            (step.is_none() && hook.is_none()) || logs_nothing,
+        ) {
+            let allowed = crate::suggest::alternatives(LOGGING_METHODS);
+            let msg = if logs_nothing {
+                format!("`#[log]` on `{name}`, which logs nothing: `#[log]` goes on {allowed}")
+            } else if let Some(s) = did_you_mean(&name, LOGGING_METHODS) {
+                format!("`#[log]` on `{name}`, which is not a step, did you mean `{s}`?")
+            } else {
+                format!("`#[log]` on `{name}`, which is not a step: `#[log]` goes on {allowed}")
             };
             cx.error_at(attr::path_span(a), msg);
             log = None;
         }
         if let Some(kind) = step {
             let params = params(cx, f, &kind.signature(), false);
-            let expected = if kind == StepKind::Training { 2 } else { 1 };
-            let batch = check_count(cx, f, params, expected, &kind.signature());
+            let (args, batch, grads) = if kind == StepKind::Predict {
+                let batch = check_count(cx, f, params, 1, &kind.signature());
+                (vec![StepArg::Batch], batch, None)
+            } else {
+                step_args(cx, f, kind, &params)
+            };
             self.steps.push(Step {
                 kind,
                 ident: f.sig.ident.clone(),
                 batch,
+                grads,
+                args,
                 ret: returned(&f.sig.output, &f.sig.ident),
                 log,
                 log_broken,
+                order,
             });
-        } else if let Some(kind) = HookKind::from_name(&name) {
+        } else if let Some(kind) = hook {
             let by_ref = kind == HookKind::SaveCheckpoint;
             let params = params(cx, f, kind.signature(), by_ref);
-            check_count(cx, f, params, 1, kind.signature());
+            let takes_log = if kind.stage().is_none() {
+                check_count(cx, f, params, 1, kind.signature());
+                true
+            } else if params.len() > 1 {
+                // Lightning's hooks take no log: the parameter may be left out.
+                cx.error_spanned_by(
+                    params[1],
+                    format!(
+                        "`{name}` takes at most 1 parameter besides `self`, the `log: &mut StepLog` it may \
+                         leave out, found {}: the runtime calls `{}`",
+                        params.len(),
+                        kind.signature()
+                    ),
+                );
+                true
+            } else {
+                params.len() == 1
+            };
             self.hooks.push(Hook {
                 kind,
                 ident: f.sig.ident.clone(),
                 ret: returned(&f.sig.output, &f.sig.ident),
+                takes_log,
+                log,
+                log_broken,
+                order,
             });
         } else if name == "configure_optimizers" {
             let sig = "fn configure_optimizers(&self) -> Adam<D>";
@@ -680,20 +792,14 @@ impl Module {
 
     /// A non-generic impl: the device from `training_step`'s `Gradients<f32, D>`.
     fn concrete_device(&self, cx: &Ctxt, item: &ItemImpl) -> Option<Device> {
-        let grads = item.items.iter().find_map(|i| match i {
-            ImplItem::Fn(f) if f.sig.ident == "training_step" => match f.sig.inputs.iter().nth(2) {
-                Some(FnArg::Typed(t)) => Some(t.ty.clone()),
-                _ => None,
-            },
-            _ => None,
-        });
-        let has_training = self.steps.iter().any(|s| s.kind == StepKind::Training);
-        match grads.as_deref().and_then(path_parts) {
+        let training = self.step(StepKind::Training);
+        let grads = training.and_then(|s| s.grads.as_ref());
+        match grads.and_then(path_parts) {
             Some((i, args)) if i == "Gradients" && args.len() == 2 => {
                 Some(Device::Concrete(Box::new(args[1].clone())))
             }
             // A missing `training_step` or `grads` parameter is reported on its own.
-            _ if !has_training || grads.is_none() => None,
+            _ if grads.is_none() => None,
             _ => {
                 cx.error_spanned_by(
                     &item.self_ty,
@@ -709,26 +815,50 @@ impl Module {
         self.steps.iter().find(|s| s.kind == kind)
     }
 
-    /// Every metric the `#[log]` attributes declare, in order of the steps in the impl.
+    /// The steps and hooks that may log, in the order of the impl.
+    pub fn loggers(&self) -> Vec<Logger<'_>> {
+        let steps = self
+            .steps
+            .iter()
+            .filter(|s| s.kind.stage().is_some())
+            .map(|s| (s.order, Source::Step(s.kind), &s.ret, &s.log, s.log_broken));
+        let hooks = self
+            .hooks
+            .iter()
+            .filter(|h| h.kind.stage().is_some())
+            .map(|h| (h.order, Source::Hook(h.kind), &h.ret, &h.log, h.log_broken));
+        let mut all: Vec<_> = steps.chain(hooks).collect();
+        all.sort_by_key(|(order, ..)| *order);
+        all.into_iter()
+            .map(|(_, source, ret, log, log_broken)| Logger {
+                source,
+                ret,
+                log: log.as_ref(),
+                log_broken,
+            })
+            .collect()
+    }
+
+    /// Every metric the `#[log]` attributes declare, in the order of the methods and the names.
     pub fn metrics(&self) -> Vec<Metric> {
         let mut out = Vec::new();
-        for step in &self.steps {
-            let (Some(log), Some(stage)) = (&step.log, step.kind.stage()) else {
+        for logger in self.loggers() {
+            let (Some(log), Some(stage)) = (logger.log, logger.source.stage()) else {
                 continue;
             };
-            let matched = log.metrics.len() == step.ret.values.len();
+            let matched = log.metrics.len() == logger.ret.values.len();
+            let (on_step, on_epoch) = logger.source.defaults();
             for (i, m) in log.metrics.iter().enumerate() {
-                let train = stage == Stage::Train;
                 out.push(Metric {
                     name: m.name.clone(),
                     span: m.name_span,
-                    step: step.kind,
+                    source: logger.source,
                     stage,
-                    on_step: m.on_step.unwrap_or(train),
-                    on_epoch: m.on_epoch.unwrap_or(!train),
+                    on_step: m.on_step.unwrap_or(on_step),
+                    on_epoch: m.on_epoch.unwrap_or(on_epoch),
                     reduce: m.reduce.unwrap_or(Reduce::Mean),
                     prog_bar: m.prog_bar,
-                    ty: matched.then(|| step.ret.values[i].clone()),
+                    ty: matched.then(|| logger.ret.values[i].clone()),
                 });
             }
         }
@@ -819,6 +949,83 @@ fn check_count(
         );
     }
     params.first().map(|p| (*p.ty).clone())
+}
+
+/// `usize` as written: the type of `batch_idx`.
+fn is_usize(ty: &Type) -> bool {
+    matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("usize"))
+}
+
+/// The parameters of a training, validation or test step: the batch first, then `training_step`'s
+/// `grads`, and an optional `batch_idx: usize` (Lightning's), told from `grads` by its type. Returns
+/// them in order with the batch and `grads` types.
+fn step_args(
+    cx: &Ctxt,
+    f: &ImplItemFn,
+    kind: StepKind,
+    params: &[&syn::PatType],
+) -> (Vec<StepArg>, Option<Type>, Option<Type>) {
+    let name = &f.sig.ident;
+    let signature = kind.signature();
+    let required = if kind == StepKind::Training { 2 } else { 1 };
+    let takes = format!(
+        "takes {required} {} besides `self` and optionally `batch_idx: usize`",
+        if required == 1 {
+            "parameter"
+        } else {
+            "parameters"
+        }
+    );
+    let batch = params.first().map(|p| (*p.ty).clone());
+    let mut args = vec![StepArg::Batch];
+    let mut grads = None;
+    if params.len() < required {
+        cx.error_at(
+            f.sig.paren_token.span.join(),
+            format!(
+                "`{name}` {takes}, found {}: the runtime calls `{signature}`",
+                params.len()
+            ),
+        );
+        return (args, batch, grads);
+    }
+    if params.len() > required + 1 {
+        cx.error_spanned_by(
+            params[required + 1],
+            format!(
+                "`{name}` {takes}, found {}: the runtime calls `{signature}`",
+                params.len()
+            ),
+        );
+        return (args, batch, grads);
+    }
+    let mut idx_seen = false;
+    for p in &params[1..] {
+        let is_idx = is_usize(&p.ty) && !idx_seen && params.len() == required + 1;
+        if is_idx {
+            idx_seen = true;
+            args.push(StepArg::BatchIdx);
+        } else if kind == StepKind::Training && grads.is_none() && !is_usize(&p.ty) {
+            grads = Some((*p.ty).clone());
+            args.push(StepArg::Grads);
+        } else {
+            let what = match &*p.pat {
+                syn::Pat::Ident(i) => format!("`{}`", i.ident),
+                _ => "this parameter".to_string(),
+            };
+            let problem = if kind == StepKind::Training && grads.is_none() {
+                format!("{what} and no `grads: Gradients<f32, D>`")
+            } else {
+                format!("{} and {what} is no `usize`", params.len())
+            };
+            cx.error_spanned_by(
+                p,
+                format!("`{name}` {takes}, found {problem}: the runtime calls `{signature}`"),
+            );
+            return (args, batch, grads);
+        }
+    }
+    (args, batch, grads)
 }
 
 fn returned(output: &ReturnType, ident: &Ident) -> Returned {

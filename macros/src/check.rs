@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::ast::{Metric, Module, Stage, StepKind};
+use crate::ast::{Metric, Module, Source, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr, Mode};
 use crate::ctxt::Ctxt;
 use fulgur_format::suggest::did_you_mean;
@@ -76,17 +76,18 @@ fn check_training_returns_loss(cx: &Ctxt, module: &Module) {
 
 /// `#[log]` names the returned values one to one; a value nobody names would be silently dropped.
 fn check_log_arity(cx: &Ctxt, module: &Module) {
-    for step in &module.steps {
-        let no_loss = step.kind == StepKind::Training && step.ret.inner.is_none();
-        if step.kind == StepKind::Predict || step.log_broken || no_loss {
+    for logger in module.loggers() {
+        let training = logger.source == Source::Step(StepKind::Training);
+        let no_loss = training && logger.ret.inner.is_none();
+        if logger.log_broken || no_loss {
             continue;
         }
-        let name = step.kind.name();
-        let n = step.ret.values.len();
-        match &step.log {
-            None if n == 0 || (n == 1 && step.kind == StepKind::Training) => {}
+        let name = logger.source.name();
+        let n = logger.ret.values.len();
+        match logger.log {
+            None if n == 0 || (n == 1 && training) => {}
             None => cx.error_spanned_by(
-                &step.ret.tokens,
+                &logger.ret.tokens,
                 format!(
                     "`{name}` returns {} that no `#[log]` names, add `#[log(name, …)]` with one name per value",
                     count(n, "value", "values")
@@ -101,7 +102,7 @@ fn check_log_arity(cx: &Ctxt, module: &Module) {
                 ),
             ),
             Some(log) if log.metrics.len() < n => cx.error_spanned_by(
-                &step.ret.tokens,
+                &logger.ret.tokens,
                 format!(
                     "`{name}` returns {} but `#[log]` names {}",
                     count(n, "value", "values"),
@@ -126,8 +127,8 @@ fn check_metrics_unique(cx: &Ctxt, metrics: &[Metric]) {
         let Some(first) = metrics[..i].iter().position(|o| o.name == m.name) else {
             continue;
         };
-        let first_step = metrics[first].step;
-        if first_step == m.step {
+        let first_source = metrics[first].source;
+        if first_source == m.source {
             cx.error_at(
                 m.span,
                 format!("metric `{}` is named twice in this `#[log]`", m.name),
@@ -139,7 +140,7 @@ fn check_metrics_unique(cx: &Ctxt, metrics: &[Metric]) {
             format!(
                 "metric `{}` is already logged by `{}`: one name is one metric in the whole module, rename one of them",
                 m.name,
-                first_step.name()
+                first_source.name()
             ),
         );
         if !noted.contains(&first) {
@@ -149,8 +150,8 @@ fn check_metrics_unique(cx: &Ctxt, metrics: &[Metric]) {
                 format!(
                     "metric `{}` is logged by `{}` and again by `{}`",
                     m.name,
-                    first_step.name(),
-                    m.step.name()
+                    first_source.name(),
+                    m.source.name()
                 ),
             );
         }

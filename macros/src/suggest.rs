@@ -19,6 +19,15 @@ pub fn listing<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
         .join(", ")
 }
 
+/// `` `a`, `b` or `c` ``.
+pub fn alternatives<'a>(names: impl IntoIterator<Item = &'a str>) -> String {
+    let names: Vec<String> = names.into_iter().map(|n| format!("`{n}`")).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.concat(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,5 +39,7 @@ mod tests {
             ", did you mean `monitor`?"
         );
         assert_eq!(hint("zzz", &["a", "b"]), ", expected one of `a`, `b`");
+        assert_eq!(alternatives(["a", "b", "c"]), "`a`, `b` or `c`");
+        assert_eq!(alternatives(["a"]), "`a`");
     }
 }

@@ -7,7 +7,8 @@ use syn::spanned::Spanned;
 use syn::{Item, ItemImpl};
 
 use super::{bound_device, dfdx, rt, support, with_backend};
-use crate::ast::{HookKind, Metric, Module, Stage, Step, StepKind};
+use crate::ast::{HookKind, Metric, Module, Returned, Stage, Step, StepArg, StepKind};
+use crate::attr::LogAttr;
 use crate::attr::{CheckpointAttr, Mode, Reduce, SaveLast};
 use crate::check;
 use crate::ctxt::Ctxt;
@@ -145,7 +146,7 @@ fn metric_spec(m: &Metric) -> TokenStream {
 
 /// The trait's step: calls the inherent method by path, logs the returned values, returns the loss.
 fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
-    let (rt, support) = (rt(), support());
+    let rt = rt();
     let self_ty = &module.self_ty;
     let ident = &step.ident;
     let question = step.ret.fallible.then(|| quote!(?));
@@ -162,27 +163,14 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
             }
         };
     }
-    let values: Vec<syn::Ident> = (0..step.ret.values.len())
-        .map(|i| quote::format_ident!("__v{}", i))
-        .collect();
-    let bind = match values.as_slice() {
-        [] => quote!(let () =),
-        [one] => quote!(let #one =),
-        many => quote!(let (#(#many),*) =),
-    };
-    let args = match step.kind {
-        StepKind::Training => quote!(#batch, __grads),
-        _ => quote!(#batch),
-    };
-    let names = step.log.iter().flat_map(|l| &l.metrics);
-    let logs: Vec<TokenStream> = names
-        .zip(values.iter().zip(&step.ret.values))
-        .map(|(m, (v, ty))| {
-            let name = &m.name;
-            quote_spanned!(ty.span()=> __log.log(#name, <#ty as #support::ScalarMetric>::to_metric(&#v));)
-        })
-        .collect();
-    let log_param = if logs.is_empty() {
+    let args = step.args.iter().map(|a| match a {
+        StepArg::Batch => batch.clone(),
+        StepArg::Grads => quote!(__grads),
+        StepArg::BatchIdx => quote!(__log.batch_idx()),
+    });
+    let call = quote!(<#self_ty>::#ident(self, #(#args),*)#question);
+    let (bind, values, logs) = logged(call, &step.ret, step.log.as_ref());
+    let log_param = if logs.is_empty() && !step.args.contains(&StepArg::BatchIdx) {
         quote!(_)
     } else {
         quote!(__log)
@@ -198,7 +186,7 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
                     __grads: #dfdx::tensor::Gradients<f32, #dev>,
                     #log_param: &mut #rt::metrics::StepLog,
                 ) -> #rt::Result<#rt::module::Loss<#dev>> {
-                    #bind <#self_ty>::#ident(self, #args)#question;
+                    #bind
                     #(#logs)*
                     ::core::result::Result::Ok(#loss)
                 }
@@ -208,13 +196,40 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
             let method = quote::format_ident!("{}", kind.name());
             quote! {
                 fn #method(&mut self, __batch: Self::Batch, #log_param: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
-                    #bind <#self_ty>::#ident(self, #args)#question;
+                    #bind
                     #(#logs)*
                     ::core::result::Result::Ok(())
                 }
             }
         }
     }
+}
+
+/// `let (__v0, __v1) = call;` and one `__log.log(name, value)` per name of `log`, spanned on the
+/// returned type so that a value that is no metric is reported there; with the bound locals.
+fn logged(
+    call: TokenStream,
+    ret: &Returned,
+    log: Option<&LogAttr>,
+) -> (TokenStream, Vec<syn::Ident>, Vec<TokenStream>) {
+    let support = support();
+    let values: Vec<syn::Ident> = (0..ret.values.len())
+        .map(|i| quote::format_ident!("__v{}", i))
+        .collect();
+    let bind = match values.as_slice() {
+        [] => quote!(let () = #call;),
+        [one] => quote!(let #one = #call;),
+        many => quote!(let (#(#many),*) = #call;),
+    };
+    let names = log.into_iter().flat_map(|l| &l.metrics);
+    let logs = names
+        .zip(values.iter().zip(&ret.values))
+        .map(|(m, (v, ty))| {
+            let name = &m.name;
+            quote_spanned!(ty.span()=> __log.log(#name, <#ty as #support::ScalarMetric>::to_metric(&#v));)
+        })
+        .collect();
+    (bind, values, logs)
 }
 
 /// Wraps an optimizer into `Optimizers`, or passes `Optimizers` through.
@@ -359,9 +374,27 @@ fn hook(module: &Module, kind: HookKind) -> TokenStream {
         },
         HookKind::TrainBatchEnd | HookKind::TrainEpochEnd | HookKind::ValidationEpochEnd => {
             let method = quote::format_ident!("{}", kind.name());
+            let arg = hook.takes_log.then(|| quote!(, __log));
+            let call = quote!(<#self_ty>::#ident(self #arg));
+            if hook.log.is_none() {
+                let log_param = if hook.takes_log {
+                    quote!(__log)
+                } else {
+                    quote!(_)
+                };
+                return quote! {
+                    fn #method(&mut self, #log_param: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
+                        #into_result(#call)
+                    }
+                };
+            }
+            let question = hook.ret.fallible.then(|| quote!(?));
+            let (bind, _, logs) = logged(quote!(#call #question), &hook.ret, hook.log.as_ref());
             quote! {
                 fn #method(&mut self, __log: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
-                    #into_result(<#self_ty>::#ident(self, __log))
+                    #bind
+                    #(#logs)*
+                    ::core::result::Result::Ok(())
                 }
             }
         }

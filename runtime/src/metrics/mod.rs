@@ -129,6 +129,7 @@ pub struct StepLog {
     registry: &'static [MetricSpec],
     stage: Stage,
     batch_size: usize,
+    batch_idx: usize,
     epoch: u64,
     global_step: u64,
     values: Vec<(usize, MetricValue)>,
@@ -141,6 +142,7 @@ impl StepLog {
             registry,
             stage,
             batch_size,
+            batch_idx: 0,
             epoch: 0,
             global_step: 0,
             values: Vec::new(),
@@ -153,6 +155,19 @@ impl StepLog {
         self.epoch = epoch;
         self.global_step = global_step;
         self
+    }
+
+    /// Stamps the log of a step with the index of its batch.
+    pub(crate) fn batch(mut self, batch_idx: usize) -> Self {
+        self.batch_idx = batch_idx;
+        self
+    }
+
+    /// The index of the step's batch, from 0 within the training epoch or the validation or test run
+    /// (Lightning's `batch_idx`); 0 in the module's hooks. A step declared with a `batch_idx: usize`
+    /// parameter receives it.
+    pub fn batch_idx(&self) -> usize {
+        self.batch_idx
     }
 
     /// The trainer's `current_epoch` when the step runs (Lightning's `self.current_epoch`).

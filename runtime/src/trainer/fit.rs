@@ -312,7 +312,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             None => module.try_alloc_grads().map_err(crate::device_err)?,
         };
         let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size)
-            .at(self.state.epoch, self.state.global_step);
+            .at(self.state.epoch, self.state.global_step)
+            .batch(index);
         let loss = module.training_step(batch, grads, &mut log)?;
         // A logging mistake fails the step before it changes anything.
         let logged = log.finish()?;
@@ -484,7 +485,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let batch_size = loader.batch_size(i);
             let batch = loader.batch(i)?;
             let mut log = StepLog::new(M::METRICS, stage, batch_size)
-                .at(self.state.epoch, self.state.global_step);
+                .at(self.state.epoch, self.state.global_step)
+                .batch(i);
             let module = self.module.as_mut().ok_or_else(no_module)?;
             match stage {
                 Stage::Test => module.test_step(batch, &mut log)?,

@@ -19,7 +19,7 @@ impl<D: Backend> Lit<D> {
     #[log(val_loss)]
     fn validation_step(&mut self, _x: X<D>) -> f32 { todo!() }
 
-    fn on_train_epoch_end(&mut self) {}
+    fn on_train_epoch_end(&mut self, _log: &mut StepLog, _extra: u32) {}
 }
 
 fn main() {}
