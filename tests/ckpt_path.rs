@@ -143,6 +143,42 @@ fn best_skips_a_damaged_or_missing_file_and_takes_the_next_best_intact_one() {
 }
 
 #[test]
+fn last_with_files_that_all_fail_to_load_is_an_error_naming_each_file_and_why() {
+    // Training from scratch here would discard them silently; with no file at all it stays a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let (garbage, flipped) = (dir.path().join("last.ckpt"), dir.path().join("e.ckpt"));
+    std::fs::write(&garbage, b"not a checkpoint").unwrap();
+    save_after(3, &flipped);
+    let mut bytes = std::fs::read(&flipped).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&flipped, bytes).unwrap();
+    let paths = CheckpointPaths {
+        last: vec![garbage.clone(), dir.path().join("gone.ckpt")],
+        others: vec![flipped.clone()],
+        ..Default::default()
+    };
+    let err = resume(paths, "last").err().unwrap().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines[0].starts_with("`fit(ckpt_path = \"last\")`: ") && lines.len() == 3,
+        "{err}"
+    );
+    for (path, why) in [
+        (&garbage, "is not a fulgur checkpoint"),
+        (&flipped, "is damaged"),
+    ] {
+        let at = format!("`{}`", path.display());
+        assert!(
+            lines[1..]
+                .iter()
+                .any(|l| l.contains(&at) && l.contains(why)),
+            "{at} {why}: {err}"
+        );
+    }
+}
+
+#[test]
 fn last_with_nothing_saved_starts_from_scratch() {
     let t = resume(CheckpointPaths::default(), "last").unwrap();
     assert_eq!(t.state().resumed_from, None);

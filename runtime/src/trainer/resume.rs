@@ -14,9 +14,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// Lightning's `ckpt_path` resolution (C.3), returning the chosen file already read and verified.
     ///
     /// `"last"` is the newest intact full checkpoint among the checkpoint callbacks' files (their `last`
-    /// files and every other checkpoint file in their directories), by the global step stored inside the
-    /// files; `"best"` the best intact file of the first checkpoint callback. Damaged files are skipped
-    /// with a warning.
+    /// files and every other checkpoint file in their directories), by the global step stored
+    /// inside the files; `"best"` the best intact file of the first checkpoint callback. Damaged files
+    /// are skipped with a warning; when files exist but none can be loaded, that is an error naming each.
     pub(super) fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<(PathBuf, Checkpoint)>> {
         let ckpt_callbacks: Vec<_> = self
             .callbacks
@@ -75,7 +75,17 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                         candidates.push(path);
                     }
                 }
-                let newest = newest_intact(candidates);
+                let found = candidates.len();
+                let (newest, problems) = newest_intact(candidates);
+                if newest.is_none() && found > 0 {
+                    // Training from scratch would silently discard them.
+                    return Err(Error::Config(format!(
+                        "`fit(ckpt_path = \"last\")`: none of the {found} checkpoint files found can be loaded, \
+                         so there is nothing to resume from; repair or move them, or pass no `ckpt_path` to \
+                         start from scratch:\n  {}",
+                        problems.join("\n  ")
+                    )));
+                }
                 if newest.is_none() {
                     let dirs: Vec<String> = ckpt_callbacks
                         .iter()
@@ -297,8 +307,16 @@ fn impossible_counter(
 
 /// The newest intact checkpoint among `candidates` (earlier ones win ties): full checkpoints before
 /// weights-only ones, then by the global step in their headers; each is read and verified in that order
-/// until one passes, so a keep-all directory costs one header read per file and one full read.
-fn newest_intact(candidates: Vec<PathBuf>) -> Option<(PathBuf, Checkpoint)> {
+/// until one passes, so a keep-all directory costs one header read per file and one full read. Also
+/// why each file passed over could not be loaded.
+fn newest_intact(candidates: Vec<PathBuf>) -> (Option<(PathBuf, Checkpoint)>, Vec<String>) {
+    let mut problems = Vec::new();
+    let mut skip = |e: CheckpointError| {
+        crate::warn(&format!(
+            "`ckpt_path = \"last\"`: skipping a checkpoint that cannot be loaded: {e}"
+        ));
+        problems.push(e.to_string());
+    };
     let mut ranked = Vec::new();
     for (i, path) in candidates.into_iter().enumerate() {
         // A file from another writer may keep its scalars after the tensors: then the header read fails
@@ -310,21 +328,17 @@ fn newest_intact(candidates: Vec<PathBuf>) -> Option<(PathBuf, Checkpoint)> {
             Ok((weights_only, step)) => {
                 ranked.push((!weights_only, step, std::cmp::Reverse(i), path))
             }
-            Err(e) => crate::warn(&format!(
-                "`ckpt_path = \"last\"`: skipping a damaged checkpoint: {e}"
-            )),
+            Err(e) => skip(e),
         }
     }
     ranked.sort();
     while let Some((_, _, _, path)) = ranked.pop() {
         match read_checkpoint(&path) {
-            Ok(ckpt) => return Some((path, ckpt)),
-            Err(e) => crate::warn(&format!(
-                "`ckpt_path = \"last\"`: skipping a damaged checkpoint: {e}"
-            )),
+            Ok(ckpt) => return (Some((path, ckpt)), problems),
+            Err(e) => skip(e),
         }
     }
-    None
+    (None, problems)
 }
 
 fn no_module() -> Error {
@@ -410,7 +424,12 @@ mod tests {
         ckpt.global_step = 5;
         crate::checkpoint::write_checkpoint(&older, &ckpt).unwrap();
         std::fs::write(&damaged, b"FULGURCK and then nothing sensible").unwrap();
-        let (path, ckpt) = newest_intact(vec![older, damaged, reordered.clone()]).unwrap();
+        let (newest, problems) = newest_intact(vec![older, damaged.clone(), reordered.clone()]);
+        let (path, ckpt) = newest.unwrap();
         assert_eq!((path, ckpt.global_step), (reordered, 9));
+        assert!(
+            problems.len() == 1 && problems[0].contains(&damaged.display().to_string()),
+            "{problems:?}"
+        );
     }
 }
