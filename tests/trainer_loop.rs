@@ -484,3 +484,155 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
         "the module stays attached: nothing is lost"
     );
 }
+
+/// Records the module's weights, bit for bit, each time training starts.
+struct WeightsAtTrainStart(Arc<Mutex<Vec<Vec<(String, Vec<u32>)>>>>);
+
+impl Callback for WeightsAtTrainStart {
+    fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        let ckpt = ctx.build_checkpoint(true, self)?;
+        let bits = ckpt
+            .state_dict
+            .into_iter()
+            .map(|(k, t)| (k, t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect()))
+            .collect();
+        self.0.lock().unwrap().push(bits);
+        Ok(())
+    }
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
+    }
+}
+
+fn checkpoint_files(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_second_fit_with_raised_max_epochs_continues_where_the_first_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let kept = dir.path().join("all");
+    let events = Events::default();
+    let weights = Arc::new(Mutex::new(Vec::new()));
+    let (mut train, mut val) = loaders();
+    let mut t = Trainer::builder()
+        .no_logger()
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .limit_train_batches(4u64)
+        .limit_val_batches(2u64)
+        .num_sanity_val_steps(0)
+        .max_epochs(2)
+        .callback(recorder("rec", false, &events))
+        .callback(WeightsAtTrainStart(weights.clone()))
+        .callback(
+            fulgur::callbacks::ModelCheckpoint::builder()
+                .dirpath(&kept)
+                .save_top_k(-1)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    t.fit(module(&events), &mut train, Some(&mut val), None)
+        .unwrap();
+    assert_eq!((t.current_epoch(), t.global_step()), (2, 8));
+    let trained = support::weight_bits(t.module().unwrap());
+
+    // Fitting again without raising the limit trains nothing.
+    let module_again = t.take_module().unwrap();
+    t.fit(module_again, &mut train, Some(&mut val), None)
+        .unwrap();
+    assert_eq!((t.current_epoch(), t.global_step()), (2, 8));
+    assert_eq!(count(&events, "training_step"), 8);
+
+    t.set_max_epochs(Some(4)).unwrap();
+    events.lock().unwrap().clear();
+    let module_again = t.take_module().unwrap();
+    t.fit(module_again, &mut train, Some(&mut val), None)
+        .unwrap();
+    assert_eq!((t.current_epoch(), t.global_step()), (4, 16));
+    let epoch_starts: Vec<String> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e.starts_with("rec.on_train_epoch_start"))
+        .cloned()
+        .collect();
+    assert_eq!(
+        epoch_starts,
+        [
+            "rec.on_train_epoch_start(e2 s8)",
+            "rec.on_train_epoch_start(e3 s12)"
+        ]
+    );
+    assert_eq!(count(&events, "training_step"), 8);
+    // The second fit trained the module it was given, with the weights the first fit left.
+    let weights = weights.lock().unwrap();
+    assert_eq!(weights.len(), 3);
+    assert!(
+        weights[2] == trained,
+        "the second fit started from other weights"
+    );
+    assert!(support::weight_bits(t.module().unwrap()) != trained);
+    // One file per epoch, no `-v1` copies of the epochs trained before.
+    assert_eq!(
+        checkpoint_files(&kept),
+        [
+            "epoch=0-step=4.ckpt",
+            "epoch=1-step=8.ckpt",
+            "epoch=2-step=12.ckpt",
+            "epoch=3-step=16.ckpt"
+        ]
+    );
+}
+
+#[test]
+fn a_second_fit_with_raised_max_steps_continues_inside_the_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = Events::default();
+    let (mut train, mut val) = loaders();
+    let mut t = Trainer::builder()
+        .no_logger()
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .limit_train_batches(4u64)
+        .limit_val_batches(2u64)
+        .num_sanity_val_steps(0)
+        .max_steps(6)
+        .callback(recorder("rec", false, &events))
+        .build()
+        .unwrap();
+    t.fit(module(&events), &mut train, Some(&mut val), None)
+        .unwrap();
+    assert_eq!((t.current_epoch(), t.global_step()), (1, 6));
+    let before = t.config().clone();
+    let err = t.set_max_steps(Some(0)).unwrap_err().to_string();
+    assert!(err.contains("`max_steps` must be at least 1"), "{err}");
+    assert_eq!(*t.config(), before, "a refused setting changes nothing");
+    t.set_max_steps(Some(10)).unwrap();
+    events.lock().unwrap().clear();
+    let module_again = t.take_module().unwrap();
+    t.fit(module_again, &mut train, Some(&mut val), None)
+        .unwrap();
+    // Batches 2 and 3 of epoch 1, then batches 0 and 1 of epoch 2.
+    assert_eq!((t.current_epoch(), t.global_step()), (2, 10));
+    assert_eq!(count(&events, "training_step"), 4);
+    assert_eq!(
+        t.state().total_batches,
+        10,
+        "batches 0 and 1 of epoch 1 are not run twice"
+    );
+    // The default checkpoint callback of the first fit carries on: one file, the latest.
+    assert_eq!(
+        checkpoint_files(&dir.path().join("checkpoints")),
+        ["epoch=2-step=10.ckpt"]
+    );
+}

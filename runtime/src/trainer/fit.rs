@@ -25,6 +25,11 @@ fn all(_: &dyn Callback) -> bool {
 impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// Trains `module` on `train`, validating on `val`, optionally resuming from `ckpt_path`.
     ///
+    /// A trainer that has trained before continues from its current epoch, batch and step (raise the
+    /// limits with [`set_max_epochs`](Self::set_max_epochs) or [`set_max_steps`](Self::set_max_steps)),
+    /// training `module` with the weights it has; the optimizer and scheduler come afresh from
+    /// `configure_optimizers`, as in Lightning. `ckpt_path` restores a checkpoint's position instead.
+    ///
     /// The module stays attached to the trainer afterwards ([`module`](Self::module),
     /// [`take_module`](Self::take_module)), also when `fit` fails, so nothing is lost.
     pub fn fit(
@@ -143,9 +148,25 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let cfg = self.config.clone();
         let module = self.module.as_ref().ok_or_else(no_module)?;
         self.optimizers = Some(module.configure_optimizers());
+        // A trainer that has trained before continues where it stopped, as Lightning's does: at its
+        // epoch, batch and step, with the data-order seed it ran with (perhaps a checkpoint's). An epoch
+        // whose end hooks ran but did not finish (a failing callback) counts as done, as on resume.
+        let previous = std::mem::take(&mut self.state);
+        let continuing = previous.epoch > 0 || previous.total_batches > 0;
+        if previous.epoch_finished {
+            self.train_accum.clear();
+        }
         self.state = super::TrainerState {
             fn_: TrainerFn::Fitting,
-            seed: cfg.seed,
+            epoch: previous.epoch + u64::from(previous.epoch_finished),
+            batches_done: if previous.epoch_finished {
+                0
+            } else {
+                previous.batches_done
+            },
+            global_step: previous.global_step,
+            total_batches: previous.total_batches,
+            seed: if continuing { previous.seed } else { cfg.seed },
             metric_registry: M::METRICS,
             max_epochs: cfg.effective_max_epochs(),
             max_steps: cfg.max_steps,
@@ -155,12 +176,18 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             keep_training_on_checkpoint_error: cfg.keep_training_on_checkpoint_error,
             ..Default::default()
         };
-        self.train_accum = EpochAccumulator::default();
         self.state.num_training_batches = limited(
             train.num_batches() as u64,
             cfg.limit_train_batches,
             "limit_train_batches",
         )?;
+        if self.state.batches_done > self.state.num_training_batches {
+            return Err(Error::Config(format!(
+                "the trainer stopped after batch {} of epoch {}, but the training data now has {} batches per epoch \
+                 (after `limit_train_batches`): continue with the data the epoch started with",
+                self.state.batches_done, self.state.epoch, self.state.num_training_batches
+            )));
+        }
         self.state.num_val_batches = match val.as_deref() {
             Some(v) => limited(
                 v.num_batches() as u64,

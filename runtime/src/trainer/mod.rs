@@ -244,6 +244,44 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         &self.config
     }
 
+    /// Changes `max_epochs` of a built trainer (`None` removes the limit; with `max_steps` unset too,
+    /// Lightning's default of 1000 epochs applies). A later [`fit`](Self::fit) continues from the
+    /// current epoch and step, so raising the limit trains the epochs that remain.
+    ///
+    /// ```no_run
+    /// # use fulgur_runtime::trainer::Trainer;
+    /// # fn demo<M: fulgur_runtime::module::LightningModule<dfdx::tensor::Cpu>>(
+    /// #     model: M,
+    /// #     train: &mut fulgur_runtime::trainer::DynLoader<'_, M::Batch>,
+    /// # ) -> fulgur_runtime::Result<()> {
+    /// let mut trainer = Trainer::<M>::builder().max_epochs(2).build()?;
+    /// trainer.fit(model, train, None, None)?; // epochs 0 and 1
+    /// trainer.set_max_epochs(Some(4))?;
+    /// let model = trainer.take_module().unwrap();
+    /// trainer.fit(model, train, None, None)?; // epochs 2 and 3
+    /// # Ok(()) }
+    /// ```
+    pub fn set_max_epochs(&mut self, max_epochs: Option<u64>) -> Result<()> {
+        self.reconfigure(|c| c.max_epochs = max_epochs)
+    }
+
+    /// Changes `max_steps` of a built trainer (`None` removes the limit); see
+    /// [`set_max_epochs`](Self::set_max_epochs).
+    pub fn set_max_steps(&mut self, max_steps: Option<u64>) -> Result<()> {
+        self.reconfigure(|c| c.max_steps = max_steps)
+    }
+
+    /// Applies `change` to a copy of the settings and keeps it only when it validates.
+    fn reconfigure(&mut self, change: impl FnOnce(&mut TrainerConfig)) -> Result<()> {
+        let mut config = self.config.clone();
+        change(&mut config);
+        config.validate()?;
+        self.state.max_epochs = config.effective_max_epochs();
+        self.state.max_steps = config.max_steps;
+        self.config = config;
+        Ok(())
+    }
+
     /// Counters, flags and metrics.
     pub fn state(&self) -> &TrainerState {
         &self.state
@@ -360,6 +398,16 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if std::mem::take(&mut self.default_model_summary) {
             all.retain(|c| !c.as_any().is::<ModelSummary>());
         }
+        // Lightning's default: a plain `ModelCheckpoint()` when checkpointing is on and none is given.
+        // The default of an earlier install stays, with its state, so that a further `fit` continues its
+        // top-k; it goes when the module brings a checkpoint callback.
+        if self.default_checkpoint && from_module.iter().any(|c| c.is_checkpoint()) {
+            if let Ok(config) = ModelCheckpoint::builder().config() {
+                let key = config.state_key();
+                all.retain(|c| c.state_key() != key);
+            }
+            self.default_checkpoint = false;
+        }
         for cb in from_module {
             let key = cb.state_key();
             if all.iter().any(|c| c.state_key() == key) {
@@ -368,16 +416,6 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             self.module_callback_keys.insert(key);
             all.push(cb);
-        }
-        // Lightning's default: a plain `ModelCheckpoint()` when checkpointing is on and none is given.
-        let default_key = ModelCheckpoint::builder()
-            .config()
-            .map(|c| c.state_key())
-            .ok();
-        if let Some(key) = &default_key {
-            if self.default_checkpoint {
-                all.retain(|c| c.state_key() != *key);
-            }
         }
         if self.config.enable_progress_bar && !all.iter().any(|c| c.is_progress_bar()) {
             all.push(Box::new(ProgressBar::new()));
@@ -388,7 +426,6 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             all.push(Box::new(ModelSummary::new()));
             self.default_model_summary = true;
         }
-        self.default_checkpoint = false;
         if self.config.enable_checkpointing && !all.iter().any(|c| c.is_checkpoint()) {
             all.push(Box::new(ModelCheckpoint::builder().build()?));
             self.default_checkpoint = true;
