@@ -6,7 +6,7 @@
 
 mod single;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::checkpoint::{write_checkpoint, Checkpoint};
 use crate::{Error, Result};
@@ -108,6 +108,30 @@ impl<'a> RankZeroFs<'a> {
         Ok(())
     }
 
+    /// Makes `link` a relative symlink to `target` (rank 0 only), replacing whatever `link` was in one
+    /// rename, so that it never goes missing; where symlinks are unavailable, a copy of `target`.
+    pub fn link(&self, target: &Path, link: &Path) -> Result<()> {
+        if !self.is_writer() || target == link {
+            return Ok(());
+        }
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, op, source }
+        };
+        let dir = link.parent().unwrap_or(Path::new("."));
+        let name = link.file_name().unwrap_or_default();
+        let tmp = dir.join(crate::checkpoint::temporary_name(name));
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(relative_to(target, dir), &tmp)
+            .map_err(io("create symlink", &tmp))?;
+        #[cfg(not(unix))]
+        std::fs::copy(target, &tmp).map_err(io("copy", &tmp))?;
+        std::fs::rename(&tmp, link).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            io("rename the temporary link to", link)(e)
+        })
+    }
+
     /// Deletes a file (rank 0 only); a file that is already gone is not an error.
     pub fn remove_file(&self, path: &Path) -> Result<()> {
         if self.is_writer() {
@@ -124,4 +148,20 @@ impl<'a> RankZeroFs<'a> {
         }
         Ok(())
     }
+}
+
+/// `target` relative to directory `base` (both absolute).
+#[cfg_attr(not(unix), allow(dead_code))]
+fn relative_to(target: &Path, base: &Path) -> PathBuf {
+    let t: Vec<_> = target.components().collect();
+    let b: Vec<_> = base.components().collect();
+    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c.as_os_str());
+    }
+    out
 }

@@ -14,10 +14,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// Lightning's `ckpt_path` resolution (C.3), returning the chosen file already read and verified.
     ///
     /// `"last"` is the newest intact full checkpoint among the checkpoint callbacks' files (their `last`
-    /// files and every other checkpoint file in their directories), by the global step stored
+    /// files and every other checkpoint file where their templates write), by the global step stored
     /// inside the files; `"best"` the best intact file of the first checkpoint callback. Damaged files
     /// are skipped with a warning; when files exist but none can be loaded, that is an error naming each.
-    pub(super) fn resolve_ckpt_path(&self, p: CkptPath) -> Result<Option<(PathBuf, Checkpoint)>> {
+    /// Records in the state whether the file was named by path, which checkpoint callbacks never delete.
+    pub(super) fn resolve_ckpt_path(
+        &mut self,
+        p: CkptPath,
+    ) -> Result<Option<(PathBuf, Checkpoint)>> {
+        self.state.resumed_by_path = matches!(p, CkptPath::Path(_));
         let ckpt_callbacks: Vec<_> = self
             .callbacks
             .iter()

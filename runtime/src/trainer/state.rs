@@ -70,8 +70,12 @@ pub struct TrainerState {
     pub max_epochs: Option<u64>,
     /// `max_steps` in force.
     pub max_steps: Option<u64>,
-    /// The checkpoint this `fit` resumed from; checkpoint callbacks never delete it.
+    /// The checkpoint this `fit` resumed from; checkpoint callbacks never delete it, unless
+    /// `ckpt_path = "last"` or `"best"` picked one of their own files (see `resumed_by_path`).
     pub resumed_from: Option<PathBuf>,
+    /// Whether `resumed_from` was named by path (`CkptPath::Path`) rather than found by `"last"` or
+    /// `"best"`: a file named by path is kept as it is for the whole run, never deleted nor overwritten.
+    pub resumed_by_path: bool,
     /// The trainer's `default_root_dir`.
     pub default_root_dir: PathBuf,
     /// The logger's directory, when there is a logger.

@@ -6,6 +6,8 @@
 
 mod config;
 mod filename;
+mod files;
+mod names;
 pub(crate) mod policy;
 
 use std::collections::BTreeMap;
@@ -21,6 +23,7 @@ use crate::metrics::{metric_keys, MetricKind, MetricValue};
 use crate::trainer::{TrainerFn, TrainerState, ValCheckInterval};
 use crate::{Error, Result};
 use fulgur_format::suggest::did_you_mean;
+use names::OwnNames;
 use policy::{Action, Book, Decide, Namer};
 
 pub use config::{CheckpointConfig, Mode, ModelCheckpointBuilder, SaveLast};
@@ -55,9 +58,20 @@ pub struct ModelCheckpoint {
     clock: Clock,
     /// Deletions that a resumed checkpoint recorded as under way when it was written (see `State`).
     pending_deletes: Vec<PathBuf>,
-    /// Whether the checkpoint this `fit` resumed from is one of this callback's own files (its restored
-    /// book lists it), and so may be rotated out like any other.
+    /// Whether the checkpoint this `fit` resumed from may be rotated out like the callback's other files:
+    /// a `"last"`/`"best"` recovery picked it and the restored book lists it (B.10).
     owns_resume_source: bool,
+}
+
+/// What a call of [`ModelCheckpoint::run`] saves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// A top-k candidate, then `last`.
+    TopKAndLast,
+    /// Only `last`, after a file saved on an error.
+    Last,
+    /// Only `last`, at the end of `fit`, which must then hold the final state (G.3).
+    EndOfFit,
 }
 
 impl std::fmt::Debug for ModelCheckpoint {
@@ -313,11 +327,11 @@ impl ModelCheckpoint {
     /// to the state recorded in the last file this trigger wrote (or to the state before the trigger), so
     /// the callback never counts a file it did not write nor forgets one it did; an I/O error then stops
     /// `fit`, or is a warning with `keep_training_on_checkpoint_error`.
-    fn run(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<()> {
+    fn run(&mut self, ctx: &CallbackContext<'_>, trigger: Trigger) -> Result<()> {
         let before = self.book.clone();
         let mut saved = None;
         let result = self
-            .decide(ctx, topk, last)
+            .decide(ctx, trigger)
             .and_then(|actions| self.perform(ctx, actions, &mut saved));
         let Err(error) = result else {
             return Ok(());
@@ -335,8 +349,17 @@ impl ModelCheckpoint {
         Err(error)
     }
 
-    /// The actions of one trigger; the book is updated as they are decided.
-    fn decide(&mut self, ctx: &CallbackContext<'_>, topk: bool, last: bool) -> Result<Vec<Action>> {
+    /// The file this run never deletes nor overwrites: the checkpoint it resumed from, unless a
+    /// `"last"`/`"best"` recovery picked one of the callback's own files (B.10).
+    fn keep<'s>(&self, s: &'s TrainerState) -> Option<&'s Path> {
+        s.resumed_from
+            .as_deref()
+            .filter(|_| !self.owns_resume_source)
+    }
+
+    /// The actions of one trigger, in the order they are performed; the book is updated as they are
+    /// decided.
+    fn decide(&mut self, ctx: &CallbackContext<'_>, trigger: Trigger) -> Result<Vec<Action>> {
         let Some(dirpath) = self.dirpath.clone() else {
             return Err(Error::Config(
                 "`ModelCheckpoint` was used before `setup` resolved its directory".into(),
@@ -344,10 +367,7 @@ impl ModelCheckpoint {
         };
         let s = ctx.state();
         let cands = s.monitor_candidates();
-        let exists = |p: &Path| {
-            let here = p.symlink_metadata().is_ok();
-            ctx.strategy().broadcast_bool(here).unwrap_or(here)
-        };
+        let exists = |p: &Path| exists_on_rank_zero(ctx, p);
         let namer = Namer {
             cfg: &self.cfg,
             dirpath: &dirpath,
@@ -357,18 +377,15 @@ impl ModelCheckpoint {
         let mut actions = Vec::new();
         let mut messages = Vec::new();
         {
+            let keep = self.keep(s);
             let mut d = Decide {
                 book: &mut self.book,
                 namer: &namer,
                 global_step: s.global_step,
-                // A resume source that this callback's own restored book lists is one of its files,
-                // rotated like the others; any other resume source is never deleted (B.10).
-                resumed_from: s
-                    .resumed_from
-                    .as_deref()
-                    .filter(|_| !self.owns_resume_source),
+                keep,
+                end_of_fit: trigger == Trigger::EndOfFit,
             };
-            if topk && self.cfg.save_top_k != 0 {
+            if trigger == Trigger::TopKAndLast && self.cfg.save_top_k != 0 {
                 match &self.cfg.monitor {
                     None => actions.extend(d.save_without_monitor()?),
                     Some(monitor) => match cands.get(monitor) {
@@ -415,16 +432,14 @@ impl ModelCheckpoint {
                     },
                 }
             }
-            if last {
-                actions.extend(d.save_last()?);
-            }
+            actions.extend(d.save_last()?);
         }
         if ctx.fs().is_writer() {
             for m in messages {
                 crate::info(&m);
             }
         }
-        Ok(actions)
+        Ok(policy::in_safe_order(actions))
     }
 
     /// Performs `actions` in order; `saved` is the book recorded in the last file written.
@@ -435,6 +450,8 @@ impl ModelCheckpoint {
         saved: &mut Option<Book>,
     ) -> Result<()> {
         let key = self.cfg.state_key();
+        let own = OwnNames::new(&self.cfg);
+        let dir = self.dirpath.clone().unwrap_or_default();
         let deletes: Vec<PathBuf> = actions
             .iter()
             .filter_map(|a| match a {
@@ -458,120 +475,22 @@ impl ModelCheckpoint {
                     }
                 }
                 Action::Link { target, link } => {
-                    if ctx.fs().is_writer() {
-                        relink(&target, &link)?;
-                    }
+                    ctx.fs().link(&target, &link)?;
                     ctx.strategy().barrier()?;
                 }
-                Action::Delete(path) => ctx.fs().remove_file(&path)?,
+                Action::Delete(path) => {
+                    files::delete_own(ctx, &dir, &own, &path, false)?;
+                }
             }
         }
         Ok(())
     }
-
-    /// Files named like `last` in the directory: `last.ckpt`, `last-v1.ckpt`, … (B.13).
-    fn find_last_checkpoints(&self) -> Vec<PathBuf> {
-        let Some(dir) = &self.dirpath else {
-            return Vec::new();
-        };
-        let stem = self.cfg.name_last.as_str();
-        let Ok(entries) = std::fs::read_dir(dir) else {
-            return Vec::new();
-        };
-        let mut found: Vec<PathBuf> = entries
-            .filter_map(|e| e.ok())
-            .map(|e| e.path())
-            .filter(|p| {
-                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-                name.strip_suffix(self.cfg.file_extension.as_str())
-                    .is_some_and(|s| {
-                        s.strip_prefix(stem).is_some_and(|rest| {
-                            rest.is_empty() || rest.starts_with(self.cfg.join_char.as_str())
-                        })
-                    })
-            })
-            .collect();
-        found.sort();
-        found
-    }
 }
 
-/// Replaces `link` with a relative symlink to `target`, atomically (a temporary link renamed over it).
-fn relink(target: &Path, link: &Path) -> Result<()> {
-    let io = |op: &'static str, path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, op, source }
-    };
-    if target == link {
-        return Ok(());
-    }
-    let dir = link.parent().unwrap_or(Path::new("."));
-    let relative = relative_to(target, dir);
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(crate::checkpoint::temporary_name(std::ffi::OsStr::new(
-        &name,
-    )));
-    let _ = std::fs::remove_file(&tmp);
-    #[cfg(unix)]
-    std::os::unix::fs::symlink(&relative, &tmp).map_err(io("create symlink", &tmp))?;
-    #[cfg(not(unix))]
-    std::fs::copy(target, &tmp).map_err(io("copy", &tmp))?;
-    std::fs::rename(&tmp, link).map_err(io("rename", link))
-}
-
-/// `target` relative to directory `base` (both absolute).
-fn relative_to(target: &Path, base: &Path) -> PathBuf {
-    let t: Vec<_> = target.components().collect();
-    let b: Vec<_> = base.components().collect();
-    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
-    let mut out = PathBuf::new();
-    for _ in common..b.len() {
-        out.push("..");
-    }
-    for c in &t[common..] {
-        out.push(c.as_os_str());
-    }
-    out
-}
-
-impl ModelCheckpoint {
-    /// Whether the book lists `path` as one of the callback's files.
-    fn references(&self, path: &Path) -> bool {
-        let b = &self.book;
-        b.best_k_models.iter().any(|(k, _)| k == path)
-            || b.best_model_path.as_deref() == Some(path)
-            || b.kth_best_model_path.as_deref() == Some(path)
-            || b.last_model_path.as_deref() == Some(path)
-    }
-
-    /// Finishes the deletions a resumed checkpoint recorded as under way, for files inside `dirpath`
-    /// that the restored book does not reference and that are not the resume source.
-    fn finish_pending_deletes(&mut self, ctx: &CallbackContext<'_>) {
-        let pending = std::mem::take(&mut self.pending_deletes);
-        let (Some(dir), true) = (&self.dirpath, ctx.fs().is_writer()) else {
-            return;
-        };
-        let resumed = ctx.state().resumed_from.as_deref();
-        for path in pending {
-            let stale = policy::inside(&path, dir)
-                && !self.references(&path)
-                && resumed != Some(path.as_path())
-                && path.symlink_metadata().is_ok();
-            if !stale {
-                continue;
-            }
-            match ctx.fs().remove_file(&path) {
-                Ok(()) => crate::info(&format!(
-                    "deleted {}: the checkpoint this run resumed from had evicted it, and a crash interrupted the deletion",
-                    path.display()
-                )),
-                Err(e) => crate::warn(&format!("could not finish an interrupted deletion: {e}")),
-            }
-        }
-    }
+/// Whether `path` exists, as rank 0 sees it, on every rank.
+fn exists_on_rank_zero(ctx: &CallbackContext<'_>, path: &Path) -> bool {
+    let here = path.symlink_metadata().is_ok();
+    ctx.strategy().broadcast_bool(here).unwrap_or(here)
 }
 
 /// The one-line summary of a save printed with `verbose`.
@@ -606,63 +525,6 @@ fn human_bytes(n: u64) -> String {
     format!("{v:.1} {unit}")
 }
 
-/// Deletes the temporary files that interrupted writes left in `dir` and its sub-directories (rank 0).
-/// Writes under way in this process are spared; another process writing into the same directory is not
-/// supported (nor is it in Lightning: the version counter would race too).
-fn remove_leftover_temporaries(ctx: &CallbackContext<'_>, dir: &Path) {
-    if !ctx.fs().is_writer() {
-        return;
-    }
-    for path in walk(dir) {
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if crate::checkpoint::is_temporary_file(name) && !crate::checkpoint::is_in_flight(&path) {
-            match ctx.fs().remove_file(&path) {
-                Ok(()) => crate::info(&format!(
-                    "deleted {}, the temporary file of a write that did not finish",
-                    path.display()
-                )),
-                Err(e) => crate::warn(&format!("could not delete a leftover temporary file: {e}")),
-            }
-        }
-    }
-}
-
-/// The checkpoint files in `dir` and its sub-directories: names ending in `extension`, temporaries
-/// excluded; sorted.
-fn checkpoint_files(dir: &Path, extension: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = walk(dir)
-        .into_iter()
-        .filter(|p| {
-            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            name.ends_with(extension) && !crate::checkpoint::is_temporary_file(name)
-        })
-        .collect();
-    found.sort();
-    found
-}
-
-/// Every non-directory entry under `dir` (symlinks not followed into directories), a few levels deep.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    const DEPTH: usize = 8;
-    let mut out = Vec::new();
-    let mut stack = vec![(dir.to_path_buf(), 0)];
-    while let Some((d, depth)) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for entry in entries.filter_map(|e| e.ok()) {
-            let path = entry.path();
-            match entry.file_type() {
-                Ok(t) if t.is_dir() && depth + 1 < DEPTH => stack.push((path, depth + 1)),
-                Ok(t) if t.is_dir() => {}
-                Ok(_) => out.push(path),
-                Err(_) => {}
-            }
-        }
-    }
-    out
-}
-
 fn yaml_key(p: &Path) -> String {
     let s = p.to_string_lossy();
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
@@ -681,7 +543,7 @@ impl Callback for ModelCheckpoint {
         self.check_against_registry(ctx.state())?;
         let dir = self.resolve_dirpath(ctx)?;
         self.pending_deletes.clear();
-        remove_leftover_temporaries(ctx, &dir);
+        files::remove_leftover_temporaries(ctx, &dir, &OwnNames::new(&self.cfg));
         if ctx.fs().is_writer() && self.cfg.save_top_k != 0 {
             if let Ok(mut entries) = std::fs::read_dir(&dir) {
                 if entries.next().is_some() {
@@ -696,13 +558,18 @@ impl Callback for ModelCheckpoint {
         Ok(())
     }
 
+    fn on_fit_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.warn_missing_files(ctx);
+        Ok(())
+    }
+
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         self.last_time_checked = Some((self.clock)());
-        self.owns_resume_source = ctx
-            .state()
-            .resumed_from
-            .as_deref()
-            .is_some_and(|p| self.references(p));
+        let s = ctx.state();
+        self.owns_resume_source = !s.resumed_by_path
+            && s.resumed_from
+                .as_deref()
+                .is_some_and(|p| self.references(p));
         self.finish_pending_deletes(ctx);
         Ok(())
     }
@@ -741,13 +608,13 @@ impl Callback for ModelCheckpoint {
         if state_skip {
             return Ok(());
         }
-        self.run(ctx, true, true)
+        self.run(ctx, Trigger::TopKAndLast)
     }
 
     fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         let s = ctx.state();
         if !self.should_skip(s) && self.save_on_train_epoch_end(s) && self.epoch_trigger(s) {
-            self.run(ctx, true, true)?;
+            self.run(ctx, Trigger::TopKAndLast)?;
         }
         Ok(())
     }
@@ -759,10 +626,10 @@ impl Callback for ModelCheckpoint {
         }
         if self.defer {
             self.defer = false;
-            return self.run(ctx, true, true);
+            return self.run(ctx, Trigger::TopKAndLast);
         }
         if self.epoch_trigger(s) {
-            self.run(ctx, true, true)?;
+            self.run(ctx, Trigger::TopKAndLast)?;
         }
         Ok(())
     }
@@ -774,7 +641,7 @@ impl Callback for ModelCheckpoint {
             && s.total_batches > 0
             && self.book.last_file_step != Some(s.global_step)
         {
-            self.run(ctx, false, true)?;
+            self.run(ctx, Trigger::EndOfFit)?;
         }
         Ok(())
     }
@@ -791,13 +658,18 @@ impl Callback for ModelCheckpoint {
             return Ok(());
         };
         let cands = s.monitor_candidates();
+        let exists = |p: &Path| exists_on_rank_zero(ctx, p);
         let namer = Namer {
             cfg: &self.cfg,
             dirpath: &dirpath,
             cands: &cands,
-            exists: &|_| false,
+            exists: &exists,
         };
-        let path = namer.name(&self.cfg.filename, None)?;
+        // B.14 overwrites whatever has the name, except the file named as `ckpt_path` (B.10).
+        let mut path = namer.name(&self.cfg.filename, None)?;
+        if Some(path.as_path()) == self.keep(s) {
+            path = namer.versioned(&self.cfg.filename, None)?;
+        }
         let key = self.cfg.state_key();
         ctx.save_checkpoint_as(
             &path,
@@ -807,7 +679,7 @@ impl Callback for ModelCheckpoint {
         )?;
         self.book.last_global_step_saved = s.global_step;
         self.book.last_checkpoint_saved = Some(path.clone());
-        self.run(ctx, false, true)?;
+        self.run(ctx, Trigger::Last)?;
         if ctx.fs().is_writer() {
             crate::info(&format!(
                 "an error was raised with message: {error}; saved checkpoint to {}",
@@ -847,16 +719,21 @@ impl Callback for ModelCheckpoint {
     }
 
     fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
-        let mut last: Vec<PathBuf> = self.book.last_model_path.iter().cloned().collect();
+        let own = OwnNames::new(&self.cfg);
+        let mut last: Vec<PathBuf> = self
+            .book
+            .last_model_path
+            .iter()
+            .filter(|p| self.dirpath.as_deref().is_some_and(|d| own.contains(p, d)))
+            .cloned()
+            .collect();
         for p in self.find_last_checkpoints() {
             if !last.contains(&p) {
                 last.push(p);
             }
         }
         let others = self
-            .dirpath
-            .as_deref()
-            .map_or_else(Vec::new, |d| checkpoint_files(d, &self.cfg.file_extension))
+            .checkpoint_files()
             .into_iter()
             .filter(|p| !last.contains(p))
             .collect();

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::config::{CheckpointConfig, SaveLast};
 use super::filename::FilenameTemplate;
+use super::names::OwnNames;
 use crate::metrics::MetricValue;
 use crate::{Error, Result};
 
@@ -127,25 +128,33 @@ impl Namer<'_> {
         }
         Ok(path)
     }
+
+    /// Whether `path` is a file this callback's templates can name inside its directory (G.9).
+    pub fn owns(&self, path: &Path) -> bool {
+        OwnNames::new(self.cfg).contains(path, self.dirpath)
+    }
 }
 
-/// `should_remove` (B.10): a different file, inside `dirpath`, and not the checkpoint this run resumed from.
+/// `should_remove` (B.10, G.9): a different file, not the file to `keep`, and one of the callback's own
+/// files: a name its templates can produce inside `dirpath`.
 pub fn should_remove(
     previous: &Path,
     current: &Path,
-    dirpath: &Path,
-    resumed_from: Option<&Path>,
+    keep: Option<&Path>,
+    owns: impl Fn(&Path) -> bool,
 ) -> bool {
-    previous != current && resumed_from != Some(previous) && inside(previous, dirpath)
+    previous != current && keep != Some(previous) && owns(previous)
 }
 
-/// Whether `path` lies inside `dir`. A path read from a checkpoint may come from another machine or be
-/// hostile: `..` components never count as inside, whatever they resolve to.
-pub fn inside(path: &Path, dir: &Path) -> bool {
-    path.starts_with(dir)
-        && !path
-            .components()
-            .any(|c| matches!(c, std::path::Component::ParentDir))
+/// The order in which a trigger's actions are performed. With a link, every deletion comes after it: the
+/// link names its new target before the file it named may go, so `last` never dangles, whenever the run
+/// stops (G.3). Otherwise each deletion stays right after the write that replaces it, so a later write
+/// that fails (a full disk) still leaves the space it freed.
+pub fn in_safe_order(mut actions: Vec<Action>) -> Vec<Action> {
+    if actions.iter().any(|a| matches!(a, Action::Link { .. })) {
+        actions.sort_by_key(|a| matches!(a, Action::Delete(_)));
+    }
+    actions
 }
 
 /// The place of the decisions: the book plus what a trigger needs to know.
@@ -156,8 +165,11 @@ pub struct Decide<'a> {
     pub namer: &'a Namer<'a>,
     /// The global step of this trigger.
     pub global_step: u64,
-    /// The checkpoint this run resumed from, never deleted.
-    pub resumed_from: Option<&'a Path>,
+    /// A file never deleted nor overwritten: the checkpoint this run resumed from, unless a `"last"` or
+    /// `"best"` recovery picked one of the callback's own files (B.10).
+    pub keep: Option<&'a Path>,
+    /// Whether this trigger is the end of `fit`, after which `last` must hold the final state (G.3).
+    pub end_of_fit: bool,
 }
 
 impl Decide<'_> {
@@ -175,9 +187,14 @@ impl Decide<'_> {
     }
 
     fn delete_if_allowed(&self, previous: PathBuf, current: &Path, actions: &mut Vec<Action>) {
-        if should_remove(&previous, current, self.namer.dirpath, self.resumed_from) {
+        if should_remove(&previous, current, self.keep, |p| self.namer.owns(p)) {
             actions.push(Action::Delete(previous));
         }
+    }
+
+    /// `path` as a name the version counter may reuse: never the file to keep.
+    fn reusable<'p>(&self, path: Option<&'p Path>) -> Option<&'p Path> {
+        path.filter(|p| Some(*p) != self.keep)
     }
 
     /// Whether `current` enters the top-k (B.8 `improves`); `agree` makes the decision common to all ranks
@@ -217,7 +234,9 @@ impl Decide<'_> {
         } else {
             current
         };
-        let path = self.namer.versioned(&cfg.filename, evicted.as_deref())?;
+        let path = self
+            .namer
+            .versioned(&cfg.filename, self.reusable(evicted.as_deref()))?;
         self.book.current_score = Some(current);
         self.book.best_k_models.retain(|(p, _)| *p != path);
         self.book.best_k_models.push((path.clone(), current));
@@ -263,7 +282,9 @@ impl Decide<'_> {
         } else {
             self.book.best_model_path.clone()
         };
-        let path = self.namer.versioned(&cfg.filename, reusable.as_deref())?;
+        let path = self
+            .namer
+            .versioned(&cfg.filename, self.reusable(reusable.as_deref()))?;
         let previous = self.book.best_model_path.replace(path.clone());
         let mut actions = Vec::new();
         self.save(path.clone(), &mut actions);
@@ -276,31 +297,36 @@ impl Decide<'_> {
     }
 
     /// `save_last` (B.9, G.3): a real file holding the latest state, or in link mode a relative symlink to
-    /// the newest real file (a real file where none exists yet).
+    /// the newest real file (a real file where none exists yet, and at the end of `fit` when the newest
+    /// real file does not hold the final state).
     pub fn save_last(&mut self) -> Result<Vec<Action>> {
         let cfg: &CheckpointConfig = self.namer.cfg;
         if cfg.save_last == SaveLast::No {
             return Ok(Vec::new());
         }
-        let path = self
-            .namer
-            .versioned(&cfg.name_last, self.book.last_model_path.as_deref())?;
+        let reusable = self.reusable(self.book.last_model_path.as_deref());
+        let path = self.namer.versioned(&cfg.name_last, reusable)?;
         let previous = self.book.last_model_path.replace(path.clone());
-        self.book.last_file_step = Some(self.global_step);
         let mut actions = Vec::new();
         let target = self
             .book
             .last_checkpoint_saved
             .clone()
             .filter(|t| *t != path);
+        // A link holds the state of the file it names; after `fit`, `last` must hold the final state.
+        let linkable = !self.end_of_fit || self.book.last_global_step_saved == self.global_step;
         match target {
-            Some(target) if cfg.save_last == SaveLast::Link && cfg.save_top_k != 0 => {
+            Some(target) if cfg.save_last == SaveLast::Link && cfg.save_top_k != 0 && linkable => {
+                self.book.last_file_step = Some(self.book.last_global_step_saved);
                 actions.push(Action::Link {
                     target,
                     link: path.clone(),
                 })
             }
-            _ => self.save(path.clone(), &mut actions),
+            _ => {
+                self.book.last_file_step = Some(self.global_step);
+                self.save(path.clone(), &mut actions)
+            }
         }
         if let Some(previous) = previous {
             self.delete_if_allowed(previous, &path, &mut actions);
@@ -363,7 +389,8 @@ mod tests {
                 book: &mut self.book,
                 namer: &namer,
                 global_step: step,
-                resumed_from: None,
+                keep: None,
+                end_of_fit: false,
             };
             let mut actions = Vec::new();
             if self.cfg.save_top_k != 0 {
@@ -378,6 +405,7 @@ mod tests {
                 }
             }
             actions.extend(d.save_last().unwrap());
+            let actions = in_safe_order(actions);
             for a in &actions {
                 match a {
                     Action::Save { path, .. } => {
@@ -603,6 +631,24 @@ mod tests {
     }
 
     #[test]
+    fn link_mode_relinks_before_deleting_the_evicted_target() {
+        let mut s = Sim::new(
+            ModelCheckpointBuilder::default()
+                .monitor("val")
+                .save_last(SaveLast::Link),
+        );
+        s.trigger(0, 1, &[("val", 2.0)]);
+        let actions = s.trigger(1, 2, &[("val", 1.0)]);
+        assert!(
+            matches!(
+                &actions[..],
+                [Action::Save { .. }, Action::Link { .. }, Action::Delete(_)]
+            ),
+            "{actions:?}"
+        );
+    }
+
+    #[test]
     fn the_saved_state_is_the_updated_one() {
         let mut s = Sim::new(
             ModelCheckpointBuilder::default()
@@ -625,49 +671,41 @@ mod tests {
     }
 
     #[test]
-    fn deletion_is_confined_to_dirpath_and_spares_the_resume_source() {
+    fn deletion_is_confined_to_own_names_and_spares_the_file_to_keep() {
+        let cfg = ModelCheckpointBuilder::default().config().unwrap();
+        let own = OwnNames::new(&cfg);
         let d = Path::new("/ckpt");
-        assert!(should_remove(
-            Path::new("/ckpt/a.ckpt"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            None
+        let owns = |p: &Path| own.contains(p, d);
+        let remove = |previous: &str, keep: Option<&str>| {
+            should_remove(
+                Path::new(previous),
+                Path::new("/ckpt/epoch=9-step=9.ckpt"),
+                keep.map(Path::new),
+                owns,
+            )
+        };
+        assert!(remove("/ckpt/epoch=1-step=4.ckpt", None));
+        assert!(remove("/ckpt/last-v2.ckpt", None), "a `last` name");
+        assert!(
+            !remove("/ckpt/epoch=9-step=9.ckpt", None),
+            "the current file"
+        );
+        assert!(!remove(
+            "/ckpt/epoch=1-step=4.ckpt",
+            Some("/ckpt/epoch=1-step=4.ckpt")
         ));
-        assert!(!should_remove(
-            Path::new("/ckpt/a.ckpt"),
-            Path::new("/ckpt/a.ckpt"),
-            d,
-            None
-        ));
-        assert!(!should_remove(
-            Path::new("/old/a.ckpt"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            None
-        ));
-        assert!(!should_remove(
-            Path::new("/ckptx/a.ckpt"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            None
-        ));
-        assert!(!should_remove(
-            Path::new("/ckpt/a.ckpt"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            Some(Path::new("/ckpt/a.ckpt"))
-        ));
-        assert!(!should_remove(
-            Path::new("/ckpt/../etc/passwd"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            None
-        ));
-        assert!(!should_remove(
-            Path::new("/ckpt/sub/../../home/x.ckpt"),
-            Path::new("/ckpt/b.ckpt"),
-            d,
-            None
-        ));
+        for foreign in [
+            "/old/epoch=1-step=4.ckpt",
+            "/ckptx/epoch=1-step=4.ckpt",
+            "/ckpt/exp1/epoch=1-step=4.ckpt",
+            "/ckpt/notes.txt",
+            "/ckpt/epoch=1-step=4.pt",
+            "/ckpt/../etc/passwd",
+            "/ckpt/sub/../../home/x.ckpt",
+            "/ckpt/sub/../epoch=1-step=4.ckpt",
+            "/ckpt/./epoch=1-step=4.ckpt/..",
+        ] {
+            assert!(!remove(foreign, None), "{foreign}");
+        }
     }
 }
