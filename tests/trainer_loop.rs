@@ -485,8 +485,11 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
     );
 }
 
-/// Records the module's weights, bit for bit, each time training starts.
-struct WeightsAtTrainStart(Arc<Mutex<Vec<Vec<(String, Vec<u32>)>>>>);
+/// Every parameter by name, bit for bit.
+type WeightBits = Vec<(String, Vec<u32>)>;
+
+/// Records the module's weights each time training starts.
+struct WeightsAtTrainStart(Arc<Mutex<Vec<WeightBits>>>);
 
 impl Callback for WeightsAtTrainStart {
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
