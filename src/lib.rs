@@ -18,9 +18,9 @@
 //! use fulgur::dfdx::prelude::*;
 //! use fulgur::optim::Adam;
 //! use fulgur::prelude::*;
-//! use serde::{Deserialize, Serialize};
 //!
 //! #[derive(Clone, Serialize, Deserialize)]
+//! #[serde(crate = "fulgur::serde")] // fulgur re-exports serde: no dependency of your own needed
 //! struct Config {
 //!     lr: f64,
 //!     seed: u64,
@@ -92,6 +92,9 @@
 /// CBOR values: the type of a checkpoint's `hyper_parameters`, `extra` and callback states.
 pub use ciborium;
 pub use dfdx;
+/// serde, re-exported so that a crate needs no serde dependency of its own for its hyperparameters:
+/// `#[derive(Serialize, Deserialize)]` (both in the [`prelude`]) with `#[serde(crate = "fulgur::serde")]`.
+pub use serde;
 pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
     callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer,
@@ -116,6 +119,9 @@ pub mod prelude {
     pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
     pub use fulgur_runtime::trainer::{CkptPath, Trainer};
     pub use fulgur_runtime::{Error, Result};
+    /// For hyperparameter structs; add `#[serde(crate = "fulgur::serde")]` when the crate does not
+    /// depend on serde itself.
+    pub use serde::{Deserialize, Serialize};
 }
 
 /// Paths the macros' generated code names. Not a public API.
