@@ -12,7 +12,7 @@ use syn::{token, Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Meta, 
 
 use crate::ctxt::Ctxt;
 use crate::duration::{self, Duration};
-use fulgur_format::suggest::did_you_mean;
+use fulgur_rules::suggest::did_you_mean;
 
 use crate::suggest::hint;
 

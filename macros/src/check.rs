@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use crate::ast::{Metric, Module, Source, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr, Mode};
 use crate::ctxt::Ctxt;
-use fulgur_format::suggest::did_you_mean;
-use fulgur_format::template::{self, Kind, Piece};
+use fulgur_rules::suggest::did_you_mean;
+use fulgur_rules::template::{self, Kind, Piece};
 
 use crate::suggest::listing;
 

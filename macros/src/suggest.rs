@@ -1,6 +1,6 @@
 //! Messages for misspelled names, on the shared did-you-mean rule.
 
-use fulgur_format::suggest::did_you_mean;
+use fulgur_rules::suggest::did_you_mean;
 
 /// `, did you mean `x`?` or `, expected one of `a`, `b`` when nothing is close.
 pub fn hint(name: &str, candidates: &[&str]) -> String {

@@ -9,8 +9,8 @@ use syn::{FnArg, Generics, Ident, ImplItem, ImplItemFn, ItemImpl, ReceiverKind, 
 use super::{device_param, path_parts, Device};
 use crate::attr::{self, CheckpointAttr, LogAttr, Reduce};
 use crate::ctxt::Ctxt;
-use fulgur_format::suggest::did_you_mean;
-use fulgur_format::template::Kind;
+use fulgur_rules::suggest::did_you_mean;
+use fulgur_rules::template::Kind;
 
 // ---------------------------------------------------------------------------------------------------
 // #[lightning_module]

@@ -13,7 +13,7 @@ use crate::attr::{CheckpointAttr, Mode, Reduce, SaveLast};
 use crate::check;
 use crate::ctxt::Ctxt;
 use crate::fallback;
-use fulgur_format::template::Kind;
+use fulgur_rules::template::Kind;
 
 pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
     let item: Item = match syn::parse2(input.clone()) {

@@ -12,7 +12,7 @@
 //!
 //! Everything here is pure: the directory, join character, version suffix and extension are the caller's.
 
-use fulgur_format::template::{self, Field, Kind, Piece, Spec};
+use fulgur_rules::template::{self, Field, Kind, Piece, Spec};
 
 use crate::metrics::{MetricKind, MetricValue};
 

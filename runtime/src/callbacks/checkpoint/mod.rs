@@ -22,7 +22,7 @@ use super::{Callback, CallbackContext, CheckpointPaths};
 use crate::metrics::{metric_keys, MetricKind, MetricValue};
 use crate::trainer::{TrainerFn, TrainerState, ValCheckInterval};
 use crate::{Error, Result};
-use fulgur_format::suggest::did_you_mean;
+use fulgur_rules::suggest::did_you_mean;
 use names::OwnNames;
 use policy::{Action, Book, Decide, Namer};
 

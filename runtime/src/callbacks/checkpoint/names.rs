@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use fulgur_format::template::Piece;
+use fulgur_rules::template::Piece;
 
 use super::config::CheckpointConfig;
 use super::filename::FilenameTemplate;
@@ -41,7 +41,7 @@ impl NamePattern {
             }
         };
         // A parsed template always parses again; an unparsable one would name nothing.
-        let pieces = fulgur_format::template::parse(template.as_str()).unwrap_or_default();
+        let pieces = fulgur_rules::template::parse(template.as_str()).unwrap_or_default();
         for piece in pieces {
             match piece {
                 Piece::Text(text) => {
