@@ -1,14 +1,18 @@
-//! `ModelCheckpoint` and its directory: where its files are (the `"last"` search), the leftovers of
-//! interrupted writes, and the one way it deletes a file (G.9): only a name its own templates can produce
-//! inside its `dirpath`, only where the real path (symlinks resolved) agrees, and only through the
-//! rank-zero gate.
+//! `ModelCheckpoint` and its directory: performing the policy's actions (save, link, delete) and
+//! `to_yaml`, where its files are (the `"last"` search), the deletions a crash interrupted, the leftovers
+//! of interrupted writes, and the one way it deletes a file (G.9): only a name its own templates can
+//! produce inside its `dirpath`, only where the real path (symlinks resolved) agrees, and only through
+//! the rank-zero gate.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use super::names::OwnNames;
+use super::policy::{Action, Book};
 use super::ModelCheckpoint;
 use crate::callbacks::CallbackContext;
-use crate::Result;
+use crate::trainer::TrainerState;
+use crate::{Error, Result};
 
 /// The directories under `dir` where `own`'s templates write: `dir` itself and the existing
 /// sub-directories the templates name. A symlink is never followed into a directory.
@@ -237,5 +241,155 @@ impl ModelCheckpoint {
                 missing.join(", ")
             ));
         }
+    }
+
+    /// Writes `best_k_models` as YAML (`path: score` lines), by default to `dirpath/best_k_models.yaml`.
+    pub fn to_yaml(
+        &self,
+        path: Option<&Path>,
+        fs: crate::strategy::RankZeroFs<'_>,
+    ) -> Result<PathBuf> {
+        let target = match (path, &self.dirpath) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, Some(d)) => d.join("best_k_models.yaml"),
+            (None, None) => {
+                return Err(Error::Config(
+                    "`to_yaml` needs a path before `dirpath` is resolved".into(),
+                ))
+            }
+        };
+        let text: String = self
+            .book
+            .best_k_models
+            .iter()
+            .map(|(p, s)| format!("{}: {s:?}\n", yaml_key(p)))
+            .collect();
+        fs.write_file(&target, text.as_bytes())?;
+        Ok(target)
+    }
+
+    /// Performs `actions` in order; `saved` is the book recorded in the last file written.
+    pub(super) fn perform(
+        &self,
+        ctx: &CallbackContext<'_>,
+        actions: Vec<Action>,
+        saved: &mut Option<Book>,
+    ) -> Result<()> {
+        let key = self.cfg.state_key();
+        let own = OwnNames::new(&self.cfg);
+        let dir = self.dirpath.clone().unwrap_or_default();
+        let deletes: Vec<PathBuf> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        for action in actions {
+            match action {
+                Action::Save { path, book } => {
+                    let started = Instant::now();
+                    ctx.save_checkpoint_as(
+                        &path,
+                        self.cfg.save_weights_only,
+                        key.clone(),
+                        self.state_value(&book, &deletes),
+                    )?;
+                    *saved = Some(*book);
+                    if self.cfg.verbose && ctx.fs().is_writer() {
+                        crate::info(&save_summary(ctx.state(), &path, started.elapsed()));
+                    }
+                }
+                Action::Link { target, link } => {
+                    ctx.fs().link(&target, &link)?;
+                    ctx.strategy().barrier()?;
+                }
+                Action::Delete(path) => {
+                    delete_own(ctx, &dir, &own, &path, false)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `path` exists, as rank 0 sees it, on every rank.
+pub(super) fn exists_on_rank_zero(ctx: &CallbackContext<'_>, path: &Path) -> bool {
+    let here = path.symlink_metadata().is_ok();
+    ctx.strategy().broadcast_bool(here).unwrap_or(here)
+}
+
+/// The one-line summary of a save printed with `verbose`.
+fn save_summary(s: &TrainerState, path: &Path, took: Duration) -> String {
+    let size = path
+        .metadata()
+        .map(|m| format!(", {}", human_bytes(m.len())))
+        .unwrap_or_default();
+    format!(
+        "saved checkpoint {} (epoch {}, step {}{size}, {} ms)",
+        path.display(),
+        s.epoch,
+        s.global_step,
+        took.as_millis()
+    )
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
+fn yaml_key(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_verbose_save_line_names_the_file_the_position_the_size_and_the_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("epoch=3-step=120.ckpt");
+        std::fs::write(&path, vec![0u8; 1_234_567]).unwrap();
+        let s = TrainerState {
+            epoch: 3,
+            global_step: 120,
+            ..Default::default()
+        };
+        assert_eq!(
+            save_summary(&s, &path, Duration::from_millis(42)),
+            format!(
+                "saved checkpoint {} (epoch 3, step 120, 1.2 MB, 42 ms)",
+                path.display()
+            )
+        );
+        assert_eq!(
+            save_summary(&s, &dir.path().join("gone"), Duration::ZERO),
+            format!(
+                "saved checkpoint {} (epoch 3, step 120, 0 ms)",
+                dir.path().join("gone").display()
+            )
+        );
+        let sizes: Vec<String> = [0, 999, 1000, 52_000, 3_000_000_000, 7_000_000_000_000_000]
+            .map(human_bytes)
+            .into();
+        assert_eq!(
+            sizes,
+            ["0 B", "999 B", "1.0 KB", "52.0 KB", "3.0 GB", "7000.0 TB"]
+        );
     }
 }
