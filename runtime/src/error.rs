@@ -36,6 +36,11 @@ pub enum Error {
     /// The user's module or data reported an error.
     #[error("{0}")]
     User(String),
+    /// An I/O error from user code (a data loader reading its files, a callback writing its own), turned
+    /// into an `Error` by `?`. fulgur's own file operations report [`Error::Io`], which names the path;
+    /// prefer it, or [`Error::user`] with the path in the message, where you know the path.
+    #[error("I/O error: {0}")]
+    StdIo(#[from] std::io::Error),
 }
 
 impl Error {
@@ -44,7 +49,7 @@ impl Error {
     pub fn is_io(&self) -> bool {
         matches!(
             self,
-            Error::Io { .. } | Error::Checkpoint(CheckpointError::Io { .. })
+            Error::Io { .. } | Error::StdIo(_) | Error::Checkpoint(CheckpointError::Io { .. })
         )
     }
 
@@ -73,4 +78,20 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Wraps a dfdx device error (`D::Err`) for generic code: `.map_err(device_err)?`.
 pub(crate) fn device_err(e: impl std::fmt::Debug) -> Error {
     Error::Device(format!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_turns_an_io_error_into_an_io_error() {
+        fn read(path: &std::path::Path) -> Result<String> {
+            Ok(std::fs::read_to_string(path)?)
+        }
+        let err = read(std::path::Path::new("/nonexistent/fulgur/data.csv")).unwrap_err();
+        assert!(err.is_io(), "{err:?}");
+        assert!(matches!(&err, Error::StdIo(e) if e.kind() == std::io::ErrorKind::NotFound));
+        assert!(err.to_string().starts_with("I/O error: "), "{err}");
+    }
 }

@@ -15,6 +15,57 @@ pub use tensor_data::{SampleShape, TensorBatch, TensorData, TensorLoader};
 use crate::{Error, Result};
 
 /// A source of batches for one loop.
+///
+/// Most runs need no loader of their own: [`ClassificationData`] and [`TensorData`] are in-memory data
+/// sets with one. Write one for data they do not fit: files read on demand, a generated stream. The
+/// rule that makes resuming exact is that the order of an epoch depends only on `(seed, epoch)`;
+/// [`permutation`] gives such an order:
+///
+/// ```
+/// use fulgur_runtime::data::{permutation, DataLoader};
+/// use fulgur_runtime::{Error, Result};
+///
+/// /// Pairs `(x, x²)`, in batches of `size`, shuffled per epoch.
+/// struct Squares {
+///     xs: Vec<f32>,
+///     size: usize,
+///     order: Vec<usize>,
+/// }
+///
+/// impl DataLoader for Squares {
+///     type Batch = Vec<(f32, f32)>;
+///
+///     fn num_batches(&self) -> usize {
+///         self.xs.len().div_ceil(self.size)
+///     }
+///
+///     fn set_epoch(&mut self, epoch: u64, seed: u64) {
+///         self.order = permutation(self.xs.len(), seed, epoch);
+///     }
+///
+///     fn batch(&mut self, index: usize) -> Result<Self::Batch> {
+///         let rows = self.order.chunks(self.size).nth(index).ok_or_else(|| {
+///             Error::user(format!("batch {index} of {} does not exist", self.num_batches()))
+///         })?;
+///         Ok(rows.iter().map(|&i| (self.xs[i], self.xs[i] * self.xs[i])).collect())
+///     }
+///
+///     fn batch_size(&self, index: usize) -> usize {
+///         self.size.min(self.xs.len() - index * self.size)
+///     }
+/// }
+///
+/// let mut loader = Squares { xs: (0..10).map(|i| i as f32).collect(), size: 4, order: vec![] };
+/// loader.set_epoch(3, 7);
+/// let first = loader.batch(0)?;
+/// assert_eq!((loader.num_batches(), loader.batch_size(2)), (3, 2));
+/// // A loader rebuilt after a crash sees the same batch at the same position.
+/// let mut again = Squares { xs: (0..10).map(|i| i as f32).collect(), size: 4, order: vec![] };
+/// again.set_epoch(3, 7);
+/// assert_eq!(again.batch(0)?, first);
+/// assert!(loader.batch(3).is_err());
+/// # Ok::<(), Error>(())
+/// ```
 pub trait DataLoader {
     /// What one batch is.
     type Batch;
