@@ -46,6 +46,98 @@ pub type Built<M, D> = <M as dfdx::nn::BuildOnDevice<D, f32>>::Built;
 /// Checkpoints store its parameters, and the optimizer state, under the names of its [`ModuleState`].
 /// The `#[lightning_module]` macro writes this impl from annotated methods; everything it generates can
 /// also be written by hand.
+///
+/// A linear regression written by hand (the macros write the same from a few attributes), trained by
+/// [`Trainer::fit`](crate::trainer::Trainer::fit) on an in-memory data set:
+///
+/// ```
+/// use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+/// use dfdx::optim::SgdConfig;
+/// use dfdx::prelude::*;
+/// use fulgur_runtime::data::{TensorBatch, TensorData};
+/// use fulgur_runtime::metrics::{MetricSpec, StepLog};
+/// use fulgur_runtime::module::{Built, LightningModule, Loss, ModuleState};
+/// use fulgur_runtime::optim::{Optimizers, Sgd};
+/// use fulgur_runtime::trainer::Trainer;
+/// use fulgur_runtime::{Backend, Result};
+///
+/// struct LitLinear<D: Backend> {
+///     net: Built<Linear<2, 1>, D>,
+/// }
+///
+/// // Names the parameters `net.weight`, `net.bias` (what `#[derive(ModuleState)]` writes).
+/// impl<D: Backend> TensorCollection<f32, D> for LitLinear<D> {
+///     type To<E2: Dtype, D2: Device<E2>> = ();
+///
+///     fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(v: &mut V) -> Result<Option<()>, V::Err> {
+///         v.visit_fields(Self::module("net", |s| &s.net, |s| &mut s.net), |_| ())
+///     }
+/// }
+///
+/// impl<D: Backend> ModuleState<D> for LitLinear<D> {
+///     type Hparams = ();
+///
+///     fn hparams(&self) -> &() {
+///         &()
+///     }
+///
+///     fn from_hparams((): (), device: &D) -> Result<Self> {
+///         Ok(Self { net: device.build_module::<Linear<2, 1>, f32>() })
+///     }
+/// }
+///
+/// type Batch<D> = TensorBatch<Rank1<2>, Rank1<1>, D>;
+///
+/// impl<D: Backend> LightningModule<D> for LitLinear<D> {
+///     type Batch = Batch<D>;
+///     type Prediction = ();
+///
+///     // The registry: logging any other name is an error, and checkpoint monitors are checked
+///     // against it before the first batch.
+///     const METRICS: &'static [MetricSpec] =
+///         &[MetricSpec::train("train_loss"), MetricSpec::validation("val_loss")];
+///
+///     fn training_step(&mut self, batch: Batch<D>, grads: Gradients<f32, D>, log: &mut StepLog)
+///         -> Result<Loss<D>>
+///     {
+///         let loss = mse_loss(self.net.forward_mut(batch.x.traced(grads)), batch.y);
+///         log.log("train_loss", loss.as_vec()[0]);
+///         Ok(loss)
+///     }
+///
+///     fn validation_step(&mut self, batch: Batch<D>, log: &mut StepLog) -> Result<()> {
+///         log.log("val_loss", mse_loss(self.net.forward(batch.x), batch.y).as_vec()[0]);
+///         Ok(())
+///     }
+///
+///     fn configure_optimizers(&self) -> Optimizers<Self, D> {
+///         Optimizers::new(Sgd::new(SgdConfig { lr: 0.1, ..Default::default() }))
+///     }
+/// }
+///
+/// // y = 2a - b on 100 points.
+/// let (mut x, mut y) = (Vec::new(), Vec::new());
+/// for i in 0..100 {
+///     let (a, b) = ((i % 10) as f32 / 10.0, (i / 10) as f32 / 10.0);
+///     x.extend([a, b]);
+///     y.push(2.0 * a - b);
+/// }
+/// let (train, val) = TensorData::<Rank1<2>, Rank1<1>>::new(x, y)?.split(0.2, 0)?;
+/// let dev = Cpu::default();
+/// let (mut train, mut val) = (train.loader(10, true, &dev)?, val.loader(20, false, &dev)?);
+///
+/// let mut trainer = Trainer::builder()
+///     .max_epochs(30)
+///     .no_logger()
+///     .enable_checkpointing(false)
+///     .enable_progress_bar(false)
+///     .enable_model_summary(false)
+///     .build()?;
+/// trainer.fit(LitLinear::from_hparams((), &dev)?, &mut train, Some(&mut val), None)?;
+/// assert_eq!(trainer.global_step(), 30 * 8);
+/// assert!(trainer.callback_metrics()["val_loss"].as_f64() < 1e-3);
+/// # Ok::<(), fulgur_runtime::Error>(())
+/// ```
 pub trait LightningModule<D: Backend>: ModuleState<D> {
     /// What a data loader yields for one step.
     type Batch;
