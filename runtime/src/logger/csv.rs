@@ -1,6 +1,4 @@
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ciborium::Value;
@@ -93,15 +91,7 @@ impl CsvLogger {
             fs.write_file(path, text.as_bytes())?;
         } else {
             let text = render(&self.columns, &rows, false);
-            if fs.is_writer() {
-                let io = |source| Error::Io {
-                    path: path.to_path_buf(),
-                    op: "append to",
-                    source,
-                };
-                let mut f = OpenOptions::new().append(true).open(path).map_err(io)?;
-                f.write_all(text.as_bytes()).map_err(io)?;
-            }
+            fs.append_file(path, text.as_bytes())?;
             self.written.extend(rows);
         }
         Ok(())
