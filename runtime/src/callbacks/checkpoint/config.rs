@@ -6,61 +6,9 @@ use std::time::Duration;
 use super::filename::FilenameTemplate;
 use crate::{Error, Result};
 
-/// Which direction of the monitored metric is better.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Lower is better.
-    Min,
-    /// Higher is better.
-    Max,
-}
-
-impl Mode {
-    /// `true` when `a` is strictly better than `b` (NaN is never better).
-    pub fn better(self, a: f64, b: f64) -> bool {
-        match self {
-            Mode::Min => a < b,
-            Mode::Max => a > b,
-        }
-    }
-
-    /// The worst possible score: the initial `kth_value`, and what a NaN becomes.
-    pub fn worst(self) -> f64 {
-        match self {
-            Mode::Min => f64::INFINITY,
-            Mode::Max => f64::NEG_INFINITY,
-        }
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Mode::Min => "min",
-            Mode::Max => "max",
-        }
-    }
-}
-
-/// `save_last`: whether and how a `last` checkpoint is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SaveLast {
-    /// No `last` file.
-    #[default]
-    No,
-    /// `last.ckpt` is a real file holding the latest state, rewritten at every trigger (G.3).
-    Yes,
-    /// `last.ckpt` is a relative symlink to the newest real checkpoint, or a real file when there is none.
-    Link,
-}
-
-impl From<bool> for SaveLast {
-    fn from(b: bool) -> Self {
-        if b {
-            SaveLast::Yes
-        } else {
-            SaveLast::No
-        }
-    }
-}
+// Shared with the macros, which read `mode` and `save_last` at compile time.
+#[doc(inline)]
+pub use fulgur_rules::checkpoint::{Mode, SaveLast};
 
 /// The resolved settings of a [`ModelCheckpoint`](super::ModelCheckpoint).
 #[derive(Debug, Clone)]
@@ -218,14 +166,10 @@ impl ModelCheckpointBuilder {
     /// The settings, checked (B.1): every problem is reported in one error.
     pub fn config(self) -> Result<CheckpointConfig> {
         let mut errors = Vec::new();
-        let mode = match self.mode.as_str() {
-            "min" => Mode::Min,
-            "max" => Mode::Max,
-            other => {
-                errors.push(format!("`mode` can be min, max but got {other}"));
-                Mode::Min
-            }
-        };
+        let mode = Mode::from_name(&self.mode).unwrap_or_else(|| {
+            errors.push(format!("`mode` can be min, max but got {}", self.mode));
+            Mode::Min
+        });
         let time = self.train_time_interval;
         let (steps, epochs) = match (self.every_n_train_steps, self.every_n_epochs, time) {
             (None, None, None) => (0, 1),
@@ -507,6 +451,59 @@ mod tests {
             python_timedelta_str(Duration::from_millis(86_405_500)),
             "1 day, 0:00:05.500000"
         );
+    }
+
+    /// The `#[checkpoint]` table names a builder method for each argument: each must exist and take the
+    /// value the macro writes for the argument's kind (`expand::module::builder_value`), so that the
+    /// table and the builder cannot drift apart. Derived from the table itself: a new key needs no edit.
+    #[test]
+    fn every_checkpoint_argument_calls_an_existing_builder_method() {
+        macro_rules! generated {
+            (Str) => {
+                "x"
+            };
+            (Template) => {
+                "{epoch}"
+            };
+            (Metric) => {
+                "epoch"
+            };
+            (Bool) => {
+                true
+            };
+            (Int) => {
+                1
+            };
+            (Count) => {
+                1
+            };
+            (SaveLast) => {
+                SaveLast::Link
+            };
+            (Mode) => {
+                "max"
+            };
+            (Duration) => {
+                ::core::time::Duration::new(1, 0)
+            };
+        }
+        macro_rules! build_each {
+            ($($key:ident: $kind:ident => $method:ident, [$($alias:literal),*], $doc:literal;)*) => {{
+                let mut called: Vec<&str> = Vec::new();
+                $(
+                    let built = ModelCheckpointBuilder::default().$method(generated!($kind)).config();
+                    assert!(built.is_ok(), "`{}`: {:?}", stringify!($key), built.err());
+                    called.push(stringify!($method));
+                )*
+                called
+            }};
+        }
+        let called = fulgur_rules::checkpoint_args!(build_each);
+        let table: Vec<&str> = fulgur_rules::checkpoint::ARGUMENTS
+            .iter()
+            .map(|a| a.method)
+            .collect();
+        assert_eq!(called, table);
     }
 
     #[test]
