@@ -112,15 +112,11 @@ impl MetricSpec {
     }
 }
 
-/// The names a metric appears under in `callback_metrics`, besides its own name: Lightning's
-/// `name_step` / `name_epoch` when it is logged both per step and per epoch.
+/// The names a metric appears under in `callback_metrics`: its own name, and Lightning's `name_step` /
+/// `name_epoch` when it is logged both per step and per epoch (the rule the macros check with,
+/// `fulgur_rules::metrics::keys`).
 pub fn metric_keys(spec: &MetricSpec) -> Vec<String> {
-    let mut keys = vec![spec.name.to_string()];
-    if spec.on_step && spec.on_epoch {
-        keys.push(format!("{}_step", spec.name));
-        keys.push(format!("{}_epoch", spec.name));
-    }
-    keys
+    fulgur_rules::metrics::keys(spec.name, spec.on_step, spec.on_epoch)
 }
 
 /// What a step hands to `log`: the values it logs, checked against the module's registry.

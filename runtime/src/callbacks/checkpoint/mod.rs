@@ -19,10 +19,10 @@ use std::time::{Duration, Instant};
 use ciborium::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{metric_keys, MetricKind, MetricValue};
+use crate::metrics::{MetricKind, MetricValue, Stage};
 use crate::trainer::TrainerState;
 use crate::{Error, Result};
-use fulgur_rules::suggest::did_you_mean;
+use fulgur_rules::metrics::{Known, Logged};
 use policy::{Book, Namer};
 
 pub use config::{CheckpointConfig, Mode, ModelCheckpointBuilder, SaveLast};
@@ -198,42 +198,48 @@ impl ModelCheckpoint {
         .ok()
     }
 
-    /// G.1: the monitor and every filename placeholder must be metrics the module logs, or `epoch`/`step`.
+    /// G.1: the monitor and every filename placeholder must be metrics `fit` produces, or `epoch`/`step`:
+    /// the rule the macros check at compile time (`fulgur_rules::metrics`).
     fn check_against_registry(&self, state: &TrainerState) -> Result<()> {
-        let mut known: BTreeMap<String, MetricKind> = BTreeMap::new();
-        for spec in state.metric_registry {
-            for key in metric_keys(spec) {
-                known.insert(key, spec.kind);
-            }
-        }
-        known.insert("epoch".into(), MetricKind::Int);
-        known.insert("step".into(), MetricKind::Int);
-        let listing = known
-            .keys()
-            .map(|k| format!("`{k}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let logged = state.metric_registry.iter().map(|spec| Logged {
+            name: spec.name,
+            on_step: spec.on_step,
+            on_epoch: spec.on_epoch,
+            test_only: spec.stage == Stage::Test,
+            kind: spec.kind,
+        });
+        let known = Known::new(logged, MetricKind::Int);
+        let listing = known.listing();
         let unknown = |what: String, name: &str| {
-            let hint = did_you_mean(name, known.keys().map(String::as_str))
-                .map_or(String::new(), |s| format!(", did you mean `{s}`?"));
-            Error::Config(format!(
-                "{what} names no metric the module logs{hint} known metrics: {listing}"
-            ))
+            let problem = if known.is_test_only(name) {
+                " is logged only by `test_step`, so it is never available during `fit`: use a training or \
+                 validation metric,"
+                    .to_string()
+            } else {
+                let hint = known
+                    .suggestion(name)
+                    .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
+                format!(" names no metric the module logs{hint}")
+            };
+            Error::Config(format!("{what}{problem} known metrics: {listing}"))
         };
         if let Some(m) = &self.cfg.monitor {
-            if !known.contains_key(m) {
+            if !known.contains(m) {
                 return Err(unknown(
                     format!("`ModelCheckpoint(monitor = \"{m}\")`: `{m}`"),
                     m,
                 ));
             }
         }
-        for template in [&self.cfg.filename, &self.cfg.name_last] {
+        for (argument, template) in [
+            ("filename", &self.cfg.filename),
+            ("name_last", &self.cfg.name_last),
+        ] {
             for field in template.fields() {
-                if !known.contains_key(field) {
+                if !known.contains(field) {
                     return Err(unknown(
                         format!(
-                            "`ModelCheckpoint(filename = \"{}\")`: placeholder `{field}`",
+                            "`ModelCheckpoint({argument} = \"{}\")`: placeholder `{field}`",
                             template.as_str()
                         ),
                         field,
@@ -245,5 +251,66 @@ impl ModelCheckpoint {
                 .map_err(|e| Error::Config(format!("`ModelCheckpoint`: {e}")))?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricSpec;
+
+    const REGISTRY: &[MetricSpec] = &[
+        MetricSpec::train("loss").on_epoch(true),
+        MetricSpec::validation("val_acc"),
+        MetricSpec::test("test_acc"),
+    ];
+
+    fn check(builder: ModelCheckpointBuilder) -> std::result::Result<(), String> {
+        let state = TrainerState {
+            metric_registry: REGISTRY,
+            ..TrainerState::default()
+        };
+        let callback = builder.build().map_err(|e| e.to_string())?;
+        callback
+            .check_against_registry(&state)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn g1_the_known_metrics_are_the_macros() {
+        let b = ModelCheckpoint::builder;
+        for ok in [
+            "loss",
+            "loss_step",
+            "loss_epoch",
+            "val_acc",
+            "epoch",
+            "step",
+        ] {
+            assert_eq!(check(b().monitor(ok)), Ok(()), "{ok}");
+        }
+        let listing =
+            "known metrics: `epoch`, `loss`, `loss_epoch`, `loss_step`, `step`, `val_acc`";
+        assert_eq!(
+            check(b().monitor("test_acc")),
+            Err(format!(
+                "`ModelCheckpoint(monitor = \"test_acc\")`: `test_acc` is logged only by \
+                 `test_step`, so it is never available during `fit`: use a training or validation metric, {listing}"
+            ))
+        );
+        assert_eq!(
+            check(b().monitor("val_ac")),
+            Err(format!(
+                "`ModelCheckpoint(monitor = \"val_ac\")`: `val_ac` names no metric the \
+                 module logs, did you mean `val_acc`? {listing}"
+            ))
+        );
+        assert_eq!(
+            check(b().name_last("last-{f1}")),
+            Err(format!(
+                "`ModelCheckpoint(name_last = \"last-{{f1}}\")`: placeholder `f1` names no \
+                 metric the module logs, {listing}"
+            ))
+        );
     }
 }
