@@ -1,4 +1,60 @@
-//! The checkpoint as data: everything a run needs to continue, independent of how it is encoded.
+//! The checkpoint as data: everything a run needs to continue, and the file format that holds it.
+//!
+//! # File format, version 1
+//!
+//! ```text
+//! offset   size  content
+//! 0        8     magic b"FULGURCK"
+//! 8        n     payload: one CBOR data item (RFC 8949), the map described below
+//! 8 + n    8     xxh3-64 (seed 0) of the payload's structure bytes, little-endian
+//! 16 + n   8     n, little-endian
+//! 24 + n   8     magic b"FULGURCK" again
+//! ```
+//!
+//! The *structure bytes* are every payload byte except the contents of the tensors' `data` byte strings
+//! (their CBOR heads are included). Each tensor carries its own xxh3-64 of its `data`, so every byte of
+//! the file is covered by exactly one checksum and hashing costs one pass over the data.
+//!
+//! The payload is a map with text keys. `format` and `format_version` are its first two entries, in that
+//! order, in every version, and `format_version` is one byte: a reader never loads a newer file. It
+//! reads such a file on as its own version only to tell a damaged version field from a newer file: when
+//! the checksums hold only with its own version in place of the one read, the file is damaged; when they
+//! hold as read, a newer fulgur wrote it; otherwise it may be either, and the error says so. The other
+//! entries are written in the order below and may be read in any order.
+//!
+//! | key                | CBOR                            | [`Checkpoint`] field                   |
+//! |--------------------|---------------------------------|----------------------------------------|
+//! | `format`           | text `"fulgur-checkpoint"`      | ([`FORMAT_NAME`])                      |
+//! | `format_version`   | uint, `1`                       | ([`FORMAT_VERSION`])                   |
+//! | `fulgur_version`   | text                            | `fulgur_version`                       |
+//! | `module_type`      | text                            | `module_type`                          |
+//! | `epoch`            | uint                            | `epoch`                                |
+//! | `global_step`      | uint                            | `global_step`                          |
+//! | `weights_only`     | bool                            | `weights_only`                         |
+//! | `state_dict`       | map: text → *tensor*            | `state_dict`                           |
+//! | `optimizer`        | *optimizer*, absent when `None` | `optimizer`                            |
+//! | `scheduler`        | map `{kind: text, state: any}`, absent when `None` | `scheduler`         |
+//! | `loops`            | *loops*                         | `loops`                                |
+//! | `callbacks`        | map: text → any                 | `callbacks`                            |
+//! | `hyper_parameters` | any, absent when `None`         | `hyper_parameters`                     |
+//! | `extra`            | map: text → any                 | `extra`                                |
+//!
+//! - *tensor*: map `{dtype: "f32" | "f64", shape: [uint…], data: bytes, xxh3: uint}`; `data` is a byte
+//!   string of `dtype.size() × Π shape` little-endian values, `xxh3` its xxh3-64. `xxh3` follows `data`
+//!   so that both sides hash while streaming.
+//! - *optimizer*: map `{kind: text, step: uint, lr: float, config: any,
+//!   params: map: parameter name → map: slot name → tensor}`.
+//! - *loops*: map `{epoch, batches_done, epoch_finished, global_step, total_batches, seed}` (uints and a
+//!   bool) plus `metric_state: any`, absent when `None`.
+//!
+//! "any" is an arbitrary CBOR item ([`ciborium::Value`]). Optional fields are absent rather than `null`
+//! so that `Some(Value::Null)` survives the round trip. Lengths in the structure are definite.
+//!
+//! A reader refuses unknown or repeated keys, missing required keys, a `data` whose length does not fit
+//! `dtype` and `shape`, and any checksum mismatch: a file that cannot be understood entirely is not
+//! loaded, so a resumed run never silently drops state. No length read from the file is trusted beyond
+//! the bytes that remain in it, so a reader never allocates more bytes than the file holds (the decoded
+//! tree of an "any" item takes a small constant factor more than its encoding).
 
 use std::collections::BTreeMap;
 

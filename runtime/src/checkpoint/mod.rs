@@ -1,19 +1,25 @@
-//! The checkpoint file: its contents, its encoding (CBOR with checksums) and crash-safe writing.
+//! The checkpoint file: its contents and format ([`Checkpoint`]), its encoding (CBOR with checksums),
+//! its decoding and verification, and crash-safe writing.
 
+mod decode;
+mod encode;
 mod error;
+#[cfg(test)]
+mod fixtures;
 mod format;
-mod io;
+mod hash;
 mod tensor;
+mod wire;
+mod write;
 
+pub use decode::{decode_checkpoint, read_checkpoint, read_checkpoint_header, CheckpointHeader};
+pub use encode::encode_checkpoint;
 pub use error::CheckpointError;
+#[cfg(test)]
+pub(crate) use fixtures::scalars_after_tensors;
 pub use format::{
     Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION,
 };
-#[cfg(test)]
-pub(crate) use io::scalars_after_tensors;
-pub use io::{
-    decode_checkpoint, encode_checkpoint, is_temporary_file, read_checkpoint,
-    read_checkpoint_header, write_checkpoint, CheckpointHeader,
-};
-pub(crate) use io::{is_in_flight, temporary_name};
 pub use tensor::{DType, TensorData, TensorSizeError};
+pub(crate) use write::{is_in_flight, temporary_name};
+pub use write::{is_temporary_file, write_checkpoint};

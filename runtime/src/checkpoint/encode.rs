@@ -1,0 +1,279 @@
+//! Encoding a [`Checkpoint`] in the format documented next to it (`format.rs`): the structure framed by
+//! hand, "any" items through `ciborium`, tensor bytes straight from their buffers.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use serde::Serialize;
+use xxhash_rust::xxh3::Xxh3;
+
+use super::hash::write_hashed;
+use super::wire::{key, major, LoopsRepr, SchedulerRepr, FALSE, MAGIC, TRAILER_LEN, TRUE};
+use super::{
+    Checkpoint, CheckpointError, DType, OptimizerState, TensorData, FORMAT_NAME, FORMAT_VERSION,
+};
+
+/// Encodes `ckpt` into `writer` (magic, payload, trailer) and flushes it; `path_for_errors` only names
+/// the destination in errors. [`write_checkpoint`](super::write_checkpoint) is this plus crash safety.
+pub fn encode_checkpoint<W: Write>(
+    writer: W,
+    ckpt: &Checkpoint,
+    path_for_errors: &Path,
+) -> Result<(), CheckpointError> {
+    encode(writer, ckpt, FORMAT_VERSION, path_for_errors)
+}
+
+pub(super) fn encode<W: Write>(
+    writer: W,
+    ckpt: &Checkpoint,
+    version: u32,
+    path: &Path,
+) -> Result<(), CheckpointError> {
+    let mut sink = Sink {
+        inner: writer,
+        len: 0,
+        hasher: Xxh3::new(),
+    };
+    sink.inner
+        .write_all(&MAGIC)
+        .and_then(|()| sink.checkpoint(ckpt, version))
+        .and_then(|()| {
+            let mut trailer = [0; TRAILER_LEN as usize];
+            trailer[..8].copy_from_slice(&sink.hasher.digest().to_le_bytes());
+            trailer[8..16].copy_from_slice(&sink.len.to_le_bytes());
+            trailer[16..].copy_from_slice(&MAGIC);
+            sink.inner.write_all(&trailer)
+        })
+        .and_then(|()| sink.inner.flush())
+        .map_err(|source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            op: "write",
+            source,
+        })
+}
+
+/// The payload's writer: counts its bytes and hashes the structure bytes.
+pub(super) struct Sink<W> {
+    pub(super) inner: W,
+    pub(super) len: u64,
+    pub(super) hasher: Xxh3,
+}
+
+impl<W: Write> Write for Sink<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl<W: Write> Sink<W> {
+    pub(super) fn head(&mut self, major: u8, arg: u64) -> io::Result<()> {
+        let mut buf = [0; 9];
+        let len = match arg {
+            0..=23 => {
+                buf[0] = major << 5 | arg as u8;
+                1
+            }
+            24..=0xff => {
+                buf[0] = major << 5 | 24;
+                buf[1] = arg as u8;
+                2
+            }
+            0x100..=0xffff => {
+                buf[0] = major << 5 | 25;
+                buf[1..3].copy_from_slice(&(arg as u16).to_be_bytes());
+                3
+            }
+            0x1_0000..=0xffff_ffff => {
+                buf[0] = major << 5 | 26;
+                buf[1..5].copy_from_slice(&(arg as u32).to_be_bytes());
+                5
+            }
+            _ => {
+                buf[0] = major << 5 | 27;
+                buf[1..9].copy_from_slice(&arg.to_be_bytes());
+                9
+            }
+        };
+        self.write_all(&buf[..len])
+    }
+
+    pub(super) fn text(&mut self, s: &str) -> io::Result<()> {
+        self.head(major::TEXT, s.len() as u64)?;
+        self.write_all(s.as_bytes())
+    }
+
+    pub(super) fn map(&mut self, len: usize) -> io::Result<()> {
+        self.head(major::MAP, len as u64)
+    }
+
+    fn value<T: Serialize + ?Sized>(&mut self, value: &T) -> io::Result<()> {
+        ciborium::into_writer(value, &mut *self).map_err(|e| match e {
+            ciborium::ser::Error::Io(e) => e,
+            ciborium::ser::Error::Value(msg) => io::Error::new(io::ErrorKind::InvalidData, msg),
+        })
+    }
+
+    fn checkpoint(&mut self, c: &Checkpoint, version: u32) -> io::Result<()> {
+        let optional = [
+            c.optimizer.is_some(),
+            c.scheduler.is_some(),
+            c.hyper_parameters.is_some(),
+        ];
+        self.map(11 + optional.iter().filter(|&&x| x).count())?;
+        self.text(key::FORMAT)?;
+        self.text(FORMAT_NAME)?;
+        self.text(key::FORMAT_VERSION)?;
+        self.head(major::UINT, version.into())?;
+        self.text(key::FULGUR_VERSION)?;
+        self.text(&c.fulgur_version)?;
+        self.text(key::MODULE_TYPE)?;
+        self.text(&c.module_type)?;
+        self.text(key::EPOCH)?;
+        self.head(major::UINT, c.epoch)?;
+        self.text(key::GLOBAL_STEP)?;
+        self.head(major::UINT, c.global_step)?;
+        self.text(key::WEIGHTS_ONLY)?;
+        self.head(major::SIMPLE, if c.weights_only { TRUE } else { FALSE })?;
+        self.text(key::STATE_DICT)?;
+        self.map(c.state_dict.len())?;
+        for (name, tensor) in &c.state_dict {
+            self.text(name)?;
+            self.tensor(tensor)?;
+        }
+        if let Some(opt) = &c.optimizer {
+            self.text(key::OPTIMIZER)?;
+            self.optimizer(opt)?;
+        }
+        if let Some(s) = &c.scheduler {
+            self.text(key::SCHEDULER)?;
+            self.value(&SchedulerRepr {
+                kind: &s.kind,
+                state: &s.state,
+            })?;
+        }
+        self.text(key::LOOPS)?;
+        let l = &c.loops;
+        self.value(&LoopsRepr {
+            epoch: l.epoch,
+            batches_done: l.batches_done,
+            epoch_finished: l.epoch_finished,
+            global_step: l.global_step,
+            total_batches: l.total_batches,
+            seed: l.seed,
+            metric_state: l.metric_state.as_ref(),
+        })?;
+        self.text(key::CALLBACKS)?;
+        self.value(&c.callbacks)?;
+        if let Some(h) = &c.hyper_parameters {
+            self.text(key::HYPER_PARAMETERS)?;
+            self.value(h)?;
+        }
+        self.text(key::EXTRA)?;
+        self.value(&c.extra)
+    }
+
+    fn optimizer(&mut self, o: &OptimizerState) -> io::Result<()> {
+        self.map(5)?;
+        self.text(key::KIND)?;
+        self.text(&o.kind)?;
+        self.text(key::STEP)?;
+        self.head(major::UINT, o.step)?;
+        self.text(key::LR)?;
+        self.value(&o.lr)?;
+        self.text(key::CONFIG)?;
+        self.value(&o.config)?;
+        self.text(key::PARAMS)?;
+        self.map(o.params.len())?;
+        for (name, slots) in &o.params {
+            self.text(name)?;
+            self.map(slots.len())?;
+            for (slot, tensor) in slots {
+                self.text(slot)?;
+                self.tensor(tensor)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn tensor(&mut self, t: &TensorData) -> io::Result<()> {
+        self.map(4)?;
+        self.text(key::DTYPE)?;
+        self.text(dtype_name(t.dtype()))?;
+        self.text(key::SHAPE)?;
+        self.head(major::ARRAY, t.shape().len() as u64)?;
+        for &dim in t.shape() {
+            self.head(major::UINT, dim as u64)?;
+        }
+        self.text(key::DATA)?;
+        let bytes = t.le_bytes();
+        self.head(major::BYTES, bytes.len() as u64)?;
+        let digest = write_hashed(&mut self.inner, &bytes)?;
+        self.len += bytes.len() as u64;
+        self.text(key::XXH3)?;
+        self.head(major::UINT, digest)
+    }
+}
+
+fn dtype_name(dtype: DType) -> &'static str {
+    match dtype {
+        DType::F32 => "f32",
+        DType::F64 => "f64",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ciborium::Value;
+
+    use super::*;
+    use crate::checkpoint::fixtures::*;
+
+    #[test]
+    fn weights_only_round_trips_and_keeps_present_nulls() {
+        let mut ckpt = Checkpoint::new("Net");
+        ckpt.weights_only = true;
+        ckpt.state_dict.insert(
+            "w".into(),
+            TensorData::from_f32(vec![3], vec![1.0, 2.0, 3.0]),
+        );
+        let back = decoded(&encoded(&ckpt)).unwrap();
+        assert_eq!(normalized(&back), normalized(&ckpt));
+        assert!(
+            back.optimizer.is_none() && back.scheduler.is_none() && back.hyper_parameters.is_none()
+        );
+
+        ckpt.hyper_parameters = Some(Value::Null);
+        ckpt.loops.metric_state = Some(Value::Null);
+        let back = decoded(&encoded(&ckpt)).unwrap();
+        assert_eq!(back.hyper_parameters, Some(Value::Null));
+        assert_eq!(back.loops.metric_state, Some(Value::Null));
+    }
+
+    #[test]
+    fn tensor_data_is_one_cbor_byte_string() {
+        let values: Vec<f32> = (0..100).map(|i| i as f32 * 1.5).collect();
+        let mut ckpt = Checkpoint::new("Net");
+        ckpt.state_dict
+            .insert("w".into(), TensorData::from_f32(vec![100], values.clone()));
+        let file = encoded(&ckpt);
+        let raw: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let at = position(&file, &raw);
+        assert_eq!(
+            file[at - 3..at],
+            [0x59, 0x01, 0x90],
+            "a byte string head of 400 bytes precedes the data"
+        );
+        assert_eq!(file[..8], MAGIC);
+        assert_eq!(file[file.len() - 8..], MAGIC);
+        let payload_len =
+            u64::from_le_bytes(file[file.len() - 16..file.len() - 8].try_into().unwrap());
+        assert_eq!(payload_len, file.len() as u64 - 32);
+    }
+}

@@ -1,0 +1,299 @@
+//! Writing a checkpoint crash-safely: a temporary file in the same directory, fsync, rename, fsync of the
+//! directory; the registry of the temporary files under way, and their names.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use super::{encode_checkpoint, Checkpoint, CheckpointError};
+
+/// The file buffer serves the structure and small tensors; larger tensor data passes it by.
+const WRITE_BUFFER: usize = 1 << 20;
+
+/// Writes `ckpt` to `path` atomically: a temporary file in the same directory, fsync, rename, fsync of
+/// the directory. Parent directories are created.
+///
+/// The temporary file is named `.{file name}.tmp-{pid}-{counter}` (see [`is_temporary_file`]) and is
+/// removed on every error, so `path` holds either its previous content or the whole new checkpoint.
+/// Errors are [`CheckpointError::Io`] naming `path` and the operation that failed; when only the final
+/// fsync of the directory fails, the new file is already in place but may not survive a power loss.
+pub fn write_checkpoint(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+    let io = |op| {
+        move |source| CheckpointError::Io {
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    let name = path.file_name().ok_or_else(|| {
+        io("name")(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the path does not end in a file name",
+        ))
+    })?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    fs::create_dir_all(dir).map_err(io("create the directory of"))?;
+    let (tmp, file) = create_temporary(dir, name).map_err(io("create a temporary file for"))?;
+    let written = encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, &file), ckpt, path)
+        .and_then(|()| file.sync_all().map_err(io("fsync")));
+    drop(file);
+    if let Err(e) = written
+        .and_then(|()| fs::rename(&tmp.path, path).map_err(io("rename the temporary file to")))
+    {
+        let _ = fs::remove_file(&tmp.path);
+        return Err(e);
+    }
+    drop(tmp);
+    sync_dir(dir).map_err(io("fsync the directory of"))
+}
+
+/// The temporary files this process is writing; [`is_in_flight`] tells them from leftovers.
+fn in_flight() -> std::sync::MutexGuard<'static, BTreeSet<PathBuf>> {
+    static IN_FLIGHT: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
+    IN_FLIGHT.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether `path` is the temporary file of a [`write_checkpoint`] under way in this process. Every other
+/// temporary file (see [`is_temporary_file`]) is a leftover of an interrupted write, also one that a
+/// crashed process with this process's id left behind.
+pub(crate) fn is_in_flight(path: &Path) -> bool {
+    in_flight().contains(path)
+}
+
+/// A temporary file registered as in flight until dropped.
+struct Temporary {
+    path: PathBuf,
+}
+
+impl Drop for Temporary {
+    fn drop(&mut self) {
+        in_flight().remove(&self.path);
+    }
+}
+
+/// Creates a new temporary file for `name` in `dir`. A name taken already (a leftover of a crashed
+/// process that had this process's id) is skipped, not an error.
+fn create_temporary(dir: &Path, name: &std::ffi::OsStr) -> io::Result<(Temporary, File)> {
+    let mut attempts = 0;
+    loop {
+        let path = dir.join(temporary_name(name));
+        in_flight().insert(path.clone());
+        let tmp = Temporary { path };
+        match File::options().write(true).create_new(true).open(&tmp.path) {
+            Ok(file) => return Ok((tmp, file)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempts < 100 => attempts += 1,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) fn temporary_name(name: &std::ffi::OsStr) -> OsString {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut tmp = OsString::from(".");
+    tmp.push(name);
+    tmp.push(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    tmp
+}
+
+/// Whether `name` (a file name, not a path) is a temporary file left by an interrupted
+/// [`write_checkpoint`]: `.{file name}.tmp-{pid}-{counter}`. Such files are never checkpoints and may be
+/// deleted once no writer is running.
+///
+/// ```
+/// use fulgur_runtime::checkpoint::is_temporary_file;
+///
+/// assert!(is_temporary_file(".epoch=3-step=120.ckpt.tmp-4242-0"));
+/// assert!(!is_temporary_file("epoch=3-step=120.ckpt"));
+/// ```
+pub fn is_temporary_file(name: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    name.strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp-"))
+        .and_then(|(original, suffix)| Some((original, suffix.split_once('-')?)))
+        .is_some_and(|(original, (pid, counter))| {
+            !original.is_empty() && digits(pid) && digits(counter)
+        })
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checkpoint::fixtures::*;
+    use crate::checkpoint::read_checkpoint;
+
+    #[test]
+    fn every_field_round_trips_bit_exact_through_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/dir/epoch=3.ckpt");
+        let ckpt = full_checkpoint();
+        write_checkpoint(&path, &ckpt).unwrap();
+        let back = read_checkpoint(&path).unwrap();
+        assert_eq!(normalized(&back), normalized(&ckpt));
+        let bits: Vec<u32> = back.state_dict["net.0.weight"]
+            .as_f32()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect();
+        assert_eq!(
+            bits,
+            [
+                0x3f80_0000,
+                0x8000_0000,
+                0x7f80_0000,
+                0xff80_0000,
+                0x7fc0_1234,
+                1
+            ]
+        );
+        assert_eq!(
+            back.state_dict["net.1.momentum"].as_f64().unwrap()[..],
+            [0.1]
+        );
+        let names: Vec<_> = fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["epoch=3.ckpt"], "no temporary file is left behind");
+    }
+
+    #[test]
+    fn temporary_names_are_recognised_and_never_end_like_the_checkpoint() {
+        let tmp = temporary_name("epoch=1.ckpt".as_ref())
+            .into_string()
+            .unwrap();
+        assert!(
+            tmp.starts_with(".epoch=1.ckpt.tmp-") && is_temporary_file(&tmp),
+            "{tmp}"
+        );
+        assert!(!tmp.ends_with(".ckpt"));
+        assert_ne!(
+            tmp,
+            temporary_name("epoch=1.ckpt".as_ref())
+                .into_string()
+                .unwrap()
+        );
+        for name in [
+            "epoch=1.ckpt",
+            ".hidden",
+            ".a.tmp-1",
+            ".a.tmp-x-1",
+            ".a.tmp-1-",
+            "..tmp-1-2",
+            "a.tmp-1-2",
+        ] {
+            assert!(!is_temporary_file(name), "{name}");
+        }
+    }
+
+    fn io_op(result: Result<(), CheckpointError>, expected_path: &Path) -> &'static str {
+        match result {
+            Err(CheckpointError::Io { path, op, .. }) => {
+                assert_eq!(path, expected_path);
+                op
+            }
+            other => panic!("expected an Io error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn failed_rename_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("taken.ckpt");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("inside"), b"keeps the directory non-empty").unwrap();
+        assert_eq!(
+            io_op(write_checkpoint(&path, &full_checkpoint()), &path),
+            "rename the temporary file to"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["taken.ckpt"]);
+    }
+
+    #[test]
+    fn unwritable_locations_name_path_and_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("plain-file");
+        fs::write(&file, b"").unwrap();
+        let below_file = file.join("sub/x.ckpt");
+        assert_eq!(
+            io_op(
+                write_checkpoint(&below_file, &full_checkpoint()),
+                &below_file
+            ),
+            "create the directory of"
+        );
+        let err = write_checkpoint(&below_file, &full_checkpoint())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!(
+                "cannot create the directory of checkpoint `{}`: ",
+                below_file.display()
+            )),
+            "{err}"
+        );
+
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let locked = dir.path().join("locked");
+            fs::create_dir(&locked).unwrap();
+            fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+            if File::create(locked.join("probe")).is_ok() {
+                eprintln!(
+                    "permissions are not enforced (running as root?): skipping the read-only case"
+                );
+                return;
+            }
+            let path = locked.join("x.ckpt");
+            assert_eq!(
+                io_op(write_checkpoint(&path, &full_checkpoint()), &path),
+                "create a temporary file for"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_file_and_replacement() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.ckpt");
+        match read_checkpoint(&path) {
+            Err(CheckpointError::Io {
+                op: "open",
+                path: p,
+                ..
+            }) => assert_eq!(p, path),
+            other => panic!("expected Io open, got {other:?}"),
+        }
+        let mut ckpt = full_checkpoint();
+        write_checkpoint(&path, &ckpt).unwrap();
+        ckpt.epoch = 4;
+        write_checkpoint(&path, &ckpt).unwrap();
+        assert_eq!(read_checkpoint(&path).unwrap().epoch, 4);
+    }
+}
