@@ -18,6 +18,7 @@ pub mod data;
 pub mod logger;
 pub mod metrics;
 pub mod module;
+pub mod nn;
 pub mod strategy;
 pub mod trainer;
 

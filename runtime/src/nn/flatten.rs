@@ -1,0 +1,91 @@
+//! `Flatten`: images to feature vectors, for the `Linear` layers after the convolutions.
+
+use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
+use dfdx::shapes::{Const, Dim, Dtype, HasShape};
+use dfdx::tensor::{Tape, Tensor};
+use dfdx::tensor_ops::{Device, ReshapeTo};
+
+use super::window::shape_error;
+
+/// Flattens `(batch, channels, height, width)` to `(batch, FEATURES)` and `(channels, height, width)`
+/// to `(FEATURES,)`, in PyTorch's order (channel, then row, then column).
+///
+/// `FEATURES` is written in the type so that a dfdx `Linear<FEATURES, _>` can follow: the image layers'
+/// heights and widths are run-time sizes on stable Rust (computing them in a type needs the unstable
+/// `generic_const_exprs`, which is why dfdx's own `Flatten2D` is nightly-only). A forward pass whose
+/// `channels × height × width` differs from `FEATURES` returns dfdx's `WrongNumElements` error and
+/// prints on standard error the size it found, so the first batch tells what to write.
+///
+/// ```
+/// use dfdx::prelude::*;
+/// use fulgur_runtime::nn::Flatten;
+///
+/// let dev = Cpu::default();
+/// let x: Tensor<(usize, usize, usize, usize), f32, _> = dev.zeros_like(&(4, 3, 2, 2));
+/// let y = Flatten::<12>::default().forward(x);
+/// assert_eq!(y.shape(), &(4, Const::<12>));
+///
+/// // 3 × 2 × 2 is not 10: an error, not a panic.
+/// let x: Tensor<(usize, usize, usize, usize), f32, _> = dev.zeros_like(&(4, 3, 2, 2));
+/// assert!(Flatten::<10>::default().try_forward(x).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Flatten<const FEATURES: usize>;
+
+impl<const N: usize> ZeroSizedModule for Flatten<N> {}
+
+impl<const N: usize> NonMutableModule for Flatten<N> {}
+
+fn check<const N: usize, E: Dtype, D: Device<E>>(
+    dev: &D,
+    (c, h, w): (usize, usize, usize),
+) -> Result<(), D::Err> {
+    let found = c * h * w;
+    if found == N {
+        return Ok(());
+    }
+    let message = format!(
+        "`Flatten<{N}>`: the input has {c}×{h}×{w} = {found} features per sample, not {N}; \
+         write `Flatten<{found}>` and a `Linear<{found}, _>` after it"
+    );
+    Err(shape_error(dev, &message))
+}
+
+impl<const N: usize, B, C, H, W, E, D, T> Module<Tensor<(B, C, H, W), E, D, T>> for Flatten<N>
+where
+    B: Dim,
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(B, Const<N>), E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<(B, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        let (b, c, h, w) = *x.shape();
+        check::<N, E, D>(x.device(), (c.size(), h.size(), w.size()))?;
+        x.try_reshape_like(&(b, Const::<N>))
+    }
+}
+
+impl<const N: usize, C, H, W, E, D, T> Module<Tensor<(C, H, W), E, D, T>> for Flatten<N>
+where
+    C: Dim,
+    H: Dim,
+    W: Dim,
+    E: Dtype,
+    D: Device<E>,
+    T: Tape<E, D>,
+{
+    type Output = Tensor<(Const<N>,), E, D, T>;
+    type Error = D::Err;
+
+    fn try_forward(&self, x: Tensor<(C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
+        let (c, h, w) = *x.shape();
+        check::<N, E, D>(x.device(), (c.size(), h.size(), w.size()))?;
+        x.try_reshape_like(&(Const::<N>,))
+    }
+}

@@ -1,0 +1,66 @@
+//! Image layers that dfdx 0.13 offers only under its `nightly` feature: [`Conv2D`], [`ConvTranspose2D`],
+//! [`MaxPool2D`], [`AvgPool2D`] and [`Flatten`], on stable Rust.
+//!
+//! dfdx's own versions compute their output sizes in their types (`generic_const_exprs`), which only a
+//! nightly compiler accepts. These layers are built from dfdx's stable tensor operations instead (a
+//! gather that collects each window's pixels, then a matmul or a reduction), so they run on every dfdx
+//! device, and their backward pass is dfdx's tape. They implement dfdx's module traits: they build with
+//! `build_module`, compose with dfdx's layers in tuples, and their parameters (`weight`, `bias`) are
+//! named, reset, saved in checkpoints and updated by optimizers like those of `Linear`.
+//!
+//! The names here are the builders, what a module type is written with (as dfdx's prelude exports
+//! dfdx's builders); [`modules`] holds the built types with parameters.
+//!
+//! Shapes follow dfdx: a batch of images is `(batch, channels, height, width)`, a single image
+//! `(channels, height, width)`, with `Const` channels for the convolutions. The height and width an
+//! image layer outputs are `usize`: stable Rust cannot compute them in a type. [`Flatten`] turns the
+//! image into a `Const` number of features, checked at run time, so that dfdx's `Linear` can follow:
+//!
+//! ```
+//! use dfdx::prelude::*;
+//! use fulgur_runtime::nn::{Conv2D, Flatten, MaxPool2D};
+//!
+//! // 8×8 digits: conv 3×3 (padding 1) keeps 8×8, the pool halves it to 4×4; 16 channels.
+//! type Cnn = (
+//!     (Conv2D<1, 16, 3, 1, 1>, ReLU, MaxPool2D<2>),
+//!     (Flatten<{ 16 * 4 * 4 }>, Linear<256, 10>),
+//! );
+//! let dev = Cpu::default();
+//! let mut net = dev.build_module::<Cnn, f32>();
+//! let grads = net.alloc_grads();
+//! let x: Tensor<(usize, Const<1>, Const<8>, Const<8>), f32, _> =
+//!     dev.sample_normal_like(&(32, Const, Const, Const));
+//! let logits = net.forward_mut(x.traced(grads));
+//! let grads = logits.square().mean().backward();
+//! // The convolution's kernels got their gradient through the tape.
+//! assert!(grads.get(&net.0 .0.weight).as_vec().iter().any(|g| *g != 0.0));
+//! ```
+//!
+//! Not here: grouped convolutions (the weight's shape would need `IN / GROUPS` in a type) and
+//! `ConvTranspose2D`'s `output_padding`.
+
+mod avg_pool2d;
+mod conv2d;
+mod conv_transpose2d;
+mod flatten;
+mod max_pool2d;
+mod window;
+
+#[cfg(test)]
+mod reference;
+
+pub use avg_pool2d::AvgPool2D;
+pub use conv2d::builder::Conv2D;
+pub use conv_transpose2d::builder::ConvTranspose2D;
+pub use flatten::Flatten;
+pub use max_pool2d::MaxPool2D;
+
+/// The built layers, with their parameters: what [`Built`](crate::module::Built) gives for the
+/// builders of [`nn`](self). The pools and [`Flatten`] have no parameters and are their own builders.
+pub mod modules {
+    pub use super::avg_pool2d::AvgPool2D;
+    pub use super::conv2d::Conv2D;
+    pub use super::conv_transpose2d::ConvTranspose2D;
+    pub use super::flatten::Flatten;
+    pub use super::max_pool2d::MaxPool2D;
+}
