@@ -12,9 +12,10 @@ use syn::{token, Attribute, Expr, ExprLit, ExprUnary, Ident, Lit, LitStr, Meta, 
 
 use crate::ctxt::Ctxt;
 use crate::duration::{self, Duration};
+use fulgur_rules::checkpoint::{self, Argument, Mode, SaveLast, ValueKind};
 use fulgur_rules::suggest::did_you_mean;
 
-use crate::suggest::hint;
+use crate::suggest::{alternatives, hint};
 
 /// A value with the tokens of the literal that gave it, and the key it was given for.
 #[derive(Debug, Clone)]
@@ -238,78 +239,78 @@ pub fn parse_log(cx: &Ctxt, attr: &Attribute) -> Option<LogAttr> {
 // ---------------------------------------------------------------------------------------------------
 // #[checkpoint(monitor = "val_loss", mode = "min", top_k = 2, filename = "…", every_n_epochs = 1, …)]
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SaveLast {
-    Yes,
-    No,
-    Link,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    Min,
-    Max,
+/// A `#[checkpoint]` argument's value, of the kind its row of the shared table gives.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `Str`, `Template` and `Metric`.
+    Str(String),
+    Bool(bool),
+    Int(i64),
+    Count(u64),
+    SaveLast(SaveLast),
+    Mode(Mode),
+    Duration(Duration),
 }
 
 #[derive(Debug, Clone)]
 pub struct CheckpointAttr {
     /// The `checkpoint` path.
     pub span: Span,
-    pub dirpath: Option<Arg<String>>,
-    pub filename: Option<Arg<String>>,
-    pub monitor: Option<Arg<String>>,
-    pub verbose: Option<Arg<bool>>,
-    pub save_last: Option<Arg<SaveLast>>,
-    pub top_k: Option<Arg<i64>>,
-    pub save_on_exception: Option<Arg<bool>>,
-    pub save_weights_only: Option<Arg<bool>>,
-    pub mode: Option<Arg<Mode>>,
-    pub auto_insert_metric_name: Option<Arg<bool>>,
-    pub every_n_train_steps: Option<Arg<i64>>,
-    pub train_time_interval: Option<Arg<Duration>>,
-    pub every_n_epochs: Option<Arg<i64>>,
-    pub save_on_train_epoch_end: Option<Arg<bool>>,
-    pub enable_version_counter: Option<Arg<bool>>,
-    pub join_char: Option<Arg<String>>,
-    pub equals_char: Option<Arg<String>>,
-    pub name_last: Option<Arg<String>>,
-    pub file_extension: Option<Arg<String>>,
-    pub starting_version: Option<Arg<u64>>,
+    /// The arguments given, each at most once, in the order written, with their rows of the table.
+    pub args: Vec<(&'static Argument, Arg<Value>)>,
 }
 
-pub const CHECKPOINT_ARGS: &[&str] = &[
-    "dirpath",
-    "filename",
-    "monitor",
-    "verbose",
-    "save_last",
-    "top_k",
-    "save_on_exception",
-    "save_weights_only",
-    "mode",
-    "auto_insert_metric_name",
-    "every_n_train_steps",
-    "train_time_interval",
-    "every_n_epochs",
-    "save_on_train_epoch_end",
-    "enable_version_counter",
-    "join_char",
-    "equals_char",
-    "name_last",
-    "file_extension",
-    "starting_version",
-];
+impl CheckpointAttr {
+    /// The argument `key` when it is given, its value taken out by `value`.
+    fn get<T>(&self, key: &str, value: impl Fn(&Value) -> Option<T>) -> Option<Arg<T>> {
+        debug_assert!(
+            checkpoint::argument(key).is_some(),
+            "`{key}` is no `#[checkpoint]` argument"
+        );
+        let (_, arg) = self.args.iter().find(|(row, _)| row.key == key)?;
+        Some(Arg {
+            key: arg.key.clone(),
+            value: value(&arg.value)?,
+            tokens: arg.tokens.clone(),
+            order: arg.order,
+        })
+    }
 
-/// Names users bring from Lightning or elsewhere, and the argument they mean.
-fn checkpoint_alias(key: &str) -> Option<&'static str> {
-    Some(match key {
-        "save_top_k" | "k" => "top_k",
-        "every_n_steps" | "every_n_train_step" => "every_n_train_steps",
-        "dir" | "dir_path" | "directory" | "path" => "dirpath",
-        "time_interval" | "interval" => "train_time_interval",
-        "monitored" | "metric" => "monitor",
-        _ => return None,
-    })
+    pub fn string(&self, key: &str) -> Option<Arg<String>> {
+        self.get(key, |v| match v {
+            Value::Str(s) => Some(s.clone()),
+            _ => None,
+        })
+    }
+
+    pub fn int(&self, key: &str) -> Option<Arg<i64>> {
+        self.get(key, |v| match v {
+            Value::Int(i) => Some(*i),
+            _ => None,
+        })
+    }
+
+    pub fn duration(&self, key: &str) -> Option<Arg<Duration>> {
+        self.get(key, |v| match v {
+            Value::Duration(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    pub fn mode(&self, key: &str) -> Option<Arg<Mode>> {
+        self.get(key, |v| match v {
+            Value::Mode(m) => Some(*m),
+            _ => None,
+        })
+    }
+
+    /// The given arguments of `kind`, with their string values (`Template`, `Metric`).
+    pub fn strings_of(&self, kind: ValueKind) -> impl Iterator<Item = Arg<String>> + '_ {
+        self.args
+            .iter()
+            .filter(move |(row, _)| row.kind == kind)
+            .filter_map(|(row, _)| self.string(row.key))
+    }
 }
 
 pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
@@ -331,29 +332,9 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
     };
     let mut out = CheckpointAttr {
         span: path_span(attr),
-        dirpath: None,
-        filename: None,
-        monitor: None,
-        verbose: None,
-        save_last: None,
-        top_k: None,
-        save_on_exception: None,
-        save_weights_only: None,
-        mode: None,
-        auto_insert_metric_name: None,
-        every_n_train_steps: None,
-        train_time_interval: None,
-        every_n_epochs: None,
-        save_on_train_epoch_end: None,
-        enable_version_counter: None,
-        join_char: None,
-        equals_char: None,
-        name_last: None,
-        file_extension: None,
-        starting_version: None,
+        args: Vec::new(),
     };
-    let mut seen: Vec<String> = Vec::new();
-    let what = "#[checkpoint]";
+    let mut seen: Vec<&str> = Vec::new();
     for (order, meta) in args.iter().enumerate() {
         let Some(key) = meta.path().get_ident() else {
             cx.error_spanned_by(
@@ -366,99 +347,85 @@ pub fn parse_checkpoint(cx: &Ctxt, attr: &Attribute) -> Option<CheckpointAttr> {
             continue;
         };
         let name = key.unraw().to_string();
-        if !CHECKPOINT_ARGS.contains(&name.as_str()) {
-            let msg = match checkpoint_alias(&name) {
-                Some(s) => {
-                    format!("unknown `#[checkpoint]` argument `{name}`, did you mean `{s}`?")
-                }
-                None => format!(
-                    "unknown `#[checkpoint]` argument `{name}`{}",
-                    hint(&name, CHECKPOINT_ARGS)
-                ),
+        let Some(argument) = checkpoint::argument(&name) else {
+            let hint = match checkpoint::alias(&name) {
+                Some(meant) => format!(", did you mean `{}`?", meant.key),
+                None => hint(&name, &checkpoint::keys().collect::<Vec<_>>()),
             };
-            cx.error_spanned_by(key, msg);
+            cx.error_spanned_by(
+                key,
+                format!("unknown `#[checkpoint]` argument `{name}`{hint}"),
+            );
             continue;
-        }
-        if seen.contains(&name) {
+        };
+        if seen.contains(&argument.key) {
             cx.error_spanned_by(key, format!("duplicate `#[checkpoint]` argument `{name}`"));
             continue;
         }
-        seen.push(name.clone());
-        let string = || str_value(cx, what, key, meta).map(|(s, lit)| new_arg(key, order, s, lit));
-        let boolean = || {
-            let tokens = value_tokens(meta);
-            bool_value(cx, what, key, meta).map(|b| new_arg(key, order, b, tokens))
-        };
-        let integer =
-            || int_value(cx, what, key, meta).map(|(v, tokens)| new_arg(key, order, v, tokens));
-        match name.as_str() {
-            "dirpath" => out.dirpath = string(),
-            "filename" => out.filename = string(),
-            "monitor" => out.monitor = string(),
-            "join_char" => out.join_char = string(),
-            "equals_char" => out.equals_char = string(),
-            "name_last" => out.name_last = string(),
-            "file_extension" => out.file_extension = string(),
-            "verbose" => out.verbose = boolean(),
-            "save_on_exception" => out.save_on_exception = boolean(),
-            "save_weights_only" => out.save_weights_only = boolean(),
-            "auto_insert_metric_name" => out.auto_insert_metric_name = boolean(),
-            "save_on_train_epoch_end" => out.save_on_train_epoch_end = boolean(),
-            "enable_version_counter" => out.enable_version_counter = boolean(),
-            "top_k" => out.top_k = integer(),
-            "every_n_train_steps" => out.every_n_train_steps = integer(),
-            "every_n_epochs" => out.every_n_epochs = integer(),
-            "starting_version" => {
-                out.starting_version = integer().and_then(|a| match u64::try_from(a.value) {
-                    Ok(v) => Some(Arg {
-                        key: a.key,
-                        value: v,
-                        tokens: a.tokens,
-                        order: a.order,
-                    }),
-                    Err(_) => {
-                        cx.error_spanned_by(
-                            &a.tokens,
-                            format!("`starting_version` must be >= 0, found `{}`", a.value),
-                        );
-                        None
-                    }
-                })
-            }
-            "save_last" => {
-                out.save_last =
-                    save_last_value(cx, key, meta).map(|(v, tokens)| new_arg(key, order, v, tokens))
-            }
-            "mode" => {
-                out.mode = str_value(cx, what, key, meta).and_then(|(s, lit)| match s.as_str() {
-                    "min" => Some(new_arg(key, order, Mode::Min, lit)),
-                    "max" => Some(new_arg(key, order, Mode::Max, lit)),
-                    other => {
-                        let hint = did_you_mean(other, ["min", "max"])
-                            .map_or(String::new(), |s| format!(", did you mean `\"{s}\"`?"));
-                        cx.error_spanned_by(
-                            lit,
-                            format!(
-                                "`mode` must be `\"min\"` or `\"max\"`, found `\"{other}\"`{hint}"
-                            ),
-                        );
-                        None
-                    }
-                })
-            }
-            _ => {
-                out.train_time_interval =
-                    str_value(cx, what, key, meta).and_then(|(s, lit)| match duration::parse(&s) {
-                        Ok(d) => Some(new_arg(key, order, d, lit)),
-                        Err(e) => {
-                            cx.error_spanned_by(lit, format!("invalid `train_time_interval`: {e}"));
-                            None
-                        }
-                    })
-            }
+        seen.push(argument.key);
+        if let Some((value, tokens)) = checkpoint_value(cx, argument.kind, key, meta) {
+            out.args
+                .push((argument, new_arg(key, order, value, tokens)));
         }
     }
     Some(out)
+}
+
+/// The value of `key = …` read as the table's `kind` says, with the tokens to point at.
+fn checkpoint_value(
+    cx: &Ctxt,
+    kind: ValueKind,
+    key: &Ident,
+    meta: &Meta,
+) -> Option<(Value, TokenStream)> {
+    let what = "#[checkpoint]";
+    let string = || str_value(cx, what, key, meta).map(|(s, lit)| (s, lit.to_token_stream()));
+    match kind {
+        ValueKind::Str | ValueKind::Template | ValueKind::Metric => {
+            string().map(|(s, tokens)| (Value::Str(s), tokens))
+        }
+        ValueKind::Bool => {
+            bool_value(cx, what, key, meta).map(|b| (Value::Bool(b), value_tokens(meta)))
+        }
+        ValueKind::Int => int_value(cx, what, key, meta).map(|(v, tokens)| (Value::Int(v), tokens)),
+        // `key = 3`, at least 0.
+        ValueKind::Count => {
+            int_value(cx, what, key, meta).and_then(|(v, tokens)| match u64::try_from(v) {
+                Ok(n) => Some((Value::Count(n), tokens)),
+                Err(_) => {
+                    cx.error_spanned_by(&tokens, format!("`{key}` must be >= 0, found `{v}`"));
+                    None
+                }
+            })
+        }
+        ValueKind::SaveLast => {
+            save_last_value(cx, key, meta).map(|(v, tokens)| (Value::SaveLast(v), tokens))
+        }
+        // `mode = "min" | "max"`.
+        ValueKind::Mode => string().and_then(|(s, tokens)| match Mode::from_name(&s) {
+            Some(m) => Some((Value::Mode(m), tokens)),
+            None => {
+                let names = Mode::ALL.map(Mode::as_str);
+                let hint = did_you_mean(&s, names)
+                    .map_or(String::new(), |s| format!(", did you mean `\"{s}\"`?"));
+                let quoted = names.map(|n| format!("\"{n}\""));
+                let expected = alternatives(quoted.iter().map(String::as_str));
+                cx.error_spanned_by(
+                    &tokens,
+                    format!("`{key}` must be {expected}, found `\"{s}\"`{hint}"),
+                );
+                None
+            }
+        }),
+        // `train_time_interval = "1h30min"`.
+        ValueKind::Duration => string().and_then(|(s, tokens)| match duration::parse(&s) {
+            Ok(d) => Some((Value::Duration(d), tokens)),
+            Err(e) => {
+                cx.error_spanned_by(&tokens, format!("invalid `{key}`: {e}"));
+                None
+            }
+        }),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------

@@ -1,15 +1,13 @@
 //! The rules between the parts of a `#[lightning_module]` impl: everything Lightning reports after an
 //! epoch of training (or never), reported here at compile time.
 
-use std::collections::BTreeMap;
-
 use crate::ast::{Metric, Module, Source, Stage, StepKind};
-use crate::attr::{Arg, CheckpointAttr, Mode};
+use crate::attr::{Arg, CheckpointAttr};
 use crate::ctxt::Ctxt;
+use fulgur_rules::checkpoint::{Mode, ValueKind};
+use fulgur_rules::metrics::{Known, Logged};
 use fulgur_rules::suggest::did_you_mean;
 use fulgur_rules::template::{self, Kind, Piece};
-
-use crate::suggest::listing;
 
 pub fn check_module(cx: &Ctxt, module: &Module) {
     check_required_methods(cx, module);
@@ -24,9 +22,12 @@ pub fn check_module(cx: &Ctxt, module: &Module) {
         check_non_negative(cx, ckpt);
         check_one_trigger(cx, ckpt);
         check_dirpath(cx, ckpt);
-        check_monitor(cx, ckpt, &known);
-        check_template(cx, ckpt.filename.as_ref(), &known);
-        check_template(cx, ckpt.name_last.as_ref(), &known);
+        for metric in ckpt.strings_of(ValueKind::Metric) {
+            check_monitor(cx, &metric, &known);
+        }
+        for template in ckpt.strings_of(ValueKind::Template) {
+            check_template(cx, &template, &known);
+        }
     }
     check_distinct_state_keys(cx, &module.checkpoints);
 }
@@ -171,63 +172,46 @@ fn check_metrics_recorded(cx: &Ctxt, metrics: &[Metric]) {
     }
 }
 
-/// What `monitor` and filename placeholders may name (the runtime's `monitor_candidates`): each metric
-/// `fit` produces, `name_step`/`name_epoch` for one logged both ways, and the built-ins `epoch` and
-/// `step`; and the names only `test_step` logs, which `fit` never produces.
-struct Known {
-    fit: BTreeMap<String, Option<Kind>>,
-    test_only: Vec<String>,
+/// What `monitor` and filename placeholders may name, with each metric's kind where the macro knows it
+/// (the rule the runtime checks a `ModelCheckpoint` with when `fit` starts).
+fn known_metrics(metrics: &[Metric]) -> Known<Option<Kind>> {
+    let logged = metrics.iter().map(|m| Logged {
+        name: &m.name,
+        on_step: m.on_step,
+        on_epoch: m.on_epoch,
+        test_only: m.stage == Stage::Test,
+        kind: m.kind(),
+    });
+    Known::new(logged, Some(Kind::Int))
 }
 
-fn known_metrics(metrics: &[Metric]) -> Known {
-    let mut fit = BTreeMap::new();
-    let mut test = Vec::new();
-    for m in metrics {
-        let mut keys = vec![m.name.clone()];
-        if m.on_step && m.on_epoch {
-            keys.push(format!("{}_step", m.name));
-            keys.push(format!("{}_epoch", m.name));
-        }
-        for key in keys {
-            if m.stage == Stage::Test {
-                test.push(key);
-            } else {
-                fit.insert(key, m.kind());
-            }
-        }
-    }
-    fit.insert("epoch".into(), Some(Kind::Int));
-    fit.insert("step".into(), Some(Kind::Int));
-    let test_only = test.into_iter().filter(|k| !fit.contains_key(k)).collect();
-    Known { fit, test_only }
-}
-
-fn unknown_metric(name: &str, place: &str, known: &Known) -> String {
-    let listing = listing(known.fit.keys().map(String::as_str));
-    if known.test_only.iter().any(|k| k == name) {
+fn unknown_metric(name: &str, place: &str, known: &Known<Option<Kind>>) -> String {
+    let listing = known.listing();
+    if known.is_test_only(name) {
         return format!(
             "metric `{name}` in {place} is logged only by `test_step`, so it is never available during `fit`: \
              use a training or validation metric, known metrics: {listing}"
         );
     }
-    let hint = did_you_mean(name, known.fit.keys().map(String::as_str))
+    let hint = known
+        .suggestion(name)
         .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
     format!("unknown metric `{name}` in {place}{hint} known metrics: {listing}")
 }
 
 /// Lightning raises "could not find the monitored key" only after a validation run (S059), or never;
 /// a metric of `test_step` alone is never there during `fit`.
-fn check_monitor(cx: &Ctxt, ckpt: &CheckpointAttr, known: &Known) {
-    if let Some(m) = &ckpt.monitor {
-        if !known.fit.contains_key(&m.value) {
-            cx.error_spanned_by(&m.tokens, unknown_metric(&m.value, "`monitor`", known));
-        }
+fn check_monitor(cx: &Ctxt, monitor: &Arg<String>, known: &Known<Option<Kind>>) {
+    if !known.contains(&monitor.value) {
+        cx.error_spanned_by(
+            &monitor.tokens,
+            unknown_metric(&monitor.value, &format!("`{}`", monitor.key), known),
+        );
     }
 }
 
 /// Lightning formats a missing placeholder as 0 and a bad format spec fails at the first save (G.1, G.2).
-fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &Known) {
-    let Some(arg) = arg else { return };
+fn check_template(cx: &Ctxt, arg: &Arg<String>, known: &Known<Option<Kind>>) {
     let pieces = match template::parse(&arg.value) {
         Ok(pieces) => pieces,
         Err(reason) => {
@@ -240,7 +224,7 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &Known) {
     };
     let mut reported: Vec<&str> = Vec::new();
     for field in pieces.iter().filter_map(Piece::as_field) {
-        match known.fit.get(&field.name) {
+        match known.get(&field.name) {
             None if !reported.contains(&field.name.as_str()) => {
                 reported.push(&field.name);
                 cx.error_spanned_by(
@@ -267,7 +251,7 @@ fn check_template(cx: &Ctxt, arg: Option<&Arg<String>>, known: &Known) {
 
 /// Lightning: "Invalid value for save_top_k" and "No quantity for top_k to track" (B.1).
 fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
-    let Some(k) = &ckpt.top_k else { return };
+    let Some(k) = ckpt.int("top_k") else { return };
     if k.value < -1 {
         cx.error_spanned_by(
             &k.tokens,
@@ -276,7 +260,7 @@ fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
                 k.value
             ),
         );
-    } else if ckpt.monitor.is_none() && ![-1, 0, 1].contains(&k.value) {
+    } else if ckpt.string("monitor").is_none() && ![-1, 0, 1].contains(&k.value) {
         cx.error_spanned_by(
             &k.tokens,
             format!(
@@ -288,12 +272,12 @@ fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
     }
 }
 
+/// The counting triggers: every N steps, every N epochs.
+const COUNTED_TRIGGERS: [&str; 2] = ["every_n_train_steps", "every_n_epochs"];
+
 /// Lightning: "Invalid value for every_n_train_steps / every_n_epochs" (B.1).
 fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
-    for arg in [&ckpt.every_n_train_steps, &ckpt.every_n_epochs]
-        .into_iter()
-        .flatten()
-    {
+    for arg in COUNTED_TRIGGERS.into_iter().filter_map(|k| ckpt.int(k)) {
         if arg.value < 0 {
             cx.error_spanned_by(
                 &arg.tokens,
@@ -308,17 +292,14 @@ fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
 
 /// Lightning: "Combination of parameters … should be mutually exclusive" (B.1).
 fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
-    let mut on: Vec<(usize, &syn::Ident)> = Vec::new();
-    for arg in [&ckpt.every_n_train_steps, &ckpt.every_n_epochs]
+    let mut on: Vec<(usize, syn::Ident)> = COUNTED_TRIGGERS
         .into_iter()
-        .flatten()
-    {
-        if arg.value >= 1 {
-            on.push((arg.order, &arg.key));
-        }
-    }
-    if let Some(t) = &ckpt.train_time_interval {
-        on.push((t.order, &t.key));
+        .filter_map(|k| ckpt.int(k))
+        .filter(|arg| arg.value >= 1)
+        .map(|arg| (arg.order, arg.key))
+        .collect();
+    if let Some(t) = ckpt.duration("train_time_interval") {
+        on.push((t.order, t.key));
     }
     on.sort_by_key(|(order, _)| *order);
     if let [(_, first), rest @ ..] = on.as_slice() {
@@ -336,7 +317,7 @@ fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
 
 /// The runtime refuses remote directories (`s3://…`).
 fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
-    if let Some(d) = &ckpt.dirpath {
+    if let Some(d) = ckpt.string("dirpath") {
         if d.value.contains("://") {
             cx.error_spanned_by(
                 &d.tokens,
@@ -349,16 +330,16 @@ fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
 /// Two callbacks with Lightning's same state key would overwrite each other's saved state (B.11).
 fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CheckpointAttr]) {
     let key = |c: &CheckpointAttr| {
-        let steps = c.every_n_train_steps.as_ref().map(|a| a.value);
-        let epochs = c.every_n_epochs.as_ref().map(|a| a.value);
-        let time = c.train_time_interval.as_ref().map(|a| a.value);
+        let steps = c.int("every_n_train_steps").map(|a| a.value);
+        let epochs = c.int("every_n_epochs").map(|a| a.value);
+        let time = c.duration("train_time_interval").map(|a| a.value);
         let (steps, epochs) = match (steps, epochs, time) {
             (None, None, None) => (0, 1),
             (s, e, _) => (s.unwrap_or(0), e.unwrap_or(0)),
         };
-        let mode = c.mode.as_ref().map_or(Mode::Min, |m| m.value);
+        let mode = c.mode("mode").map_or(Mode::Min, |m| m.value);
         (
-            c.monitor.as_ref().map(|m| m.value.clone()),
+            c.string("monitor").map(|m| m.value),
             mode,
             steps,
             epochs,

@@ -53,7 +53,7 @@ macro_rules! checkpoint_args {
                  `#[checkpoint]`.";
             save_on_train_epoch_end: Bool => save_on_train_epoch_end, [],
                 "Save epoch checkpoints at the end of the training epoch (`true`) or after validation \
-                 (`false`). Default: after validation when it runs every epoch.";
+                 (`false`). Default: decided by the validation schedule (the guide's reference, B.7).";
             enable_version_counter: Bool => enable_version_counter, [],
                 "Add `-v1`, `-v2`, … to a name that exists already instead of overwriting it. Default `true`.";
             join_char: Str => join_char, [],
@@ -173,7 +173,7 @@ macro_rules! __value_syntax {
         "`\"metric\"`"
     };
     (Bool) => {
-        "`true`, `false`; alone: `true`"
+        "`true` or `false` (alone: `true`)"
     };
     (Int) => {
         "integer"
@@ -182,10 +182,10 @@ macro_rules! __value_syntax {
         "integer ≥ 0"
     };
     (SaveLast) => {
-        "`true`, `false`, `\"link\"`"
+        "`true`, `false` or `\"link\"`"
     };
     (Mode) => {
-        "`\"min\"`, `\"max\"`"
+        "`\"min\"` or `\"max\"`"
     };
     (Duration) => {
         "`\"30min\"`, `\"1h30min\"` (units `ms` `s` `min` `h` `d`)"

@@ -8,11 +8,11 @@ use syn::{Item, ItemImpl};
 
 use super::{bound_device, dfdx, rt, support, with_backend};
 use crate::ast::{HookKind, Metric, Module, Returned, Stage, Step, StepArg, StepKind};
-use crate::attr::LogAttr;
-use crate::attr::{CheckpointAttr, Mode, Reduce, SaveLast};
+use crate::attr::{CheckpointAttr, LogAttr, Reduce, Value};
 use crate::check;
 use crate::ctxt::Ctxt;
 use crate::fallback;
+use fulgur_rules::checkpoint::{self, SaveLast};
 use fulgur_rules::template::Kind;
 
 pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -279,75 +279,42 @@ fn configure_callbacks(module: &Module) -> Option<TokenStream> {
     })
 }
 
-/// `ModelCheckpoint::builder().monitor("val_loss").save_top_k(2)…` with the arguments given.
+/// `ModelCheckpoint::builder().monitor("val_loss").save_top_k(2)…`: for each argument given, in the
+/// table's order, the builder method its row names.
 fn checkpoint_builder(c: &CheckpointAttr) -> TokenStream {
     let rt = rt();
     let mut b = quote!(#rt::callbacks::ModelCheckpoint::builder());
-    let mut set = |method: &str, value: TokenStream| {
-        let method = quote::format_ident!("{}", method);
-        b.extend(quote!(.#method(#value)));
-    };
-    let s = |a: &Option<crate::attr::Arg<String>>| a.as_ref().map(|a| a.value.to_token_stream());
-    let flag = |a: &Option<crate::attr::Arg<bool>>| a.as_ref().map(|a| a.value.to_token_stream());
-    let int = |a: &Option<crate::attr::Arg<i64>>| {
-        a.as_ref().map(|a| {
-            let v = proc_macro2::Literal::i64_unsuffixed(a.value);
-            quote!(#v)
-        })
-    };
-    let settings: Vec<(&str, Option<TokenStream>)> = vec![
-        ("dirpath", s(&c.dirpath)),
-        ("filename", s(&c.filename)),
-        ("monitor", s(&c.monitor)),
-        ("verbose", flag(&c.verbose)),
-        (
-            "save_last",
-            c.save_last.as_ref().map(|a| match a.value {
-                SaveLast::Yes => quote!(true),
-                SaveLast::No => quote!(false),
-                SaveLast::Link => quote!(#rt::callbacks::SaveLast::Link),
-            }),
-        ),
-        ("save_top_k", int(&c.top_k)),
-        ("save_on_exception", flag(&c.save_on_exception)),
-        ("save_weights_only", flag(&c.save_weights_only)),
-        (
-            "mode",
-            c.mode.as_ref().map(|a| match a.value {
-                Mode::Min => quote!("min"),
-                Mode::Max => quote!("max"),
-            }),
-        ),
-        ("auto_insert_metric_name", flag(&c.auto_insert_metric_name)),
-        ("every_n_train_steps", int(&c.every_n_train_steps)),
-        (
-            "train_time_interval",
-            c.train_time_interval.as_ref().map(|a| {
-                let (secs, nanos) = (a.value.secs, a.value.nanos);
-                quote!(::core::time::Duration::new(#secs, #nanos))
-            }),
-        ),
-        ("every_n_epochs", int(&c.every_n_epochs)),
-        ("save_on_train_epoch_end", flag(&c.save_on_train_epoch_end)),
-        ("enable_version_counter", flag(&c.enable_version_counter)),
-        ("join_char", s(&c.join_char)),
-        ("equals_char", s(&c.equals_char)),
-        ("name_last", s(&c.name_last)),
-        ("file_extension", s(&c.file_extension)),
-        (
-            "starting_version",
-            c.starting_version.as_ref().map(|a| {
-                let v = proc_macro2::Literal::u64_unsuffixed(a.value);
-                quote!(#v)
-            }),
-        ),
-    ];
-    for (method, value) in settings {
-        if let Some(value) = value {
-            set(method, value);
+    for row in checkpoint::ARGUMENTS {
+        if let Some((_, arg)) = c.args.iter().find(|(given, _)| given.key == row.key) {
+            let method = quote::format_ident!("{}", row.method);
+            let value = builder_value(&arg.value);
+            b.extend(quote!(.#method(#value)));
         }
     }
     b
+}
+
+/// A value as the builder method takes it (the runtime's test `every_checkpoint_argument_calls_an_
+/// existing_builder_method` passes each kind's form).
+fn builder_value(value: &Value) -> TokenStream {
+    let rt = rt();
+    match value {
+        Value::Str(s) => quote!(#s),
+        Value::Bool(b) => quote!(#b),
+        Value::Int(i) => proc_macro2::Literal::i64_unsuffixed(*i).into_token_stream(),
+        Value::Count(n) => proc_macro2::Literal::u64_unsuffixed(*n).into_token_stream(),
+        Value::SaveLast(SaveLast::Yes) => quote!(true),
+        Value::SaveLast(SaveLast::No) => quote!(false),
+        Value::SaveLast(SaveLast::Link) => quote!(#rt::callbacks::SaveLast::Link),
+        Value::Mode(m) => {
+            let m = m.as_str();
+            quote!(#m)
+        }
+        Value::Duration(d) => {
+            let (secs, nanos) = (d.secs, d.nanos);
+            quote!(::core::time::Duration::new(#secs, #nanos))
+        }
+    }
 }
 
 /// A hook the impl defines under its trait name, forwarded to the trait.
@@ -397,6 +364,47 @@ fn hook(module: &Module, kind: HookKind) -> TokenStream {
                     ::core::result::Result::Ok(())
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fulgur_rules::checkpoint::ValueKind;
+
+    /// Every row of the shared table is read by `#[checkpoint]` and becomes a call of its builder method,
+    /// with the value in the form the runtime's test `every_checkpoint_argument_calls_an_existing_builder_
+    /// method` passes; a key added to the table needs no edit here.
+    #[test]
+    fn every_checkpoint_argument_is_parsed_and_calls_its_builder_method() {
+        let rt = rt();
+        for row in checkpoint::ARGUMENTS {
+            let (written, generated) = match row.kind {
+                ValueKind::Str => (quote!("x"), quote!("x")),
+                ValueKind::Template => (quote!("{epoch}"), quote!("{epoch}")),
+                ValueKind::Metric => (quote!("epoch"), quote!("epoch")),
+                ValueKind::Bool => (quote!(true), quote!(true)),
+                ValueKind::Int => (quote!(-1), quote!(-1)),
+                ValueKind::Count => (quote!(1), quote!(1)),
+                ValueKind::SaveLast => (quote!("link"), quote!(#rt::callbacks::SaveLast::Link)),
+                ValueKind::Mode => (quote!("max"), quote!("max")),
+                ValueKind::Duration => (
+                    quote!("1s"),
+                    quote!(::core::time::Duration::new(1u64, 0u32)),
+                ),
+            };
+            let key = quote::format_ident!("{}", row.key);
+            let attr: syn::Attribute = syn::parse_quote!(#[checkpoint(#key = #written)]);
+            let cx = Ctxt::new();
+            let parsed = crate::attr::parse_checkpoint(&cx, &attr);
+            if let Err(errors) = cx.check() {
+                panic!("`{}`: {errors}", row.key);
+            }
+            let built = checkpoint_builder(&parsed.expect("parsed")).to_string();
+            let method = quote::format_ident!("{}", row.method);
+            let call = quote!(.#method(#generated)).to_string();
+            assert!(built.ends_with(&call), "`{}`: {built}", row.key);
         }
     }
 }
