@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod device;
 mod error;
 pub mod optim;
+mod state;
 
 pub use device::Backend;
 pub(crate) use error::device_err;

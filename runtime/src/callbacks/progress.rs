@@ -9,7 +9,7 @@ use indicatif::{ProgressDrawTarget, ProgressState, ProgressStyle};
 use super::output::{Output, Term};
 use super::{Callback, CallbackContext};
 use crate::metrics::{MetricValue, Stage};
-use crate::trainer::TrainerState;
+use crate::state::TrainerState;
 use crate::{Error, Result};
 
 /// How often the bar's metrics are formatted again; indicatif itself redraws at most 20 times a second.

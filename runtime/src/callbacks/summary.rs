@@ -5,27 +5,9 @@ use std::io::Write;
 use dfdx::nn::tensor_collection::TensorCollection;
 
 use super::output::Output;
-use super::{Callback, CallbackContext};
+use super::{Callback, CallbackContext, ParameterInfo};
 use crate::device::Backend;
 use crate::Result;
-
-/// One tensor of a module, as [`CallbackContext::parameters`] lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ParameterInfo {
-    /// Its state-dict name (`net.0.weight`).
-    pub name: String,
-    /// Its shape.
-    pub shape: Vec<usize>,
-    /// Whether the optimizer updates it (`false` for batch-norm running statistics).
-    pub trainable: bool,
-}
-
-impl ParameterInfo {
-    /// The number of values it holds.
-    pub fn numel(&self) -> usize {
-        self.shape.iter().product()
-    }
-}
 
 /// Prints a table of the module's parameters when `fit` starts, on rank 0, like Lightning's
 /// `ModelSummary`: one row per field of the module (per submodule down to

@@ -7,7 +7,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::config::limited;
-use super::{run_callbacks, CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
+use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
 use crate::device::Backend;
 use crate::metrics::{EpochAccumulator, MetricSpec, MetricValue, Stage, StepLog};
@@ -43,12 +43,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.state.fn_ = TrainerFn::Fitting;
         let result = self.run_fit(train, val, ckpt_path);
         if let Err(error) = &result {
-            let mut callbacks = std::mem::take(&mut self.callbacks);
-            let sink = self.sink();
-            let hooked = run_callbacks(&mut callbacks, &sink, &*self.strategy, all, |c, ctx| {
-                c.on_exception(ctx, error)
-            });
-            self.callbacks = callbacks;
+            let hooked = self.call_callbacks(all, |c, ctx| c.on_exception(ctx, error));
             if let Err(e) = hooked {
                 crate::warn(&format!("a callback's `on_exception` failed: {e}"));
             }
@@ -156,7 +151,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if previous.epoch_finished {
             self.train_accum.clear();
         }
-        self.state = super::TrainerState {
+        self.state = crate::state::TrainerState {
             fn_: TrainerFn::Fitting,
             epoch: previous.epoch + u64::from(previous.epoch_finished),
             batches_done: if previous.epoch_finished {
@@ -560,7 +555,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         hook: impl FnMut(&mut dyn Callback, &mut crate::callbacks::CallbackContext<'_>) -> Result<()>,
     ) -> Result<()> {
         let mut callbacks = std::mem::take(&mut self.callbacks);
-        let result = run_callbacks(&mut callbacks, &self.sink(), &*self.strategy, filter, hook);
+        let result = callbacks.run(&self.state, &self.sink(), &*self.strategy, filter, hook);
         self.callbacks = callbacks;
         result
     }

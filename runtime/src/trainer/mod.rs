@@ -25,7 +25,6 @@
 mod config;
 mod fit;
 mod resume;
-mod state;
 
 use std::collections::BTreeMap;
 use std::marker::PhantomData;
@@ -35,8 +34,7 @@ use ciborium::Value;
 use dfdx::tensor::{Cpu, Gradients};
 
 use crate::callbacks::{
-    Callback, CallbackContext, CheckpointSink, ModelCheckpoint, ModelSummary, ParameterInfo,
-    ProgressBar,
+    Callback, CallbackSet, CheckpointSink, Defaults, ModelCheckpoint, ParameterInfo,
 };
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::data::DataLoader;
@@ -48,8 +46,8 @@ use crate::optim::Optimizers;
 use crate::strategy::{RankZeroFs, SingleProcess, Strategy};
 use crate::{Error, Result};
 
+pub use crate::state::{TrainerFn, TrainerState, ValCheckInterval};
 pub use config::{Limit, TrainerConfig};
-pub use state::{TrainerFn, TrainerState, ValCheckInterval};
 
 /// Which checkpoint `fit` resumes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -140,11 +138,13 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         /// error. `true`: a warning naming the file and the operation, and training goes on; the callback
         /// forgets the failed save, so nothing already saved is deleted because of it.
         keep_training_on_checkpoint_error: bool => keep_training_on_checkpoint_error = std::convert::identity;
-        /// Whether to show a [`ProgressBar`] (default `true`): a bar on a terminal, plain lines when
-        /// standard output is not one. A progress bar given as a callback replaces the default one.
+        /// Whether to show a [`ProgressBar`](crate::callbacks::ProgressBar) (default `true`): a bar on a
+        /// terminal, plain lines when standard output is not one. A progress bar given as a callback
+        /// replaces the default one.
         enable_progress_bar: bool => enable_progress_bar = std::convert::identity;
-        /// Whether to print a [`ModelSummary`] of the module's parameters when `fit` starts (default
-        /// `true`). A `ModelSummary` given as a callback replaces the default one.
+        /// Whether to print a [`ModelSummary`](crate::callbacks::ModelSummary) of the module's parameters
+        /// when `fit` starts (default `true`). A `ModelSummary` given as a callback replaces the default
+        /// one.
         enable_model_summary: bool => enable_model_summary = std::convert::identity;
     }
 
@@ -183,11 +183,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         };
         let mut trainer = Trainer {
             config: self.config,
-            callbacks: self.callbacks,
-            module_callback_keys: Default::default(),
-            default_checkpoint: false,
-            default_progress_bar: false,
-            default_model_summary: false,
+            callbacks: CallbackSet::new(self.callbacks),
             logger,
             strategy: self.strategy,
             state: TrainerState::default(),
@@ -212,11 +208,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
 /// ```
 pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     config: TrainerConfig,
-    callbacks: Vec<Box<dyn Callback>>,
-    module_callback_keys: std::collections::BTreeSet<String>,
-    default_checkpoint: bool,
-    default_progress_bar: bool,
-    default_model_summary: bool,
+    callbacks: CallbackSet,
     logger: Option<Box<dyn Logger>>,
     strategy: Box<dyn Strategy>,
     state: TrainerState,
@@ -321,14 +313,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// The callbacks in the order they run (checkpoint callbacks last).
     pub fn callbacks(&self) -> &[Box<dyn Callback>] {
-        &self.callbacks
+        self.callbacks.as_slice()
     }
 
     /// The first callback of type `C`.
     pub fn callback<C: Callback>(&self) -> Option<&C> {
-        self.callbacks
-            .iter()
-            .find_map(|c| c.as_any().downcast_ref::<C>())
+        self.callbacks.first_of::<C>()
     }
 
     /// The first `ModelCheckpoint` (Lightning's `trainer.checkpoint_callback`).
@@ -338,10 +328,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Every `ModelCheckpoint`, in order (Lightning's `trainer.checkpoint_callbacks`).
     pub fn checkpoint_callbacks(&self) -> Vec<&ModelCheckpoint> {
-        self.callbacks
-            .iter()
-            .filter_map(|c| c.as_any().downcast_ref::<ModelCheckpoint>())
-            .collect()
+        self.callbacks.all_of::<ModelCheckpoint>().collect()
     }
 
     /// The logger's directory (`<root>/lightning_logs/version_N`), when there is a logger.
@@ -364,14 +351,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write.
     pub fn build_checkpoint(&self, weights_only: bool) -> Result<Checkpoint> {
-        let mut states = BTreeMap::new();
-        if !weights_only {
-            for cb in &self.callbacks {
-                if let Some(s) = cb.state_dict() {
-                    states.insert(cb.state_key(), s);
-                }
-            }
-        }
+        let states = if weights_only {
+            BTreeMap::new()
+        } else {
+            self.callbacks.state_dicts()
+        };
         self.sink().checkpoint(weights_only, states)
     }
 
@@ -384,79 +368,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
     }
 
-    /// Installs the module's callbacks next to the user's, replacing those of an earlier `fit` and any
-    /// user callback with the same state key; adds the default progress bar, model summary and
-    /// checkpoint callback where none is given; checkpoint callbacks move to the end (Lightning's order).
+    /// Installs the module's callbacks next to the user's, with the defaults the settings ask for (see
+    /// [`CallbackSet::install`]).
     fn install_callbacks(&mut self, from_module: Vec<Box<dyn Callback>>) -> Result<()> {
-        let stale = std::mem::take(&mut self.module_callback_keys);
-        let mut all: Vec<Box<dyn Callback>> = std::mem::take(&mut self.callbacks);
-        all.retain(|c| !stale.contains(&c.state_key()));
-        // The defaults of an earlier install go; they are added again below if still wanted.
-        if std::mem::take(&mut self.default_progress_bar) {
-            all.retain(|c| !c.is_progress_bar());
-        }
-        if std::mem::take(&mut self.default_model_summary) {
-            all.retain(|c| !c.as_any().is::<ModelSummary>());
-        }
-        // Lightning's default: a plain `ModelCheckpoint()` when checkpointing is on and none is given.
-        // The default of an earlier install stays, with its state, so that a further `fit` continues its
-        // top-k; it goes when the module brings a checkpoint callback.
-        if self.default_checkpoint && from_module.iter().any(|c| c.is_checkpoint()) {
-            if let Ok(config) = ModelCheckpoint::builder().config() {
-                let key = config.state_key();
-                all.retain(|c| c.state_key() != key);
-            }
-            self.default_checkpoint = false;
-        }
-        for cb in from_module {
-            let key = cb.state_key();
-            if all.iter().any(|c| c.state_key() == key) {
-                crate::warn(&format!("the module's callback `{key}` replaces the trainer's callback with the same state key"));
-                all.retain(|c| c.state_key() != key);
-            }
-            self.module_callback_keys.insert(key);
-            all.push(cb);
-        }
-        if self.config.enable_progress_bar && !all.iter().any(|c| c.is_progress_bar()) {
-            all.push(Box::new(ProgressBar::new()));
-            self.default_progress_bar = true;
-        }
-        if self.config.enable_model_summary && !all.iter().any(|c| c.as_any().is::<ModelSummary>())
-        {
-            all.push(Box::new(ModelSummary::new()));
-            self.default_model_summary = true;
-        }
-        if self.config.enable_checkpointing && !all.iter().any(|c| c.is_checkpoint()) {
-            all.push(Box::new(ModelCheckpoint::builder().build()?));
-            self.default_checkpoint = true;
-        }
-        let mut keys = std::collections::BTreeSet::new();
-        let duplicate = all
-            .iter()
-            .map(|c| c.state_key())
-            .find(|k| !keys.insert(k.clone()));
-        let checkpointing_off =
-            !self.config.enable_checkpointing && all.iter().any(|c| c.is_checkpoint());
-        let progress_bar_off =
-            !self.config.enable_progress_bar && all.iter().any(|c| c.is_progress_bar());
-        let (ckpt, plain): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.is_checkpoint());
-        self.callbacks = plain.into_iter().chain(ckpt).collect();
-        if checkpointing_off {
-            return Err(Error::Config(
-                "Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback in the callbacks list".into(),
-            ));
-        }
-        if progress_bar_off {
-            return Err(Error::Config(
-                "Trainer was configured with `enable_progress_bar = false` but found a progress bar callback in the callbacks list".into(),
-            ));
-        }
-        if let Some(key) = duplicate {
-            return Err(Error::Config(format!(
-                "two callbacks have the same state key `{key}`: give one of them different settings or a distinct `state_key`"
-            )));
-        }
-        Ok(())
+        let defaults = Defaults {
+            progress_bar: self.config.enable_progress_bar,
+            model_summary: self.config.enable_model_summary,
+            checkpointing: self.config.enable_checkpointing,
+        };
+        self.callbacks.install(from_module, defaults)
     }
 }
 
@@ -518,33 +438,6 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
             .map(crate::callbacks::parameters)
             .unwrap_or_default()
     }
-}
-
-/// Runs `hook` on the callbacks selected by `filter`, each with a context that can save checkpoints.
-fn run_callbacks<M: LightningModule<D>, D: Backend>(
-    callbacks: &mut [Box<dyn Callback>],
-    sink: &Sink<'_, M, D>,
-    strategy: &dyn Strategy,
-    filter: impl Fn(&dyn Callback) -> bool,
-    mut hook: impl FnMut(&mut dyn Callback, &mut CallbackContext<'_>) -> Result<()>,
-) -> Result<()> {
-    for i in 0..callbacks.len() {
-        let (before, rest) = callbacks.split_at_mut(i);
-        let Some((current, after)) = rest.split_first_mut() else {
-            break;
-        };
-        if !filter(&**current) {
-            continue;
-        }
-        let mut ctx = CallbackContext {
-            state: sink.state,
-            sink,
-            others: [before, after],
-            strategy,
-        };
-        hook(&mut **current, &mut ctx)?;
-    }
-    Ok(())
 }
 
 /// A data loader of batches `B`, as the loops take it.

@@ -23,18 +23,14 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         p: CkptPath,
     ) -> Result<Option<(PathBuf, Checkpoint)>> {
         self.state.resumed_by_path = matches!(p, CkptPath::Path(_));
-        let ckpt_callbacks: Vec<_> = self
-            .callbacks
-            .iter()
-            .filter(|c| c.is_checkpoint())
-            .collect();
         match p {
             CkptPath::Path(path) => {
                 let ckpt = read_checkpoint(&path)?;
                 Ok(Some((path, ckpt)))
             }
             CkptPath::Best => {
-                let Some(first) = ckpt_callbacks.first() else {
+                let ckpt_callbacks = self.callbacks.checkpoint_paths();
+                let Some((first_key, first_paths)) = ckpt_callbacks.first() else {
                     return Err(Error::Config(
                         "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured".into(),
                     ));
@@ -43,10 +39,10 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     crate::warn(&format!(
                         "`ckpt_path = \"best\"` with {} checkpoint callbacks: using the first, `{}`",
                         ckpt_callbacks.len(),
-                        first.state_key()
+                        first_key
                     ));
                 }
-                let ranked = first.checkpoint_paths().map(|p| p.best).unwrap_or_default();
+                let ranked = first_paths.best.clone();
                 if ranked.is_empty() {
                     return Err(Error::Config(
                         "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model".into(),
@@ -71,10 +67,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             CkptPath::Last => {
                 let mut candidates: Vec<PathBuf> = Vec::new();
-                for path in ckpt_callbacks
-                    .iter()
-                    .filter_map(|c| c.checkpoint_paths())
-                    .flat_map(|p| p.last.into_iter().chain(p.others))
+                for path in self
+                    .callbacks
+                    .checkpoint_paths()
+                    .into_iter()
+                    .flat_map(|(_, p)| p.last.into_iter().chain(p.others))
                 {
                     if path.is_file() && !candidates.contains(&path) {
                         candidates.push(path);
@@ -92,9 +89,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     )));
                 }
                 if newest.is_none() {
-                    let dirs: Vec<String> = ckpt_callbacks
-                        .iter()
-                        .filter_map(|c| c.as_any().downcast_ref::<ModelCheckpoint>())
+                    let dirs: Vec<String> = self
+                        .callbacks
+                        .all_of::<ModelCheckpoint>()
                         .filter_map(|c| c.dirpath())
                         .map(|d| format!("`{}`", d.display()))
                         .collect();
@@ -172,14 +169,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             _ => EpochAccumulator::default(),
         };
 
-        let mut unmatched: Vec<&String> = ckpt.callbacks.keys().collect();
-        for cb in &mut self.callbacks {
-            let key = cb.state_key();
-            if let Some(state) = ckpt.callbacks.get(&key) {
-                cb.load_state_dict(state)?;
-                unmatched.retain(|k| **k != key);
-            }
-        }
+        let unmatched = self.callbacks.load_state_dicts(&ckpt.callbacks)?;
         if !unmatched.is_empty() {
             crate::warn(&format!(
                 "be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided \

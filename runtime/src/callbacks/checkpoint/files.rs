@@ -11,7 +11,7 @@ use super::names::OwnNames;
 use super::policy::{Action, Book};
 use super::ModelCheckpoint;
 use crate::callbacks::CallbackContext;
-use crate::trainer::TrainerState;
+use crate::state::TrainerState;
 use crate::{Error, Result};
 
 /// The directories under `dir` where `own`'s templates write: `dir` itself and the existing

@@ -10,7 +10,7 @@ use super::names::OwnNames;
 use super::policy::{self, Action, Decide, Namer};
 use super::{files, ModelCheckpoint, SaveLast, State};
 use crate::callbacks::{Callback, CallbackContext, CheckpointPaths};
-use crate::trainer::{TrainerFn, TrainerState, ValCheckInterval};
+use crate::state::{TrainerFn, TrainerState, ValCheckInterval};
 use crate::{Error, Result};
 
 /// What a call of [`ModelCheckpoint::run`] saves.

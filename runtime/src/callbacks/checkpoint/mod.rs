@@ -20,7 +20,7 @@ use ciborium::Value;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{MetricKind, MetricValue, Stage};
-use crate::trainer::TrainerState;
+use crate::state::TrainerState;
 use crate::{Error, Result};
 use fulgur_rules::metrics::{Known, Logged};
 use policy::{Book, Namer};

@@ -1,3 +1,7 @@
+//! The state of a run: what the trainer is doing, its counters and flags, the metrics, as the trainer
+//! keeps them and callbacks see them. It sits below both, so that neither imports the other to describe
+//! the run; the public paths are `fulgur_runtime::trainer::{TrainerFn, TrainerState, ValCheckInterval}`.
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -93,5 +97,76 @@ impl TrainerState {
         m.insert("epoch".into(), MetricValue::Int(self.epoch as i64));
         m.insert("step".into(), MetricValue::Int(self.global_step as i64));
         m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    /// The code of the `.rs` files under `src/<part>` (a file or a folder): comments and test modules
+    /// left out.
+    fn code_of(part: &str) -> Vec<(PathBuf, String)> {
+        fn visit(path: &Path, out: &mut Vec<PathBuf>) {
+            if path.is_dir() {
+                for entry in std::fs::read_dir(path).unwrap() {
+                    visit(&entry.unwrap().path(), out);
+                }
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path.to_path_buf());
+            }
+        }
+        let mut files = Vec::new();
+        visit(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src").join(part),
+            &mut files,
+        );
+        files
+            .into_iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(&f).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let lines: Vec<&str> = code
+                    .lines()
+                    .filter(|l| !l.trim_start().starts_with("//"))
+                    .collect();
+                (f, lines.join("\n"))
+            })
+            .collect()
+    }
+
+    /// Arrows point down: the run's state sits below the trainer and the callbacks, the callback trait
+    /// below the module, so that no import goes up and round in a circle.
+    #[test]
+    fn no_import_points_up() {
+        let mut ups = Vec::new();
+        let mut check = |parts: &[&str], above: &[&str]| {
+            for part in parts {
+                for (file, code) in code_of(part) {
+                    for module in above {
+                        if code.contains(&format!("crate::{module}")) {
+                            ups.push(format!("{} names `crate::{module}`", file.display()));
+                        }
+                    }
+                }
+            }
+        };
+        check(
+            &[
+                "state.rs",
+                "callbacks",
+                "module",
+                "checkpoint",
+                "strategy",
+                "metrics",
+                "optim",
+                "data",
+                "logger",
+            ],
+            &["trainer"],
+        );
+        check(&["state.rs", "callbacks"], &["module"]);
+        check(&["state.rs"], &["callbacks"]);
+        assert!(ups.is_empty(), "{ups:#?}");
     }
 }
