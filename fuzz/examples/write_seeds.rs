@@ -2,7 +2,7 @@
 //! payloads) and `corpus/load_header/*.ckpt` (the small files). Run from `fuzz/` with
 //! `cargo run --release --example write_seeds`.
 
-#[path = "../../tests/support/mod.rs"]
+#[path = "../../tests/it/support/mlp.rs"]
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,4 @@
 //! A module written by hand, without the macros: what `#[lightning_module]` generates.
-#![allow(dead_code)]
 
 use std::sync::{Arc, Mutex};
 
@@ -201,13 +200,4 @@ pub fn loaders() -> (
         train.loader(32, true, &dev).unwrap(),
         val.loader(64, false, &dev).unwrap(),
     )
-}
-
-/// Every parameter of the module, bit for bit.
-pub fn weight_bits<D: Backend>(m: &LitMlp<D>) -> Vec<(String, Vec<u32>)> {
-    fulgur::module::state_dict(m)
-        .unwrap()
-        .into_iter()
-        .map(|(k, t)| (k, t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect()))
-        .collect()
 }

@@ -1,11 +1,11 @@
 //! Loading checkpoints: `load_from_checkpoint`, strict loading errors, weights-only files.
 
-mod support;
-
 use fulgur::checkpoint::{read_checkpoint, write_checkpoint, TensorData};
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
-use support::{loaders, weight_bits, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
+use crate::support::weight_bits;
 
 fn trained(dir: &std::path::Path) -> Trainer<LitMlp<Cpu>> {
     let (mut train, mut val) = loaders();

@@ -1,8 +1,6 @@
 //! Progress and output: the progress bar's plain lines and bar, the model summary, and how the trainer
 //! installs both by default.
 
-mod support;
-
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,7 +10,8 @@ use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
 use fulgur::strategy::{ReduceOp, Strategy};
 use fulgur::trainer::TrainerBuilder;
-use support::{loaders, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
 
 /// A writer whose bytes the test reads afterwards.
 #[derive(Clone, Default)]

@@ -6,20 +6,19 @@
 //!
 //! The test binary is its own child: `child_trains_forever` (ignored, and a no-op without
 //! `FULGUR_CRASH_DIR`) trains until killed. `FULGUR_CRASH_SEED` replays a run's sequence of delays.
-#![cfg(unix)]
-
-mod crash_support;
-
 use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
-use crash_support::*;
 use fulgur::checkpoint::{read_checkpoint, read_checkpoint_header};
 use fulgur::data::SplitMix64;
 use fulgur::prelude::*;
+
+use crate::support::child::{test_name, Child};
+use crate::support::listing;
+use crate::support::wide::*;
 
 const DIR_ENV: &str = "FULGUR_CRASH_DIR";
 const SEED_ENV: &str = "FULGUR_CRASH_SEED";
@@ -297,7 +296,7 @@ fn sigkill_at_random_moments_never_loses_a_checkpoint() {
     while tally.kills < TARGET_KILLS && started.elapsed() < BUDGET {
         iteration += 1;
         let spawned = Instant::now();
-        let mut child = Child::spawn("child_trains_forever", &env, None);
+        let mut child = Child::spawn(&test_name!(child_trains_forever), &env, None);
         // Now and then, kill during start-up: setup, the resume, the interrupted deletions.
         let early = !startup_ms.is_empty() && rng.below(6) == 0;
         let what = if early {
@@ -421,7 +420,7 @@ fn a_leftover_temporary_with_this_pid_does_not_block_saving() {
         .tempdir()
         .unwrap();
     let mut child = Child::spawn(
-        "child_meets_temporaries_with_its_own_pid",
+        &test_name!(child_meets_temporaries_with_its_own_pid),
         &[(PID_REUSE_ENV, OsString::from(dir.path()))],
         None,
     );

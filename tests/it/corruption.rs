@@ -3,8 +3,6 @@
 //! missing files are refused with an error that names the file, never a panic, and the intact file still
 //! loads bit for bit afterwards.
 
-mod support;
-
 use std::fs::{self, File};
 use std::io::{Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -16,7 +14,9 @@ use fulgur::callbacks::ModelCheckpoint;
 use fulgur::checkpoint::{read_checkpoint, Checkpoint, CheckpointError, FORMAT_VERSION};
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
-use support::{loaders, weight_bits, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
+use crate::support::weight_bits;
 
 /// What the trainer saved, kept in memory; each test writes its own copy.
 struct Saved {

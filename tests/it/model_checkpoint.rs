@@ -2,14 +2,14 @@
 //! exact set of files and the callback's fields. Where section G changes Lightning's outcome, the test
 //! says so.
 
-mod scripted;
-
 use std::time::Duration;
 
 use fulgur::callbacks::{ModelCheckpoint, SaveLast};
 use fulgur::checkpoint::read_checkpoint;
 use fulgur::prelude::*;
-use scripted::*;
+
+use crate::support::child::{test_name, Child};
+use crate::support::scripted::{self, *};
 
 fn none() -> Script {
     Script::default()
@@ -1589,19 +1589,16 @@ fn child_resume_after_the_best_file_was_deleted() {
 fn a_missing_best_file_is_named_at_fit_start() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("D");
-    let out = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_resume_after_the_best_file_was_deleted",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, &d)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let mut child = Child::spawn(
+        &test_name!(child_resume_after_the_best_file_was_deleted),
+        &[(CHILD_DIR, d.clone().into_os_string())],
+        None,
+    );
+    let status = child
+        .wait_exit(Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = child.stderr();
+    assert!(status.success(), "{stderr}");
     let resumed = stderr.split_once("RESUMING").unwrap().1;
     let missing = d.join("epoch=0-step=2.ckpt").display().to_string();
     let warning = resumed

@@ -1,13 +1,12 @@
 //! `fit(ckpt_path = "last" | "best" | path)`: resolution through the checkpoint callbacks (C.3, G.7).
 
-mod support;
-
 use std::path::PathBuf;
 
 use fulgur::callbacks::CheckpointPaths;
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
-use support::{loaders, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
 
 /// A checkpoint callback that only reports fixed paths.
 struct Known(CheckpointPaths);

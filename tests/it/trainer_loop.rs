@@ -1,15 +1,15 @@
 //! The trainer's loops: hook order (section B.6), validation cadence, counters, metrics, logging and
 //! setting validation.
 
-mod support;
-
 use std::sync::{Arc, Mutex};
 
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::metrics::MetricValue;
 use fulgur::prelude::*;
 use fulgur::trainer::TrainerBuilder;
-use support::{loaders, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
+use crate::support::weight_bits;
 
 type Events = Arc<Mutex<Vec<String>>>;
 
@@ -546,7 +546,7 @@ fn a_second_fit_with_raised_max_epochs_continues_where_the_first_stopped() {
     t.fit(module(&events), &mut train, Some(&mut val), None)
         .unwrap();
     assert_eq!((t.current_epoch(), t.global_step()), (2, 8));
-    let trained = support::weight_bits(t.module().unwrap());
+    let trained = weight_bits(t.module().unwrap());
 
     // Fitting again without raising the limit trains nothing.
     let module_again = t.take_module().unwrap();
@@ -583,7 +583,7 @@ fn a_second_fit_with_raised_max_epochs_continues_where_the_first_stopped() {
         weights[2] == trained,
         "the second fit started from other weights"
     );
-    assert!(support::weight_bits(t.module().unwrap()) != trained);
+    assert!(weight_bits(t.module().unwrap()) != trained);
     // One file per epoch, no `-v1` copies of the epochs trained before.
     assert_eq!(
         checkpoint_files(&kept),

@@ -1,14 +1,14 @@
 //! Exact resume (section G.6): training k steps, saving, dropping everything, loading the file in a fresh
 //! trainer and training to n gives the weights and optimizer state of n steps straight, bit for bit.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 
 use fulgur::checkpoint::OptimizerState;
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
-use support::{loaders, weight_bits, Hparams, LitMlp};
+
+use crate::support::mlp::{loaders, Hparams, LitMlp};
+use crate::support::weight_bits;
 
 #[derive(Clone, Copy)]
 struct Setup {

@@ -5,17 +5,17 @@
 //! `keep_training_on_checkpoint_error` warns and goes on; either way no file saved before is deleted
 //! or damaged, no temporary file is left, and the directory resumes afterwards.
 
-mod crash_support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 
-use crash_support::*;
 use fulgur::callbacks::ModelCheckpoint;
 use fulgur::checkpoint::read_checkpoint;
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
+
+use crate::support::listing;
+use crate::support::wide::*;
 
 /// Steps of the run that fills the directory; the limited child resumes it and trains on to
 /// [`RESUMED_STEPS`], a save due every 2 steps.
@@ -75,6 +75,7 @@ mod file_size_limit {
     use std::time::Duration;
 
     use super::*;
+    use crate::support::child::{test_name, Child};
 
     const DIR_ENV: &str = "FULGUR_DISK_FULL_DIR";
     const KEEP_ENV: &str = "FULGUR_DISK_FULL_KEEP_TRAINING";
@@ -122,7 +123,7 @@ mod file_size_limit {
             ),
         ];
         let mut child = Child::spawn(
-            "file_size_limit::child_resumes_under_a_file_size_limit",
+            &test_name!(child_resumes_under_a_file_size_limit),
             &env,
             Some(LIMIT),
         );

@@ -1,0 +1,19 @@
+//! The facade's integration tests, one module per subject, in one test binary: dfdx and fulgur are
+//! linked once rather than once per file. What the modules share is in `support`.
+//!
+//! Some tests run this binary again as a child process, naming an ignored test by its path below the
+//! crate root (`crash::child_trains_forever`); see `support::child`.
+
+mod support;
+
+mod checkpoint_loading;
+mod ckpt_path;
+mod corruption;
+#[cfg(unix)]
+mod crash;
+mod disk_full;
+mod macro_module;
+mod model_checkpoint;
+mod progress;
+mod resume;
+mod trainer_loop;
