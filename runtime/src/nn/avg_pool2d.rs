@@ -116,3 +116,69 @@ where
         y.try_reshape_like(&(c, oh, ow))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::AvgPool2D;
+    use crate::nn::reference::{self, assert_close, dot, finite_differences, random, Pool};
+
+    /// `AvgPool2D<K, S, P, L>` on `batch` images of `c` channels and `h`×`w`: output and input
+    /// gradient against direct pooling (padding counted) and against finite differences.
+    fn check<const K: usize, const S: usize, const P: usize, const L: usize>(
+        batch: usize,
+        c: usize,
+        (h, w): (usize, usize),
+    ) {
+        let dev = Cpu::default();
+        let pool = AvgPool2D::<K, S, P, L>;
+        let (xd, g) = ([batch, c, h, w], (S, P, L));
+        let x_host = random(xd.iter().product(), 5);
+        let x = dev.tensor_from_vec(x_host.clone(), (batch, c, h, w));
+
+        let y = pool.forward(x.leaky_trace());
+        let (want, yd) = reference::pool2d(&x_host, xd, K, g, Pool::Avg);
+        assert_eq!(*y.shape(), (batch, c, yd[2], yd[3]));
+        assert_close("output", &y.as_vec(), &want, 1e-12);
+
+        let dy = random(want.len(), 6);
+        let dy_t = dev.tensor_from_vec(dy.clone(), *y.shape());
+        let grads = (y * dy_t).sum::<Rank0, _>().backward();
+        let tape_dx = grads.get(&x).as_vec();
+        let dx = reference::pool2d_backward(&x_host, xd, K, g, Pool::Avg, &dy);
+        assert_close("input gradient", &tape_dx, &dx, 1e-12);
+        let fd_dx = finite_differences(&x_host, |xv| {
+            let y = pool.forward(dev.tensor_from_vec(xv.to_vec(), (batch, c, h, w)));
+            dot(&y.as_vec(), &dy)
+        });
+        assert_close(
+            "input gradient (finite differences)",
+            &tape_dx,
+            &fd_dx,
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn avg_pool2d_odd_sizes_match_direct_pooling() {
+        check::<2, 2, 0, 1>(2, 3, (7, 5));
+        check::<3, 3, 0, 1>(1, 2, (7, 8));
+    }
+
+    #[test]
+    fn avg_pool2d_stride_padding_and_dilation_match_direct_pooling_on_a_batch_of_one() {
+        // With padding, border windows are divided by the whole kernel area (PyTorch's default).
+        check::<3, 2, 1, 1>(1, 2, (7, 6));
+        check::<2, 1, 1, 1>(1, 1, (4, 5));
+        check::<2, 1, 0, 2>(1, 3, (5, 6));
+    }
+
+    #[test]
+    fn avg_pool2d_stride_defaults_to_the_kernel() {
+        let dev = Cpu::default();
+        let x: Tensor<Rank4<2, 3, 9, 8>, f32, _> = dev.sample_normal();
+        let y = AvgPool2D::<3>.forward(x);
+        assert_eq!(y.shape(), &(Const::<2>, Const::<3>, 3, 2));
+    }
+}

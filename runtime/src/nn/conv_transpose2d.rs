@@ -273,3 +273,120 @@ where
         y.try_reshape_like(&(o, oh, ow))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::builder;
+    use crate::nn::reference::{self, assert_close, dot, finite_differences, random};
+
+    /// A `ConvTranspose2D<I, O, K, S, P, L>` on `batch` images of `h`×`w`: output against the direct
+    /// scatter; the gradients its tape gives for the input, the weight and the bias against finite
+    /// differences of the layer's own forward pass.
+    fn check<
+        const I: usize,
+        const O: usize,
+        const K: usize,
+        const S: usize,
+        const P: usize,
+        const L: usize,
+    >(
+        batch: usize,
+        (h, w): (usize, usize),
+    ) {
+        let dev = Cpu::seed_from_u64(11);
+        let conv = dev.build_module::<builder::ConvTranspose2D<I, O, K, S, P, L>, f64>();
+        let (weight, bias) = (conv.weight.as_vec(), conv.bias.as_vec());
+        let xd = [batch, I, h, w];
+        let x_host = random(xd.iter().product(), 8);
+        let shape = (batch, Const::<I>, h, w);
+        let x = dev.tensor_from_vec(x_host.clone(), shape);
+
+        let y = conv.forward(x.leaky_trace());
+        let (want, yd) =
+            reference::conv_transpose2d(&x_host, xd, &weight, (O, K), &bias, (S, P, L));
+        assert_eq!(*y.shape(), (batch, Const::<O>, yd[2], yd[3]));
+        assert_close("output", &y.as_vec(), &want, 1e-12);
+
+        let dy = random(want.len(), 9);
+        let dy_t = dev.tensor_from_vec(dy.clone(), *y.shape());
+        let grads = (y * dy_t).sum::<Rank0, _>().backward();
+        let loss = |conv: &super::ConvTranspose2D<I, O, K, S, P, L, f64, Cpu>, x: &[f64]| {
+            dot(
+                &conv
+                    .forward(dev.tensor_from_vec(x.to_vec(), shape))
+                    .as_vec(),
+                &dy,
+            )
+        };
+        let fd_dx = finite_differences(&x_host, |x| loss(&conv, x));
+        let fd_dw = finite_differences(&weight, |wv| {
+            let mut c = conv.clone();
+            c.weight.copy_from(wv);
+            loss(&c, &x_host)
+        });
+        let fd_db = finite_differences(&bias, |bv| {
+            let mut c = conv.clone();
+            c.bias.copy_from(bv);
+            loss(&c, &x_host)
+        });
+        assert_close("input gradient", &grads.get(&x).as_vec(), &fd_dx, 1e-6);
+        assert_close(
+            "weight gradient",
+            &grads.get(&conv.weight).as_vec(),
+            &fd_dw,
+            1e-6,
+        );
+        assert_close(
+            "bias gradient",
+            &grads.get(&conv.bias).as_vec(),
+            &fd_db,
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn conv_transpose2d_odd_sizes_match_direct_scatter() {
+        check::<3, 2, 3, 1, 0, 1>(2, (5, 4));
+        check::<2, 3, 1, 1, 0, 1>(1, (3, 3));
+    }
+
+    #[test]
+    fn conv_transpose2d_stride_and_padding_match_direct_scatter_on_a_batch_of_one() {
+        check::<2, 3, 3, 2, 1, 1>(1, (4, 5));
+        check::<3, 2, 4, 2, 1, 1>(1, (3, 3));
+        // A stride larger than the kernel leaves rows and columns that only the bias reaches.
+        check::<1, 2, 2, 3, 0, 1>(2, (3, 2));
+    }
+
+    #[test]
+    fn conv_transpose2d_dilation_matches_direct_scatter() {
+        check::<2, 2, 3, 1, 1, 2>(1, (5, 4));
+        check::<1, 1, 2, 2, 1, 3>(2, (3, 4));
+    }
+
+    #[test]
+    fn conv_transpose2d_is_the_adjoint_of_conv2d() {
+        // <conv(x), y> = <x, conv_transpose(y)> with shared kernels and no bias.
+        let dev = Cpu::seed_from_u64(5);
+        let mut conv = dev.build_module::<crate::nn::Conv2D<2, 3, 3, 2, 1>, f64>();
+        let mut up = dev.build_module::<builder::ConvTranspose2D<3, 2, 3, 2, 1>, f64>();
+        up.weight.copy_from(&conv.weight.as_vec());
+        conv.bias.fill_with_zeros();
+        up.bias.fill_with_zeros();
+        let x: Tensor<Rank4<1, 2, 7, 7>, f64, _> = dev.sample_normal();
+        let y: Tensor<Rank4<1, 3, 4, 4>, f64, _> = dev.sample_normal();
+        let lhs = dot(&conv.forward(x.clone()).as_vec(), &y.as_vec());
+        let rhs = dot(&x.as_vec(), &up.forward(y).as_vec());
+        assert!((lhs - rhs).abs() < 1e-12, "{lhs} != {rhs}");
+    }
+
+    #[test]
+    fn conv_transpose2d_output_cut_away_by_padding_is_an_error() {
+        let dev = Cpu::default();
+        let up = dev.build_module::<builder::ConvTranspose2D<1, 1, 1, 1, 1>, f32>();
+        let x: Tensor<(usize, Const<1>, usize, usize), f32, _> = dev.zeros_like(&(1, Const, 2, 2));
+        assert!(up.try_forward(x).is_err());
+    }
+}

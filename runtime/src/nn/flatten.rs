@@ -89,3 +89,44 @@ where
         x.try_reshape_like(&(Const::<N>,))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::Flatten;
+
+    #[test]
+    fn flatten_orders_channel_then_row_then_column_and_passes_gradients() {
+        let dev = Cpu::default();
+        let x = dev.tensor([[[[1.0f32, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]]]);
+        let x = x.reshape_like(&(1, 2, 2, 2));
+        let y = Flatten::<8>.forward(x.leaky_trace());
+        assert_eq!(y.shape(), &(1, Const::<8>));
+        assert_eq!(y.as_vec(), [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]);
+        let w = dev.tensor_from_vec((1..=8).map(|v| v as f32).collect(), (1, Const::<8>));
+        let grads = (y * w).sum::<Rank0, _>().backward();
+        assert_eq!(
+            grads.get(&x).as_vec(),
+            [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]
+        );
+    }
+
+    #[test]
+    fn flatten_takes_single_images() {
+        let dev = Cpu::default();
+        let x: Tensor<Rank3<2, 3, 4>, f32, _> = dev.sample_normal();
+        let y = Flatten::<24>.forward(x.clone());
+        assert_eq!(y.as_vec(), x.as_vec());
+        assert_eq!(y.shape(), &(Const::<24>,));
+    }
+
+    #[test]
+    fn flatten_of_the_wrong_size_is_an_error_not_a_panic() {
+        let dev = Cpu::default();
+        let x: Tensor<(usize, Const<3>, usize, usize), f32, _> = dev.zeros_like(&(4, Const, 2, 2));
+        assert!(Flatten::<10>.try_forward(x.clone()).is_err());
+        let x: Tensor<Rank3<3, 2, 2>, f32, _> = dev.zeros();
+        assert!(Flatten::<13>.try_forward(x).is_err());
+    }
+}

@@ -64,3 +64,59 @@ pub mod modules {
     pub use super::flatten::Flatten;
     pub use super::max_pool2d::MaxPool2D;
 }
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::{AvgPool2D, Conv2D, ConvTranspose2D, Flatten, MaxPool2D};
+    use crate::checkpoint::{read_checkpoint, write_checkpoint, Checkpoint};
+    use crate::module::{load_state_dict, state_dict};
+
+    // 9×9 → conv stride 2, padding 1 → 5×5 → pool 2 → 2×2 → up ×2 → 4×4 → avg 2 → 2×2, 2 channels.
+    type Net = (
+        (Conv2D<1, 4, 3, 2, 1>, ReLU, MaxPool2D<2>),
+        (
+            ConvTranspose2D<4, 2, 2, 2>,
+            AvgPool2D<2>,
+            Flatten<8>,
+            Linear<8, 3>,
+        ),
+    );
+
+    #[test]
+    fn parameters_are_named_and_survive_a_checkpoint_round_trip() {
+        let dev = Cpu::seed_from_u64(1);
+        let net = dev.build_module::<Net, f32>();
+        let weights = state_dict::<_, Cpu>(&net).expect("on the cpu");
+        let names: Vec<String> = weights
+            .iter()
+            .map(|(name, t)| format!("{name} {:?}", t.shape()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "0.0.bias [4]",
+                "0.0.weight [4, 1, 3, 3]",
+                "1.0.bias [2]",
+                "1.0.weight [4, 2, 2, 2]",
+                "1.3.bias [3]",
+                "1.3.weight [3, 8]",
+            ]
+        );
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let path = dir.path().join("cnn.ckpt");
+        let mut ckpt = Checkpoint::new("Net");
+        ckpt.state_dict = weights;
+        write_checkpoint(&path, &ckpt).expect("written");
+        let loaded = read_checkpoint(&path).expect("read back");
+
+        let mut fresh = Cpu::seed_from_u64(2).build_module::<Net, f32>();
+        let x: Tensor<Rank4<3, 1, 9, 9>, f32, _> = dev.sample_normal();
+        let before = fresh.forward(x.clone()).as_vec();
+        assert_ne!(before, net.forward(x.clone()).as_vec());
+        load_state_dict::<_, Cpu>(&mut fresh, &loaded.state_dict, true, &path).expect("loaded");
+        assert_eq!(fresh.forward(x.clone()).as_vec(), net.forward(x).as_vec());
+    }
+}
