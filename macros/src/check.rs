@@ -4,7 +4,7 @@
 use crate::ast::{Metric, Module, Source, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr};
 use crate::ctxt::Ctxt;
-use fulgur_rules::checkpoint::{Mode, ValueKind};
+use fulgur_rules::checkpoint::{self, Mode, ValueKind};
 use fulgur_rules::metrics::{Known, Logged};
 use fulgur_rules::suggest::did_you_mean;
 use fulgur_rules::template::{self, Kind, Piece};
@@ -333,10 +333,7 @@ fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CheckpointAttr]) {
         let steps = c.int("every_n_train_steps").map(|a| a.value);
         let epochs = c.int("every_n_epochs").map(|a| a.value);
         let time = c.duration("train_time_interval").map(|a| a.value);
-        let (steps, epochs) = match (steps, epochs, time) {
-            (None, None, None) => (0, 1),
-            (s, e, _) => (s.unwrap_or(0), e.unwrap_or(0)),
-        };
+        let (steps, epochs) = checkpoint::triggers(steps, epochs, time.is_some());
         let mode = c.mode("mode").map_or(Mode::Min, |m| m.value);
         (
             c.string("monitor").map(|m| m.value),

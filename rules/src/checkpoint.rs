@@ -192,6 +192,21 @@ macro_rules! __value_syntax {
     };
 }
 
+/// The step and epoch triggers in force (B.1): `every_n_train_steps` and `every_n_epochs` as given, `0`
+/// for one not given, and every epoch (`(0, 1)`) when no trigger is given at all, a
+/// `train_time_interval` neither. Two callbacks whose monitor, mode and triggers agree share a state
+/// key (B.11).
+pub fn triggers(
+    every_n_train_steps: Option<i64>,
+    every_n_epochs: Option<i64>,
+    train_time_interval: bool,
+) -> (i64, i64) {
+    match (every_n_train_steps, every_n_epochs, train_time_interval) {
+        (None, None, false) => (0, 1),
+        (steps, epochs, _) => (steps.unwrap_or(0), epochs.unwrap_or(0)),
+    }
+}
+
 /// Which direction of the monitored metric is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Mode {
@@ -285,6 +300,14 @@ mod tests {
         for a in ARGUMENTS {
             assert!(!a.doc.contains('|'), "`{}`: a `|` breaks the table", a.key);
         }
+    }
+
+    #[test]
+    fn every_epoch_when_no_trigger_is_given() {
+        assert_eq!(triggers(None, None, false), (0, 1));
+        assert_eq!(triggers(None, None, true), (0, 0));
+        assert_eq!(triggers(Some(5), None, false), (5, 0));
+        assert_eq!(triggers(None, Some(0), false), (0, 0));
     }
 
     #[test]

@@ -171,10 +171,11 @@ impl ModelCheckpointBuilder {
             Mode::Min
         });
         let time = self.train_time_interval;
-        let (steps, epochs) = match (self.every_n_train_steps, self.every_n_epochs, time) {
-            (None, None, None) => (0, 1),
-            (s, e, _) => (s.unwrap_or(0), e.unwrap_or(0)),
-        };
+        let (steps, epochs) = fulgur_rules::checkpoint::triggers(
+            self.every_n_train_steps,
+            self.every_n_epochs,
+            time.is_some(),
+        );
         if self.save_top_k < -1 {
             errors.push(format!(
                 "Invalid value for save_top_k={}. Must be >= -1",
