@@ -5,7 +5,7 @@ use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
 
 use crate::support::mlp::{loaders, Hparams, LitMlp};
-use crate::support::weight_bits;
+use crate::support::{fit_error, fit_from, weight_bits};
 
 fn trained(dir: &std::path::Path) -> Trainer<LitMlp<Cpu>> {
     let (mut train, mut val) = loaders();
@@ -133,22 +133,10 @@ fn a_weights_only_file_cannot_resume_fit_and_says_so() {
         "hyperparameters are kept, so the module can be rebuilt"
     );
 
-    let (mut train, mut val) = loaders();
-    let mut t2 = Trainer::builder()
-        .max_steps(20)
-        .no_logger()
-        .enable_checkpointing(false)
-        .build()
-        .unwrap();
-    let err = t2
-        .fit(
-            LitMlp::new(Hparams::default()),
-            &mut train,
-            Some(&mut val),
-            Some(CkptPath::Path(path.clone())),
-        )
-        .unwrap_err()
-        .to_string();
+    let (err, t2) = fit_error(
+        Trainer::builder().max_steps(20),
+        CkptPath::Path(path.clone()),
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("holds only the module's weights"), "{err}");
     assert!(err.contains("cannot resume `fit`"), "{err}");
@@ -179,22 +167,7 @@ fn save_checkpoint_without_a_module_is_an_error() {
 
 #[test]
 fn a_missing_checkpoint_file_is_a_clear_error() {
-    let (mut train, _) = loaders();
-    let mut t = Trainer::builder()
-        .max_steps(2)
-        .no_logger()
-        .enable_checkpointing(false)
-        .build()
-        .unwrap();
-    let err = t
-        .fit(
-            LitMlp::new(Hparams::default()),
-            &mut train,
-            None,
-            Some("does/not/exist.ckpt".into()),
-        )
-        .unwrap_err()
-        .to_string();
+    let (err, _) = fit_error(Trainer::builder().max_steps(2), "does/not/exist.ckpt");
     assert!(err.contains("does/not/exist.ckpt"), "{err}");
 }
 
@@ -256,20 +229,11 @@ fn a_fifo_socket_device_or_directory_is_an_error_naming_it_never_a_hang() {
                 LitMlp::load_from_checkpoint(p, &Cpu::default())
             }),
             error_without_hanging("fit", path, |p| {
-                let (mut train, _) = loaders();
-                let mut t = Trainer::builder()
+                let builder = Trainer::builder()
                     .max_steps(2)
-                    .no_logger()
-                    .enable_checkpointing(false)
                     .enable_progress_bar(false)
-                    .enable_model_summary(false)
-                    .build()?;
-                t.fit(
-                    LitMlp::new(Hparams::default()),
-                    &mut train,
-                    None,
-                    Some(CkptPath::Path(p)),
-                )
+                    .enable_model_summary(false);
+                fit_from(builder, CkptPath::Path(p)).1
             }),
         ];
         for err in errors {

@@ -6,6 +6,7 @@ use fulgur::callbacks::CheckpointPaths;
 use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
 
+use crate::support::fit_error;
 use crate::support::mlp::{loaders, Hparams, LitMlp};
 
 /// A checkpoint callback that only reports fixed paths.
@@ -211,22 +212,7 @@ fn best_without_a_best_model_or_without_a_checkpoint_callback_is_an_error() {
         "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model"
     );
 
-    let (mut train, _) = loaders();
-    let mut t = Trainer::builder()
-        .max_steps(2)
-        .no_logger()
-        .enable_checkpointing(false)
-        .build()
-        .unwrap();
-    let err = t
-        .fit(
-            LitMlp::new(Hparams::default()),
-            &mut train,
-            None,
-            Some("best".into()),
-        )
-        .unwrap_err()
-        .to_string();
+    let (err, _) = fit_error(Trainer::builder().max_steps(2), "best");
     assert_eq!(
         err,
         "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured"
@@ -268,22 +254,10 @@ fn restoring_past_max_epochs_is_an_error() {
     )
     .unwrap();
     t.save_checkpoint(&path, false).unwrap();
-    let mut t = Trainer::builder()
-        .max_epochs(1)
-        .limit_train_batches(3u64)
-        .no_logger()
-        .enable_checkpointing(false)
-        .build()
-        .unwrap();
-    let err = t
-        .fit(
-            LitMlp::new(Hparams::default()),
-            &mut train,
-            Some(&mut val),
-            Some(CkptPath::Path(path)),
-        )
-        .unwrap_err()
-        .to_string();
+    let (err, _) = fit_error(
+        Trainer::builder().max_epochs(1).limit_train_batches(3u64),
+        CkptPath::Path(path),
+    );
     assert_eq!(
         err,
         "you restored a checkpoint with current_epoch=2, but you have set `max_epochs(1)`"

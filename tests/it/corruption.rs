@@ -16,13 +16,13 @@ use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
 
 use crate::support::mlp::{loaders, Hparams, LitMlp};
-use crate::support::weight_bits;
+use crate::support::{fit_error, weight_bits, WeightBits};
 
 /// What the trainer saved, kept in memory; each test writes its own copy.
 struct Saved {
     bytes: Vec<u8>,
     ckpt: Checkpoint,
-    weights: Vec<(String, Vec<u32>)>,
+    weights: WeightBits,
 }
 
 /// Four steps with Adam, a step scheduler and a `ModelCheckpoint` monitoring the training loss,
@@ -256,22 +256,10 @@ fn damaged_files_do_not_load_and_the_intact_one_still_does_bit_for_bit() {
     }
 
     // Resuming `fit` from the last of them (zeros) fails before training anything.
-    let (mut train, mut val) = loaders();
-    let mut t = Trainer::builder()
-        .max_steps(8)
-        .no_logger()
-        .enable_checkpointing(false)
-        .build()
-        .unwrap();
-    let err = t
-        .fit(
-            LitMlp::new(Hparams::default()),
-            &mut train,
-            Some(&mut val),
-            Some(CkptPath::Path(path.clone())),
-        )
-        .unwrap_err()
-        .to_string();
+    let (err, t) = fit_error(
+        Trainer::builder().max_steps(8),
+        CkptPath::Path(path.clone()),
+    );
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert_eq!(t.global_step(), 0);
 

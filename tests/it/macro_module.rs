@@ -1,8 +1,8 @@
 //! A module declared with the macros: `#[derive(ModuleState)]`, `#[lightning_module]`, `#[log]` and two
-//! `#[checkpoint]` policies, trained on the digits. The hand-written equivalent is `tests/support`.
+//! `#[checkpoint]` policies, trained on the digits. The hand-written equivalent is `support::mlp`.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use fulgur::dfdx::prelude::*;
@@ -10,6 +10,9 @@ use fulgur::metrics::MetricKind;
 use fulgur::optim::Adam;
 use fulgur::prelude::*;
 use serde::{Deserialize, Serialize};
+
+use crate::support::listing;
+use crate::support::mlp::{argmax_rows, loaders};
 
 type Mlp = (Linear<64, 32>, ReLU, Linear<32, 10>);
 
@@ -106,13 +109,6 @@ impl<Dev: Backend> LitDigits<Dev> {
     }
 }
 
-fn argmax_rows(values: &[f32]) -> Vec<usize> {
-    values
-        .chunks(10)
-        .map(|r| (0..r.len()).fold(0, |best, i| if r[i] > r[best] { i } else { best }))
-        .collect()
-}
-
 /// A module on a concrete device: no type parameter, the device named in the fields and `grads`.
 #[derive(ModuleState)]
 struct CpuOnly {
@@ -147,18 +143,6 @@ impl CpuOnly {
     fn validation_step(&mut self, _batch: ClassificationBatch<64, 10, Cpu>) {}
 }
 
-type Loader = fulgur::data::ClassificationLoader<64, 10, Cpu>;
-
-fn loaders() -> (Loader, Loader) {
-    let data = fulgur::datasets::digits().unwrap();
-    let (train, val) = data.split(0.2, 7).unwrap();
-    let dev = Cpu::default();
-    (
-        train.loader(32, true, &dev).unwrap(),
-        val.loader(64, false, &dev).unwrap(),
-    )
-}
-
 /// Records `(epoch, val_loss)` after each validation run of `fit`.
 struct ValLosses(Arc<Mutex<Vec<(u64, f32)>>>);
 
@@ -175,15 +159,6 @@ impl Callback for ValLosses {
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-}
-
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 fn weights<M: ModuleState<Cpu>>(m: &M) -> BTreeMap<String, Vec<f32>> {

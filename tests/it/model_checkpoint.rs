@@ -53,7 +53,7 @@ fn s033_default_callback_keeps_only_the_latest_epoch() {
     let m = scripted::Scripted::from_hparams((), &fulgur::dfdx::tensor::Cpu::default()).unwrap();
     t.fit(m, &mut train, Some(&mut val), None).unwrap();
     let d = dir.path().join("checkpoints");
-    assert_eq!(listing(&d), ["epoch=2-step=15.ckpt"]);
+    assert_eq!(tree(&d), ["epoch=2-step=15.ckpt"]);
     let cb = t.checkpoint_callback().unwrap();
     assert_eq!(
         cb.best_model_path(),
@@ -574,7 +574,7 @@ fn s083_a_resumed_run_with_a_new_dirpath_keeps_the_old_files() {
     };
     run(cb().build().unwrap(), 1, None);
     let old = root.join("checkpoints");
-    assert_eq!(listing(&old), ["last.ckpt", "step=2.ckpt", "step=3.ckpt"]);
+    assert_eq!(tree(&old), ["last.ckpt", "step=2.ckpt", "step=3.ckpt"]);
     let t = run(
         cb().dirpath(root.join("new")).build().unwrap(),
         2,
@@ -586,7 +586,7 @@ fn s083_a_resumed_run_with_a_new_dirpath_keeps_the_old_files() {
     );
     assert!(old.join("step=2.ckpt").exists(), "the resume source: kept");
     assert_eq!(
-        listing(&root.join("new")),
+        tree(&root.join("new")),
         ["last.ckpt", "step=5.ckpt", "step=6.ckpt"]
     );
     assert_eq!(t.global_step(), 6);
@@ -866,11 +866,11 @@ fn two_callbacks_in_one_run() {
     m.script = val("val", &[3.0, 1.0, 2.0]);
     t.fit(m, &mut Units(2), Some(&mut Units(1)), None).unwrap();
     assert_eq!(
-        listing(&dir.path().join("best")),
+        tree(&dir.path().join("best")),
         ["best-epoch=1-val=1.0.ckpt"]
     );
     assert_eq!(
-        listing(&dir.path().join("steps")),
+        tree(&dir.path().join("steps")),
         ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"]
     );
     // Each file holds both callbacks' states.
@@ -908,7 +908,7 @@ fn a_resumed_run_continues_the_top_k_bookkeeping() {
         t
     };
     let straight = run(6, None);
-    let straight_files = listing(&d);
+    let straight_files = tree(&d);
     let straight_best = straight
         .checkpoint_callback()
         .unwrap()
@@ -923,11 +923,11 @@ fn a_resumed_run_continues_the_top_k_bookkeeping() {
 
     run(3, None);
     assert_eq!(
-        listing(&d),
+        tree(&d),
         ["epoch=1-step=2.ckpt", "epoch=2-step=3.ckpt", "last.ckpt"]
     );
     let t = run(6, Some(CkptPath::Last));
-    assert_eq!(listing(&d), straight_files, "no stale files, nothing lost");
+    assert_eq!(tree(&d), straight_files, "no stale files, nothing lost");
     let cb = t.checkpoint_callback().unwrap();
     assert_eq!(cb.best_model_path(), Some(straight_best.as_path()));
     assert_eq!(cb.best_model_score(), Some(1.0));
@@ -1126,7 +1126,7 @@ fn g5_a_run_resuming_from_a_checkpoint_finishes_the_deletions_a_crash_interrupte
         Some(CkptPath::Path(d.join("epoch=2.ckpt"))),
     )
     .unwrap();
-    assert_eq!(listing(&d), ["epoch=2.ckpt"]);
+    assert_eq!(tree(&d), ["epoch=2.ckpt"]);
 }
 
 #[test]
@@ -1221,7 +1221,7 @@ fn g5_paths_stored_in_a_checkpoint_never_delete_outside_dirpath() {
     )
     .unwrap();
     assert!(outside.exists() && dir.path().join("sneaky.txt").exists());
-    assert_eq!(listing(&d), ["epoch=0.ckpt", "epoch=2.ckpt"]);
+    assert_eq!(tree(&d), ["epoch=0.ckpt", "epoch=2.ckpt"]);
 }
 
 // ---- Issue 10: deletion and resume ------------------------------------------------------------------
@@ -1302,7 +1302,7 @@ fn an_explicitly_named_resume_source_is_never_deleted_nor_overwritten() {
     let policy = || mc().monitor("val").dirpath(&d).build().unwrap();
     fit_with(policy(), 1, 2, Some(&[2.0]), None);
     let source = d.join("epoch=0-step=2.ckpt");
-    assert_eq!(listing(&d), ["epoch=0-step=2.ckpt"]);
+    assert_eq!(tree(&d), ["epoch=0-step=2.ckpt"]);
     let t = fit_with(
         policy(),
         3,
@@ -1310,7 +1310,7 @@ fn an_explicitly_named_resume_source_is_never_deleted_nor_overwritten() {
         Some(&[2.0, 1.0, 0.5]),
         Some(CkptPath::Path(source.clone())),
     );
-    assert_eq!(listing(&d), ["epoch=0-step=2.ckpt", "epoch=2-step=6.ckpt"]);
+    assert_eq!(tree(&d), ["epoch=0-step=2.ckpt", "epoch=2-step=6.ckpt"]);
     assert_eq!(at(&source).1, 2, "the resume source holds what it held");
     assert_eq!(
         t.checkpoint_callback().unwrap().best_model_path(),
@@ -1353,7 +1353,7 @@ fn an_explicitly_named_resume_source_is_never_deleted_nor_overwritten() {
             Some(&[2.0, 1.0, 0.5]),
             Some(CkptPath::Path(source.clone())),
         );
-        let found: Vec<(String, u64)> = listing(&d)
+        let found: Vec<(String, u64)> = tree(&d)
             .into_iter()
             .map(|n| {
                 let step = at(&d.join(&n)).1;
@@ -1380,7 +1380,7 @@ fn a_run_never_touches_another_runs_files_in_a_nested_directory() {
     let runs = dir.path().join("runs");
     let exp1 = runs.join("exp1");
     fit_with(policy(&exp1), 2, 2, None, None);
-    assert_eq!(listing(&exp1), ["epoch=1-step=4.ckpt", "last.ckpt"]);
+    assert_eq!(tree(&exp1), ["epoch=1-step=4.ckpt", "last.ckpt"]);
     let t = fit_with(
         policy(&runs),
         3,
@@ -1390,7 +1390,7 @@ fn a_run_never_touches_another_runs_files_in_a_nested_directory() {
     );
     assert_eq!(t.global_step(), 6);
     assert_eq!(
-        listing(&runs),
+        tree(&runs),
         [
             "epoch=2-step=6.ckpt",
             "exp1/epoch=1-step=4.ckpt",
@@ -1407,7 +1407,7 @@ fn a_run_never_touches_another_runs_files_in_a_nested_directory() {
     assert_eq!(t.state().resumed_from, None);
     assert_eq!(t.global_step(), 2);
     assert_eq!(
-        listing(&runs2),
+        tree(&runs2),
         [
             "epoch=0-step=2.ckpt",
             "last.ckpt",
@@ -1424,7 +1424,7 @@ fn a_template_with_a_slash_rotates_and_resumes_in_the_sub_directories_it_names()
     let policy = || mc().filename("{epoch}/model").dirpath(&d).build().unwrap();
     fit_with(policy(), 2, 2, None, None);
     assert_eq!(
-        listing(&d),
+        tree(&d),
         ["epoch=1/model.ckpt"],
         "rotated in its sub-directory"
     );
@@ -1439,7 +1439,7 @@ fn a_template_with_a_slash_rotates_and_resumes_in_the_sub_directories_it_names()
     let t = fit_with(policy(), 3, 2, None, Some(CkptPath::Last));
     assert_eq!(t.state().resumed_from, Some(d.join("epoch=1/model.ckpt")));
     assert_eq!(
-        listing(&d),
+        tree(&d),
         ["epoch=2/model.ckpt", "other/epoch=4-step=10.ckpt"]
     );
 }
@@ -1492,7 +1492,7 @@ fn a_symlinked_sub_directory_never_carries_a_deletion_outside() {
         Some(&[1.0, 0.5, 0.25]),
         Some(CkptPath::Path(source)),
     );
-    assert_eq!(listing(&victims), ["last.ckpt", "m-v1.ckpt", "m.ckpt"]);
+    assert_eq!(tree(&victims), ["last.ckpt", "m-v1.ckpt", "m.ckpt"]);
     assert_eq!(
         t.checkpoint_callback().unwrap().best_model_path(),
         Some(d.join("epoch=2/m.ckpt").as_path())
@@ -1530,7 +1530,7 @@ fn link_mode_relinks_before_deleting_the_file_the_link_named() {
     let err = result.unwrap_err();
     assert!(err.is_io(), "{err}");
     assert_eq!(
-        listing(&d),
+        tree(&d),
         [
             "epoch=0-step=2.ckpt",
             "epoch=1-step=4.ckpt",

@@ -8,7 +8,7 @@ use fulgur::dfdx::tensor::Cpu;
 use fulgur::prelude::*;
 
 use crate::support::mlp::{loaders, Hparams, LitMlp};
-use crate::support::weight_bits;
+use crate::support::{fit_from, weight_bits, WeightBits};
 
 #[derive(Clone, Copy)]
 struct Setup {
@@ -51,7 +51,7 @@ fn hparams(setup: Setup, init_seed: u64) -> Hparams {
     }
 }
 
-type Outcome = (Vec<(String, Vec<u32>)>, OptimizerState, u64, u64);
+type Outcome = (WeightBits, OptimizerState, u64, u64);
 
 fn outcome(t: &Trainer<LitMlp<Cpu>>) -> Outcome {
     let ckpt = t.build_checkpoint(false).unwrap();
@@ -238,7 +238,7 @@ fn impossible_counters_in_a_file_are_errors_naming_the_field() {
     };
     let (mut train, _) = loaders();
     let mut t = builder().max_steps(3).build().unwrap();
-    t.fit(LitMlp::new(hparams(PLAIN, 0)), &mut train, None, None)
+    t.fit(LitMlp::new(Hparams::default()), &mut train, None, None)
         .unwrap();
     let base = t.build_checkpoint(false).unwrap();
     assert_eq!(
@@ -290,23 +290,16 @@ fn impossible_counters_in_a_file_are_errors_naming_the_field() {
         let mut ckpt = base.clone();
         edit(&mut ckpt);
         fulgur::checkpoint::write_checkpoint(&path, &ckpt).unwrap();
-        let (mut train, _) = loaders();
-        let mut t = builder().max_epochs(3).build().unwrap();
-        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            t.fit(
-                LitMlp::new(hparams(PLAIN, 0)),
-                &mut train,
-                None,
-                Some(CkptPath::Path(path.clone())),
-            )
-        }));
+        let (t, result) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            fit_from(builder().max_epochs(3), CkptPath::Path(path.clone()))
+        }))
+        .unwrap_or_else(|_| panic!("{what}: `fit` panicked"));
         let err = match result {
-            Err(_) => panic!("{what}: `fit` panicked"),
-            Ok(Ok(())) => panic!(
+            Ok(()) => panic!(
                 "{what}: `fit` resumed and trained to step {}",
                 t.global_step()
             ),
-            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
         };
         assert!(err.contains(&path.display().to_string()), "{what}: {err}");
         assert!(err.contains(expected), "{what}: says `{expected}`: {err}");

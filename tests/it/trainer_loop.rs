@@ -9,7 +9,7 @@ use fulgur::prelude::*;
 use fulgur::trainer::TrainerBuilder;
 
 use crate::support::mlp::{loaders, Hparams, LitMlp};
-use crate::support::weight_bits;
+use crate::support::{bits, listing, weight_bits, WeightBits};
 
 type Events = Arc<Mutex<Vec<String>>>;
 
@@ -485,35 +485,18 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
     );
 }
 
-/// Every parameter by name, bit for bit.
-type WeightBits = Vec<(String, Vec<u32>)>;
-
 /// Records the module's weights each time training starts.
 struct WeightsAtTrainStart(Arc<Mutex<Vec<WeightBits>>>);
 
 impl Callback for WeightsAtTrainStart {
     fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
         let ckpt = ctx.build_checkpoint(true, self)?;
-        let bits = ckpt
-            .state_dict
-            .into_iter()
-            .map(|(k, t)| (k, t.as_f32().unwrap().iter().map(|x| x.to_bits()).collect()))
-            .collect();
-        self.0.lock().unwrap().push(bits);
+        self.0.lock().unwrap().push(bits(ckpt.state_dict));
         Ok(())
     }
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
-}
-
-fn checkpoint_files(dir: &std::path::Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
 }
 
 #[test]
@@ -586,7 +569,7 @@ fn a_second_fit_with_raised_max_epochs_continues_where_the_first_stopped() {
     assert!(weight_bits(t.module().unwrap()) != trained);
     // One file per epoch, no `-v1` copies of the epochs trained before.
     assert_eq!(
-        checkpoint_files(&kept),
+        listing(&kept),
         [
             "epoch=0-step=4.ckpt",
             "epoch=1-step=8.ckpt",
@@ -635,7 +618,7 @@ fn a_second_fit_with_raised_max_steps_continues_inside_the_epoch() {
     );
     // The default checkpoint callback of the first fit carries on: one file, the latest.
     assert_eq!(
-        checkpoint_files(&dir.path().join("checkpoints")),
+        listing(&dir.path().join("checkpoints")),
         ["epoch=2-step=10.ckpt"]
     );
 }

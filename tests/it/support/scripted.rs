@@ -206,9 +206,9 @@ impl Run {
             .expect("a ModelCheckpoint")
     }
 
-    /// The sorted listing of D (recursively), symlinks as `X -> Y`.
+    /// [`tree`] of D.
     pub fn files(&self) -> Vec<String> {
-        listing(&self.d())
+        tree(&self.d())
     }
 
     /// A path inside D.
@@ -235,7 +235,9 @@ pub fn rel(d: &Path, p: Option<&Path>) -> String {
     })
 }
 
-pub fn listing(d: &Path) -> Vec<String> {
+/// The sorted listing of `d` and its sub-directories (recursively), symlinks as `X -> Y`; empty when
+/// `d` does not exist.
+pub fn tree(d: &Path) -> Vec<String> {
     fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
         let Ok(entries) = std::fs::read_dir(dir) else {
             return;
