@@ -97,10 +97,6 @@ impl Callback for PrintMetrics {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn main() -> fulgur::Result<()> {

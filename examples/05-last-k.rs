@@ -70,10 +70,6 @@ impl Callback for ShowFiles {
         println!("after step {:>3}: {}", s.global_step, names.join("  "));
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn main() -> fulgur::Result<()> {

@@ -30,10 +30,6 @@ impl Callback for CrashAt {
             _ => Ok(()),
         }
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// The same policy for both runs: the resumed trainer finds the files, and the callback's own state,

@@ -295,10 +295,6 @@ impl Callback for PrintValLoss {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn main() -> fulgur::Result<()> {

@@ -166,10 +166,6 @@ impl Callback for PrintMetrics {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// The digits classifier of the quickstart, without a checkpoint policy of its own.

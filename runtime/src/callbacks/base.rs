@@ -49,10 +49,6 @@ use crate::{Error, Result};
 ///         self.printed = printed.ok_or_else(|| Error::Config(format!("`PrintLoss` state: expected a count, found {state:?}")))?;
 ///         Ok(())
 ///     }
-///
-///     fn as_any(&self) -> &dyn std::any::Any {
-///         self
-///     }
 /// }
 ///
 /// let mut cb = PrintLoss { every: 100, printed: 0 };
@@ -63,7 +59,7 @@ use crate::{Error, Result};
 /// # Ok::<(), Error>(())
 /// ```
 #[allow(unused_variables)]
-pub trait Callback: Any + Send {
+pub trait Callback: AsAny + Send {
     /// The key its state is stored under in a checkpoint. Two callbacks of one run must differ.
     fn state_key(&self) -> String {
         std::any::type_name::<Self>().to_string()
@@ -158,8 +154,25 @@ pub trait Callback: Any + Send {
         None
     }
 
-    /// Upcast for [`Trainer::callback`](crate::trainer::Trainer::callback).
-    fn as_any(&self) -> &dyn Any;
+    /// The callback as [`Any`], so that [`Trainer::callback`](crate::trainer::Trainer::callback) can
+    /// find it by its type. Provided for every callback; there is no need to write it.
+    fn as_any(&self) -> &dyn Any {
+        self.as_any_ref()
+    }
+}
+
+/// Gives every callback [`Callback::as_any`] without an impl of its own. Not meant to be named: call
+/// `as_any` on a `dyn Callback`, never `as_any_ref` on a `Box<dyn Callback>`, which would upcast the box.
+#[doc(hidden)]
+pub trait AsAny: Any {
+    /// `self` as [`Any`].
+    fn as_any_ref(&self) -> &dyn Any;
+}
+
+impl<T: Any> AsAny for T {
+    fn as_any_ref(&self) -> &dyn Any {
+        self
+    }
 }
 
 /// The files a checkpoint callback knows of.
@@ -284,5 +297,25 @@ impl CallbackContext<'_> {
             }
         }
         self.sink.checkpoint(weights_only, states)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A callback written when `as_any` had to be: its own method still compiles and still upcasts.
+    struct ByHand;
+
+    impl Callback for ByHand {
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    #[test]
+    fn an_as_any_written_by_hand_still_compiles_and_upcasts() {
+        let boxed: Box<dyn Callback> = Box::new(ByHand);
+        assert!(boxed.as_any().is::<ByHand>());
     }
 }

@@ -11,6 +11,8 @@ mod progress;
 mod set;
 mod summary;
 
+#[doc(hidden)]
+pub use base::AsAny;
 pub(crate) use base::CheckpointSink;
 pub use base::{Callback, CallbackContext, CheckpointPaths, ParameterInfo};
 pub use checkpoint::{

@@ -353,10 +353,6 @@ impl Callback for ProgressBar {
         self.close(true);
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// `Epoch 3/9`, or `Epoch 3` without `max_epochs`.

@@ -205,12 +205,11 @@ impl CallbackSet {
 
 #[cfg(test)]
 mod tests {
-    use std::any::Any;
     use std::path::PathBuf;
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::callbacks::ParameterInfo;
+    use crate::callbacks::{AsAny, ParameterInfo};
     use crate::checkpoint::Checkpoint;
     use crate::strategy::SingleProcess;
 
@@ -288,10 +287,6 @@ mod tests {
 
         fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
             self.paths.clone()
-        }
-
-        fn as_any(&self) -> &dyn Any {
-            self
         }
     }
 
@@ -550,5 +545,22 @@ mod tests {
                 ("b".to_string(), Value::from(2))
             ])
         );
+    }
+
+    #[test]
+    fn a_callback_without_as_any_is_found_by_its_type() {
+        struct Quiet(u32);
+        impl Callback for Quiet {}
+
+        let boxed: Box<dyn Callback> = Box::new(Quiet(7));
+        assert!(boxed.as_any().is::<Quiet>());
+        // What the set never does: `AsAny` called on the box itself upcasts the box.
+        assert!(AsAny::as_any_ref(&boxed).is::<Box<dyn Callback>>());
+
+        let mut s = CallbackSet::new(vec![Box::new(Fake::plain("other")), boxed]);
+        s.install(Vec::new(), NONE).unwrap();
+        assert_eq!(s.first_of::<Quiet>().map(|q| q.0), Some(7));
+        assert_eq!(s.all_of::<Fake>().count(), 1);
+        assert!(s.first_of::<ModelCheckpoint>().is_none());
     }
 }

@@ -76,10 +76,6 @@ impl Callback for ModelSummary {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn render(params: &[ParameterInfo], max_depth: usize) -> String {

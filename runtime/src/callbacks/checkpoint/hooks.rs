@@ -410,8 +410,4 @@ impl Callback for ModelCheckpoint {
         }
         Some(CheckpointPaths { best, last, others })
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
