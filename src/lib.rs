@@ -97,7 +97,7 @@ pub use dfdx;
 pub use serde;
 pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
-    callbacks, checkpoint, data, device, logger, metrics, module, optim, strategy, trainer,
+    callbacks, checkpoint, data, device, logger, metrics, module, nn, optim, strategy, trainer,
     Backend, Error, Result,
 };
 
