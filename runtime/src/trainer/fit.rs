@@ -14,6 +14,7 @@ use crate::metrics::{EpochAccumulator, MetricSpec, MetricValue, Stage, StepLog};
 use crate::module::LightningModule;
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
+use fulgur_rules::metrics::{epoch_key, step_key};
 
 #[path = "fit/clip.rs"]
 mod clip;
@@ -441,11 +442,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 continue;
             };
             if spec.on_step {
-                let key = if spec.on_epoch {
-                    format!("{}_step", spec.name)
-                } else {
-                    spec.name.to_string()
-                };
+                let key = step_key(spec.name, spec.on_epoch);
                 self.state.callback_metrics.insert(spec.name.to_string(), v);
                 self.state.callback_metrics.insert(key.clone(), v);
                 row.insert(key, v);
@@ -490,11 +487,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     continue;
                 };
                 if spec.on_step {
-                    let key = if spec.on_epoch {
-                        format!("{}_step", spec.name)
-                    } else {
-                        spec.name.to_string()
-                    };
+                    let key = step_key(spec.name, spec.on_epoch);
                     step_metrics.insert(key, v);
                 }
                 if spec.on_epoch {
@@ -572,11 +565,7 @@ fn publish_epoch(
         let both = registry
             .iter()
             .any(|s| s.name == name && s.on_step && s.on_epoch);
-        let key = if both {
-            format!("{name}_epoch")
-        } else {
-            name.clone()
-        };
+        let key = epoch_key(&name, both);
         callback_metrics.insert(name, v);
         callback_metrics.insert(key.clone(), v);
         row.insert(key, v);
