@@ -1,7 +1,8 @@
 //! The guide in `book/`: every chapter is listed in `SUMMARY.md` and doctested through `src/lib.rs`,
-//! every relative link and anchor resolves (mdBook's anchor rule), and the compile errors it quotes from
-//! `ui-tests/` are the ones the ui tests expect. Prints the Rust code blocks per chapter with
-//! `cargo test --test book -- --nocapture`.
+//! every relative link and anchor resolves (mdBook's anchor rule), the compile errors it quotes from
+//! `ui-tests/` are the ones the ui tests expect, and every rule the repository's code cites (`B.10`,
+//! `S059`, `(guide: Reference, D)`, a test named `s059_…`) has a heading in its Reference chapter. Prints
+//! the Rust code blocks per chapter with `cargo test --test book -- --nocapture`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -420,4 +421,206 @@ fn rust_code_blocks_per_chapter() {
     );
     println!("{report}");
     assert!(totals[1] > 0, "the book has no doctests");
+}
+
+/// The sections and scenarios of the Reference chapter, as its headings name them: `A` (from
+/// `## A. Settings`), `B.10` (from `### B.10 Deletion safety`), `S059` (from `### S059`).
+fn reference_sections() -> Vec<String> {
+    let (prose, _) = parse(&read(&src().join("reference.md")));
+    prose
+        .iter()
+        .filter_map(|(_, line)| {
+            let hashes = line.chars().take_while(|c| *c == '#').count();
+            let title = line[hashes..].strip_prefix(' ')?;
+            let first = title.split_whitespace().next()?;
+            (hashes > 1).then(|| first.trim_end_matches('.').to_string())
+        })
+        .collect()
+}
+
+/// A section letter (`D`), a numbered section (`B.10`) or a scenario (`S059`).
+fn is_section_code(code: &str) -> bool {
+    let letter = |c: char| ('A'..='G').contains(&c);
+    let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+    match code.split_once('.') {
+        Some((l, n)) => l.len() == 1 && l.chars().all(letter) && digits(n),
+        None => {
+            (code.len() == 1 && code.chars().all(letter))
+                || code
+                    .strip_prefix('S')
+                    .is_some_and(|n| n.len() == 3 && digits(n))
+        }
+    }
+}
+
+/// The rules a source text cites, with their line numbers, as the Reference's headings name them:
+/// - `B.10`, `G.3`, `S059` anywhere (comments, strings, docs);
+/// - whole sections: `(guide: Reference, D)`, or "section D";
+/// - the short codes in function names: `s059_…` is `S059`, `…_changed_by_g4_…` is `G.4`.
+fn citations(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let mut cite = |code: String| found.push((i + 1, code));
+        let words: Vec<&str> = line
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '_'))
+            .map(|w| w.trim_end_matches('.'))
+            .filter(|w| !w.is_empty())
+            .collect();
+        for (j, word) in words.iter().enumerate() {
+            if word.len() > 1 && is_section_code(word) {
+                cite(word.to_string());
+            }
+            if *word == "section" {
+                if let Some(next) = words
+                    .get(j + 1)
+                    .filter(|w| w.len() == 1 && is_section_code(w))
+                {
+                    cite(next.to_string());
+                }
+            }
+            if j > 0 && words[j - 1] == "fn" {
+                for part in word.split('_') {
+                    let mut chars = part.chars();
+                    let (head, number) = (chars.next(), chars.as_str());
+                    let numbered = !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit());
+                    match head {
+                        Some('s') if number.len() == 3 && numbered => cite(format!("S{number}")),
+                        Some(h @ ('a' | 'b' | 'c' | 'e' | 'g')) if numbered => {
+                            cite(format!("{}.{number}", h.to_ascii_uppercase()))
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        const GUIDE: &str = "(guide: Reference, ";
+        let mut rest = line;
+        while let Some(at) = rest.find(GUIDE) {
+            let after = &rest[at + GUIDE.len()..];
+            let end = after.find(')').unwrap_or(after.len());
+            // Numbered sections and scenarios were found above; whole sections here.
+            for item in after[..end]
+                .split([',', ';'])
+                .flat_map(|s| s.split(" and "))
+            {
+                let item = item.trim();
+                if item.len() == 1 && is_section_code(item) {
+                    cite(item.to_string());
+                }
+            }
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+/// Every `.rs` file under `dir`, build output and hidden directories left out.
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let entries =
+        fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot list {}: {e}", dir.display()));
+    for entry in entries {
+        let entry = entry.expect("a directory entry");
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kind = entry.file_type().expect("a file type");
+        if kind.is_dir() && !name.starts_with('.') && name != "target" {
+            rust_files(&entry.path(), out);
+        } else if kind.is_file() && name.ends_with(".rs") {
+            out.push(entry.path());
+        }
+    }
+}
+
+/// The citations in `text` that name no section of the Reference, as `FILE:LINE: …` lines.
+fn unresolved(file: &str, text: &str, sections: &[String]) -> Vec<String> {
+    citations(text)
+        .into_iter()
+        .filter(|(_, code)| !sections.contains(code))
+        .map(|(line, code)| {
+            format!("{file}:{line}: cites `{code}`, which has no heading in book/src/reference.md")
+        })
+        .collect()
+}
+
+/// Every citation in the repository's Rust files (the crates' sources, tests, examples, benches, fuzz
+/// targets, ui cases) names a section or scenario that the guide's Reference chapter has: a reader can
+/// open what the code cites (STYLE.md, item 22).
+#[test]
+fn every_citation_in_the_code_has_a_heading_in_the_reference() {
+    let sections = reference_sections();
+    let mut files = Vec::new();
+    rust_files(root(), &mut files);
+    files.sort();
+    let mut problems = Vec::new();
+    let mut cited = 0;
+    for path in &files {
+        let text = read(path);
+        let name = path
+            .strip_prefix(root())
+            .unwrap_or(path)
+            .display()
+            .to_string();
+        cited += citations(&text).len();
+        problems.extend(unresolved(&name, &text, &sections));
+    }
+    println!("{cited} citations in {} Rust files", files.len());
+    fail_if_any(
+        problems,
+        "citations of rules the Reference chapter does not have",
+    );
+    for scanned in ["tests/book.rs", "runtime/src/lib.rs", "macros/src/lib.rs"] {
+        assert!(
+            files.contains(&root().join(scanned)),
+            "{scanned} was not scanned: the walk misses files"
+        );
+    }
+    assert!(cited > 0, "no citation found in {} files", files.len());
+}
+
+/// The scanner finds each form of citation, and reports one that names a missing section.
+#[test]
+fn the_citation_scanner_reads_every_form_and_reports_a_missing_section() {
+    let text = "\
+// Deletes nothing outside (guide: Reference, B.10); see G.3 and S059.
+//! The scenarios (guide: Reference, D and C.4), as in section E.
+fn s059_s060_changed_by_g1_fails(as_f32: u32, e2e: u8) {}
+";
+    let found = citations(text);
+    let found: Vec<(usize, &str)> = found
+        .iter()
+        .map(|(line, code)| (*line, code.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (1, "B.10"),
+            (1, "G.3"),
+            (1, "S059"),
+            (2, "C.4"),
+            (2, "E"),
+            (2, "D"),
+            (3, "S059"),
+            (3, "S060"),
+            (3, "G.1"),
+        ]
+    );
+    let sections = reference_sections();
+    assert!(unresolved("x.rs", text, &sections).is_empty());
+    // Built here, so that this file cites no missing section itself.
+    let (b99, s999, s998) = (
+        format!("B.{}", 99),
+        format!("S{}", 999),
+        format!("S{}", 998),
+    );
+    let missing = format!(
+        "// (guide: Reference, {b99}) and {s999}\nfn {}_x() {{}}",
+        s998.to_lowercase()
+    );
+    let expected: Vec<String> = [(1, &b99), (1, &s999), (2, &s998)]
+        .into_iter()
+        .map(|(line, code)| {
+            format!("x.rs:{line}: cites `{code}`, which has no heading in book/src/reference.md")
+        })
+        .collect();
+    assert_eq!(unresolved("x.rs", &missing, &sections), expected);
 }

@@ -1,4 +1,5 @@
-//! `fit(ckpt_path = "last" | "best" | path)`: resolution through the checkpoint callbacks (C.3, G.7).
+//! `fit(ckpt_path = "last" | "best" | path)`: resolution through the checkpoint callbacks
+//! (guide: Reference, C.3 and G.7).
 
 use std::path::PathBuf;
 

@@ -1,6 +1,6 @@
-//! `ModelCheckpoint` scenarios of section D of the reference, run through the real trainer, asserting the
-//! exact set of files and the callback's fields. Where section G changes Lightning's outcome, the test
-//! says so.
+//! The scenarios of `ModelCheckpoint` (guide: Reference, D), run through the real trainer, asserting the
+//! exact set of files and the callback's fields. Where fulgur differs from Lightning on purpose (guide:
+//! Reference, G), the test says so, and its name carries the rule (`…_changed_by_g4_…`).
 
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ fn s035_a_fixed_filename_is_overwritten() {
 
 #[test]
 fn s036_changed_by_g4_keep_all_with_a_fixed_filename_keeps_every_file() {
-    // Lightning overwrites `model.ckpt` (S036); fulgur's keep-all never overwrites (G.4).
+    // Lightning overwrites `model.ckpt` (guide: Reference, S036); fulgur's keep-all never overwrites (G.4).
     let r = scenario(
         mc().filename("model").save_top_k(-1),
         3,
@@ -229,8 +229,9 @@ fn s042_zero_interval_saves_every_batch() {
 fn s043_changed_by_g3_top_0_with_last_keeps_only_last() {
     let r = scenario(mc().save_top_k(0).save_last(true), 2, 3, true, none(), same);
     assert_eq!(r.files(), ["last.ckpt"]);
-    // Lightning writes it once, at train end, @(2, 6); fulgur rewrites it at every trigger (G.3), so the
-    // final file was written by the last epoch-end trigger, inside epoch 1, after the final step.
+    // Lightning writes it once, at train end, @(2, 6); fulgur rewrites it at every trigger (guide:
+    // Reference, G.3), so the final file was written by the last epoch-end trigger, inside epoch 1, after
+    // the final step.
     assert_eq!(at(&r.p("last.ckpt")), (1, 6));
     assert!(!std::fs::symlink_metadata(r.p("last.ckpt"))
         .unwrap()
@@ -307,7 +308,7 @@ fn s054_nan_becomes_the_worst_score() {
 
 #[test]
 fn s059_s060_s061_changed_by_g1_a_misspelled_monitor_fails_before_the_first_batch() {
-    // Lightning raises after a whole epoch (S059), or never (S060, S061).
+    // Lightning raises after a whole epoch (guide: Reference, S059), or never (S060, S061).
     for (val, steps) in [(true, None), (false, None), (false, Some(1))] {
         let mut cb = mc().monitor("vall");
         if let Some(n) = steps {
@@ -996,7 +997,7 @@ fn to_yaml_lists_the_top_k() {
     );
 }
 
-// Crash safety and I/O errors (issue 6, G.5).
+// Crash safety and I/O errors (issue 6; guide: Reference, G.5).
 
 #[test]
 fn g5_leftover_temporaries_of_an_interrupted_write_are_removed_by_the_next_run() {
@@ -1295,8 +1296,8 @@ fn text(p: &std::path::Path) -> ciborium::Value {
 
 #[test]
 fn an_explicitly_named_resume_source_is_never_deleted_nor_overwritten() {
-    // B.10: a file the user named as `ckpt_path` is kept for the whole run, even when the restored state
-    // lists it as a top-k file that falls out of the top k.
+    // A file the user named as `ckpt_path` is kept for the whole run, even when the restored state lists
+    // it as a top-k file that falls out of the top k (guide: Reference, B.10).
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("D");
     let policy = || mc().monitor("val").dirpath(&d).build().unwrap();

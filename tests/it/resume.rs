@@ -1,5 +1,6 @@
-//! Exact resume (section G.6): training k steps, saving, dropping everything, loading the file in a fresh
-//! trainer and training to n gives the weights and optimizer state of n steps straight, bit for bit.
+//! Exact resume (guide: Reference, G.6): training k steps, saving, dropping everything, loading the file
+//! in a fresh trainer and training to n gives the weights and optimizer state of n steps straight, bit
+//! for bit.
 
 use std::path::{Path, PathBuf};
 

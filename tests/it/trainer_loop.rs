@@ -1,5 +1,5 @@
-//! The trainer's loops: hook order (section B.6), validation cadence, counters, metrics, logging and
-//! setting validation.
+//! The trainer's loops: hook order (guide: Reference, B.6), validation cadence, counters, metrics, logging
+//! and setting validation.
 
 use std::sync::{Arc, Mutex};
 

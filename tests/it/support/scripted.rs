@@ -1,5 +1,5 @@
 //! A tiny module whose logged metrics follow a script, and the harness of the scenario tests
-//! (section D of the reference): `dirpath = D`, no logger, no sanity validation, `N×B` = N epochs of B
+//! (guide: Reference, D): `dirpath = D`, no logger, no sanity validation, `N×B` = N epochs of B
 //! batches, one validation batch at the end of every epoch unless a scenario says "no val".
 
 use std::path::{Path, PathBuf};
