@@ -20,9 +20,6 @@ impl Callback for Known {
     fn checkpoint_paths(&self) -> Option<CheckpointPaths> {
         Some(self.0.clone())
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// Saves a full checkpoint after `steps` steps at `path`.

@@ -155,10 +155,6 @@ impl Callback for ValLosses {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn weights<M: ModuleState<Cpu>>(m: &M) -> BTreeMap<String, Vec<f32>> {

@@ -1514,9 +1514,6 @@ fn link_mode_relinks_before_deleting_the_file_the_link_named() {
             }
             Ok(())
         }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("D");

@@ -364,9 +364,6 @@ fn a_custom_progress_bar_replaces_the_default_one() {
             *self.0.lock().unwrap() += 1;
             Ok(())
         }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
     }
     let count = Arc::new(Mutex::new(0));
     let t = fit(base().callback(Dots(count.clone()))).unwrap();

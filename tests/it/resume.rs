@@ -171,10 +171,6 @@ impl Callback for SaveAt {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 #[test]

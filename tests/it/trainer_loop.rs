@@ -78,9 +78,6 @@ impl Callback for Recorder {
         self.push("on_train_end", ctx);
         Ok(())
     }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 fn module(events: &Events) -> LitMlp<Cpu> {
@@ -437,9 +434,6 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
             }
             Ok(())
         }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
-        }
     }
     struct Sees(Events);
     impl Callback for Sees {
@@ -453,9 +447,6 @@ fn a_failing_callback_stops_fit_and_every_callback_sees_on_exception() {
                 ctx.state().global_step
             ));
             Ok(())
-        }
-        fn as_any(&self) -> &dyn std::any::Any {
-            self
         }
     }
     let events = Events::default();
@@ -493,9 +484,6 @@ impl Callback for WeightsAtTrainStart {
         let ckpt = ctx.build_checkpoint(true, self)?;
         self.0.lock().unwrap().push(bits(ckpt.state_dict));
         Ok(())
-    }
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
     }
 }
 

@@ -168,10 +168,6 @@ impl Callback for Probe {
         }
         Ok(())
     }
-
-    fn as_any(&self) -> &dyn std::any::Any {
-        self
-    }
 }
 
 /// Parses a [`READY`] line.
