@@ -154,4 +154,6 @@ mod guide {
     mod reference {}
     #[doc = include_str!("../book/src/macros-generated.md")]
     mod macros_generated {}
+    #[doc = include_str!("../book/src/models.md")]
+    mod models {}
 }
