@@ -9,10 +9,25 @@ use crate::checkpoint::CheckpointError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An invalid setting of the trainer, a callback or a data loader, found when it is built or when
-    /// `fit` starts.
-    #[error("{0}")]
-    Config(String),
+    /// An invalid setting or argument of the trainer, a callback, a data set or a call, found when it is
+    /// built or when `fit` starts. Match on `settings` to react to a particular one:
+    ///
+    /// ```
+    /// # use fulgur_runtime::Error;
+    /// fn is_about_monitor(e: &Error) -> bool {
+    ///     matches!(e, Error::Config { settings, .. } if settings.contains(&"monitor"))
+    /// }
+    /// # assert!(!is_about_monitor(&Error::user("x")));
+    /// ```
+    #[error("{message}")]
+    Config {
+        /// The settings or arguments at fault, named as the user writes them (`max_steps`, `monitor`,
+        /// `filename`, `ckpt_path`, `batch_size`, …): several when one call has several mistakes, all
+        /// of which `message` describes.
+        settings: Vec<&'static str>,
+        /// What is wrong and what was expected.
+        message: String,
+    },
     /// A checkpoint could not be written, read or applied.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -56,6 +71,25 @@ impl Error {
     /// An error raised by user code (a step, a hook, a data loader).
     pub fn user(msg: impl std::fmt::Display) -> Self {
         Error::User(msg.to_string())
+    }
+
+    /// An invalid value of one setting or argument.
+    pub fn config(setting: &'static str, message: impl Into<String>) -> Self {
+        Error::Config {
+            settings: vec![setting],
+            message: message.into(),
+        }
+    }
+
+    /// Every problem of one set of settings, one line each, under `heading`; each setting is named once.
+    pub(crate) fn settings(heading: &str, problems: Vec<(&'static str, String)>) -> Self {
+        let (mut settings, lines): (Vec<_>, Vec<_>) = problems.into_iter().unzip();
+        let mut seen = std::collections::BTreeSet::new();
+        settings.retain(|s| seen.insert(*s));
+        Error::Config {
+            settings,
+            message: format!("{heading}:\n  {}", lines.join("\n  ")),
+        }
     }
 }
 

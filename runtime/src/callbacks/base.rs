@@ -46,7 +46,7 @@ use crate::{Error, Result};
 ///
 ///     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
 ///         let printed = state.as_integer().and_then(|n| u64::try_from(n).ok());
-///         self.printed = printed.ok_or_else(|| Error::Config(format!("`PrintLoss` state: expected a count, found {state:?}")))?;
+///         self.printed = printed.ok_or_else(|| Error::user(format!("`PrintLoss` state: expected a count, found {state:?}")))?;
 ///         Ok(())
 ///     }
 /// }

@@ -104,17 +104,19 @@ impl CallbackSet {
         let (ckpt, plain): (Vec<_>, Vec<_>) = all.into_iter().partition(|c| c.is_checkpoint());
         self.callbacks = plain.into_iter().chain(ckpt).collect();
         if checkpointing_off {
-            return Err(Error::Config(
-                "Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback in the callbacks list".into(),
+            return Err(Error::config(
+                "enable_checkpointing",
+                "Trainer was configured with `enable_checkpointing = false` but found a checkpoint callback in the callbacks list",
             ));
         }
         if progress_bar_off {
-            return Err(Error::Config(
-                "Trainer was configured with `enable_progress_bar = false` but found a progress bar callback in the callbacks list".into(),
+            return Err(Error::config(
+                "enable_progress_bar",
+                "Trainer was configured with `enable_progress_bar = false` but found a progress bar callback in the callbacks list",
             ));
         }
         if let Some(key) = duplicate {
-            return Err(Error::Config(format!(
+            return Err(Error::config("state_key", format!(
                 "two callbacks have the same state key `{key}`: give one of them different settings or a distinct `state_key`"
             )));
         }
@@ -271,7 +273,7 @@ mod tests {
                 .unwrap()
                 .push(format!("{} sees {states:?}", self.key));
             if self.fails {
-                return Err(Error::Config(format!("`{}` fails", self.key)));
+                return Err(Error::user(format!("`{}` fails", self.key)));
             }
             Ok(())
         }

@@ -19,18 +19,24 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
     /// A data set from row-major features (`n * F` values) and `n` labels below `C`.
     pub fn new(features: Vec<f32>, labels: Vec<usize>) -> Result<Self> {
         if features.len() != labels.len() * F {
-            return Err(Error::Config(format!(
+            return Err(Error::config(
+                "features",
+                format!(
                 "classification data: {} labels need {} feature values ({} per sample), found {}",
                 labels.len(),
                 labels.len() * F,
                 F,
                 features.len()
-            )));
+            ),
+            ));
         }
         if let Some((i, l)) = labels.iter().enumerate().find(|(_, &l)| l >= C) {
-            return Err(Error::Config(format!(
-                "classification data: label {l} of sample {i} is out of range for {C} classes"
-            )));
+            return Err(Error::config(
+                "labels",
+                format!(
+                    "classification data: label {l} of sample {i} is out of range for {C} classes"
+                ),
+            ));
         }
         let indices = (0..labels.len()).collect();
         Ok(Self {
@@ -69,7 +75,10 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
         device: &D,
     ) -> Result<ClassificationLoader<F, C, D>> {
         if batch_size == 0 {
-            return Err(Error::Config("`batch_size` must be at least 1".into()));
+            return Err(Error::config(
+                "batch_size",
+                "`batch_size` must be at least 1",
+            ));
         }
         let order = (0..self.len()).collect();
         Ok(ClassificationLoader {

@@ -90,9 +90,10 @@ fn split_indices(
     seed: u64,
 ) -> Result<(Vec<usize>, Vec<usize>)> {
     if !(0.0..=1.0).contains(&val_fraction) {
-        return Err(Error::Config(format!(
-            "`val_fraction` must be in [0, 1], got {val_fraction}"
-        )));
+        return Err(Error::config(
+            "val_fraction",
+            format!("`val_fraction` must be in [0, 1], got {val_fraction}"),
+        ));
     }
     let order = permutation(indices.len(), seed, 0);
     let n_val = (indices.len() as f64 * val_fraction).round() as usize;
@@ -107,9 +108,12 @@ fn batch_rows(order: &[usize], batch_size: usize, index: usize) -> Result<&[usiz
         .get(start..start.saturating_add(batch_size).min(order.len()))
         .filter(|rows| !rows.is_empty())
         .ok_or_else(|| {
-            Error::Config(format!(
-                "batch index {index} is out of range: the loader has {} batches",
-                order.len().div_ceil(batch_size)
-            ))
+            Error::config(
+                "index",
+                format!(
+                    "batch index {index} is out of range: the loader has {} batches",
+                    order.len().div_ceil(batch_size)
+                ),
+            )
         })
 }

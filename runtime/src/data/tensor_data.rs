@@ -95,23 +95,29 @@ impl<X: SampleShape, Y: SampleShape> TensorData<X, Y> {
     /// per sample); the number of samples is that of the targets.
     pub fn new(features: Vec<f32>, targets: Vec<f32>) -> Result<Self> {
         if X::NUMEL == 0 || Y::NUMEL == 0 {
-            return Err(Error::Config(format!(
-                "tensor data: a sample needs at least one feature and one target value, \
+            return Err(Error::config(
+                "shape",
+                format!(
+                    "tensor data: a sample needs at least one feature and one target value, \
                  the shapes hold {} and {}",
-                X::NUMEL,
-                Y::NUMEL
-            )));
+                    X::NUMEL,
+                    Y::NUMEL
+                ),
+            ));
         }
         if targets.len() % Y::NUMEL != 0 {
-            return Err(Error::Config(format!(
-                "tensor data: {} target values are not a whole number of samples of {} values",
-                targets.len(),
-                Y::NUMEL
-            )));
+            return Err(Error::config(
+                "targets",
+                format!(
+                    "tensor data: {} target values are not a whole number of samples of {} values",
+                    targets.len(),
+                    Y::NUMEL
+                ),
+            ));
         }
         let n = targets.len() / Y::NUMEL;
         if features.len() != n * X::NUMEL {
-            return Err(Error::Config(format!(
+            return Err(Error::config("features", format!(
                 "tensor data: {n} samples of targets need {} feature values ({} per sample), found {}",
                 n * X::NUMEL,
                 X::NUMEL,
@@ -157,7 +163,10 @@ impl<X: SampleShape, Y: SampleShape> TensorData<X, Y> {
         device: &D,
     ) -> Result<TensorLoader<X, Y, D>> {
         if batch_size == 0 {
-            return Err(Error::Config("`batch_size` must be at least 1".into()));
+            return Err(Error::config(
+                "batch_size",
+                "`batch_size` must be at least 1",
+            ));
         }
         Ok(TensorLoader {
             data: self.clone(),

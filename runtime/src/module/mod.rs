@@ -167,19 +167,25 @@ pub trait LightningModule<D: Backend>: ModuleState<D> {
     /// One test step.
     fn test_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
         let _ = (batch, log);
-        Err(crate::Error::Config(format!(
-            "`Trainer::test` needs `test_step`, which `{}` does not implement",
-            std::any::type_name::<Self>()
-        )))
+        Err(crate::Error::config(
+            "test_step",
+            format!(
+                "`Trainer::test` needs `test_step`, which `{}` does not implement",
+                std::any::type_name::<Self>()
+            ),
+        ))
     }
 
     /// One prediction step.
     fn predict_step(&mut self, batch: Self::Batch) -> Result<Self::Prediction> {
         let _ = batch;
-        Err(crate::Error::Config(format!(
-            "`Trainer::predict` needs `predict_step`, which `{}` does not implement",
-            std::any::type_name::<Self>()
-        )))
+        Err(crate::Error::config(
+            "predict_step",
+            format!(
+                "`Trainer::predict` needs `predict_step`, which `{}` does not implement",
+                std::any::type_name::<Self>()
+            ),
+        ))
     }
 
     /// The optimizer and optional learning-rate scheduler.

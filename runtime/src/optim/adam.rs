@@ -128,8 +128,12 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
     fn step(&mut self, module: &mut M, grads: &mut Gradients<f32, D>) -> Result<()> {
         let t = self.t + 1;
         // dfdx's kernel takes the step count as an i32 (for `powi`).
-        let t_kernel = i32::try_from(t)
-            .map_err(|_| Error::Config(format!("Adam cannot take more than {} steps", i32::MAX)))?;
+        let t_kernel = i32::try_from(t).map_err(|_| {
+            Error::config(
+                "max_steps",
+                format!("Adam cannot take more than {} steps", i32::MAX),
+            )
+        })?;
         self.t = t;
         visit_params_mut(
             module,

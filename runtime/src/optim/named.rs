@@ -152,7 +152,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                 let found: usize = e.get().shape.iter().product();
                 if found != numel {
                     // The kernels walk both buffers in lockstep; a size mismatch must never reach them.
-                    return Err(Error::Config(format!(
+                    return Err(Error::config("optimizer", format!(
                         "the optimizer holds state for parameter `{}` with {found} elements, but the module's \
                          parameter has {numel}; an optimizer must not be shared between different modules",
                         e.key()

@@ -174,7 +174,10 @@ pub(super) fn check_kind(state: &OptimizerState, kind: &str) -> Result<(), State
 /// Encodes a configuration record as the checkpoint's `config` value.
 pub(super) fn encode_config(record: &impl Serialize) -> Result<Value> {
     Value::serialized(record).map_err(|e| {
-        crate::Error::Config(format!("cannot encode the optimizer configuration: {e}"))
+        crate::Error::config(
+            "optimizer",
+            format!("cannot encode the optimizer configuration: {e}"),
+        )
     })
 }
 

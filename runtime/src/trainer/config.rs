@@ -101,65 +101,108 @@ impl TrainerConfig {
         ] {
             if let Limit::Fraction(f) = limit {
                 if !(0.0..=1.0).contains(&f) {
-                    errors.push(format!(
+                    errors.push((
+                        name,
+                        format!(
                         "`{name}` must be a fraction in [0.0, 1.0] or a number of batches, got {f}"
+                    ),
                     ));
                 }
             }
         }
         match self.val_check_interval {
-            ValCheckInterval::Fraction(f) if !(f > 0.0 && f <= 1.0) => errors.push(format!(
+            ValCheckInterval::Fraction(f) if !(f > 0.0 && f <= 1.0) => errors.push(("val_check_interval", format!(
                 "`val_check_interval` should be a fraction of the training epoch in (0.0, 1.0] or a number of batches, got {f}"
-            )),
+            ))),
             ValCheckInterval::Batches(0) => {
-                errors.push("`val_check_interval` must be at least 1 batch, got 0".to_string())
+                errors.push(("val_check_interval", "`val_check_interval` must be at least 1 batch, got 0".to_string()))
             }
             _ => {}
         }
         if self.check_val_every_n_epoch == Some(0) {
-            errors.push("`check_val_every_n_epoch` must be at least 1 (or `None` to count batches across epochs), got 0".into());
+            errors.push(("check_val_every_n_epoch", "`check_val_every_n_epoch` must be at least 1 (or `None` to count batches across epochs), got 0".into()));
         }
         if self.accumulate_grad_batches == 0 {
-            errors.push("`accumulate_grad_batches` must be at least 1, got 0".into());
+            errors.push((
+                "accumulate_grad_batches",
+                "`accumulate_grad_batches` must be at least 1, got 0".into(),
+            ));
         }
         if let Some(v) = self.gradient_clip_val {
             if !(v.is_finite() && v >= 0.0) {
-                errors.push(format!(
-                    "`gradient_clip_val` must be a finite number >= 0, got {v}"
+                errors.push((
+                    "gradient_clip_val",
+                    format!("`gradient_clip_val` must be a finite number >= 0, got {v}"),
                 ));
             }
         }
         if self.log_every_n_steps == 0 {
-            errors.push("`log_every_n_steps` must be at least 1, got 0".into());
+            errors.push((
+                "log_every_n_steps",
+                "`log_every_n_steps` must be at least 1, got 0".into(),
+            ));
         }
         if self.max_steps == Some(0) {
-            errors
-                .push("`max_steps` must be at least 1 (leave it unset for no limit), got 0".into());
+            errors.push((
+                "max_steps",
+                "`max_steps` must be at least 1 (leave it unset for no limit), got 0".into(),
+            ));
         }
         if errors.is_empty() {
             Ok(())
         } else {
-            Err(Error::Config(format!(
-                "invalid `Trainer` settings:\n  {}",
-                errors.join("\n  ")
-            )))
+            Err(Error::settings("invalid `Trainer` settings", errors))
         }
     }
 }
 
 /// The number of batches a loop uses of a loader with `available` batches; `what` names the setting.
-pub(crate) fn limited(available: u64, limit: Limit, what: &str) -> Result<u64> {
+pub(crate) fn limited(available: u64, limit: Limit, what: &'static str) -> Result<u64> {
     match limit {
         Limit::Batches(n) => Ok(n.min(available)),
         Limit::Fraction(f) => {
             let n = (available as f64 * f) as u64;
             if f > 0.0 && n == 0 && available > 0 {
-                return Err(Error::Config(format!(
+                return Err(Error::config(what, format!(
                     "you requested to use {f} of the batches with `{what}`, but {f} * {available} < 1: \
                      increase the fraction or pass a number of batches"
                 )));
             }
             Ok(n)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wrong_setting_is_named_in_the_error() {
+        let cfg = TrainerConfig {
+            max_steps: Some(0),
+            accumulate_grad_batches: 0,
+            limit_val_batches: Limit::Fraction(1.5),
+            ..Default::default()
+        };
+        let e = cfg.validate().unwrap_err();
+        let Error::Config { settings, message } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            settings,
+            &["limit_val_batches", "accumulate_grad_batches", "max_steps"]
+        );
+        assert!(
+            message.contains("`max_steps` must be at least 1"),
+            "{message}"
+        );
+        assert!(TrainerConfig::default().validate().is_ok());
+        let Err(Error::Config { settings, .. }) =
+            limited(10, Limit::Fraction(0.01), "limit_train_batches")
+        else {
+            panic!("a fraction of 10 batches below one batch is refused")
+        };
+        assert_eq!(settings, ["limit_train_batches"]);
     }
 }

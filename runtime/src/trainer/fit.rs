@@ -178,7 +178,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             "limit_train_batches",
         )?;
         if self.state.batches_done > self.state.num_training_batches {
-            return Err(Error::Config(format!(
+            return Err(Error::config("limit_train_batches", format!(
                 "the trainer stopped after batch {} of epoch {}, but the training data now has {} batches per epoch \
                  (after `limit_train_batches`): continue with the data the epoch started with",
                 self.state.batches_done, self.state.epoch, self.state.num_training_batches
@@ -199,7 +199,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         {
             let n = self.state.num_training_batches;
             if self.state.num_val_batches > 0 && b > n {
-                return Err(Error::Config(format!(
+                return Err(Error::config("val_check_interval", format!(
                     "`val_check_interval` ({b}) must be less than or equal to the number of the training batches ({n}); \
                      to disable validation set `limit_val_batches` to 0, and to validate based on the total training \
                      batches set `check_val_every_n_epoch` to `None`"
@@ -212,7 +212,10 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             self.state.log_dir = Some(dir);
             if let Some(m) = &self.module {
                 let hparams = ciborium::Value::serialized(m.hparams()).map_err(|e| {
-                    Error::Config(format!("the hyperparameters cannot be serialised: {e}"))
+                    Error::config(
+                        "hparams",
+                        format!("the hyperparameters cannot be serialised: {e}"),
+                    )
                 })?;
                 logger.log_hyperparams(&hparams, RankZeroFs::new(&*self.strategy))?;
             }
@@ -574,8 +577,8 @@ fn publish_epoch(
 }
 
 pub(super) fn no_module() -> Error {
-    Error::Config(
-        "no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`"
-            .into(),
+    Error::config(
+        "module",
+        "no module is attached to the trainer: pass one to `fit`, `validate`, `test` or `predict`",
     )
 }

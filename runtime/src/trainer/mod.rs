@@ -395,10 +395,10 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
         callbacks: BTreeMap<String, Value>,
     ) -> Result<Checkpoint> {
         let module = self.module.ok_or_else(|| {
-            Error::Config(
+            Error::config(
+                "module",
                 "saving a checkpoint is only possible if a module is attached to the trainer: call \
-                 `Trainer::save_checkpoint` after `fit`, `validate`, `test` or `predict`"
-                    .into(),
+                 `Trainer::save_checkpoint` after `fit`, `validate`, `test` or `predict`",
             )
         })?;
         let type_name = std::any::type_name::<M>();
@@ -417,10 +417,13 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
             metric_state: Value::serialized(self.train_accum).ok(),
         };
         ckpt.hyper_parameters = Some(Value::serialized(module.hparams()).map_err(|e| {
-            Error::Config(format!(
-                "the hyperparameters of `{type_name}` (`{}`) cannot be serialised: {e}",
-                std::any::type_name::<M::Hparams>()
-            ))
+            Error::config(
+                "hparams",
+                format!(
+                    "the hyperparameters of `{type_name}` (`{}`) cannot be serialised: {e}",
+                    std::any::type_name::<M::Hparams>()
+                ),
+            )
         })?);
         if !weights_only {
             if let Some(opt) = self.optimizers {

@@ -31,8 +31,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             CkptPath::Best => {
                 let ckpt_callbacks = self.callbacks.checkpoint_paths();
                 let Some((first_key, first_paths)) = ckpt_callbacks.first() else {
-                    return Err(Error::Config(
-                        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured".into(),
+                    return Err(Error::config(
+                        "ckpt_path",
+                        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured",
                     ));
                 };
                 if ckpt_callbacks.len() > 1 {
@@ -44,8 +45,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
                 let ranked = first_paths.best.clone();
                 if ranked.is_empty() {
-                    return Err(Error::Config(
-                        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model".into(),
+                    return Err(Error::config(
+                        "ckpt_path",
+                        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model",
                     ));
                 }
                 let mut problems = Vec::new();
@@ -60,7 +62,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                         }
                     }
                 }
-                Err(Error::Config(format!(
+                Err(Error::config("ckpt_path", format!(
                     "`fit(ckpt_path = \"best\")`: none of the checkpoint callback's top-k files can be loaded:\n  {}",
                     problems.join("\n  ")
                 )))
@@ -81,7 +83,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 let (newest, problems) = newest_intact(candidates);
                 if newest.is_none() && found > 0 {
                     // Training from scratch would silently discard them.
-                    return Err(Error::Config(format!(
+                    return Err(Error::config("ckpt_path", format!(
                         "`fit(ckpt_path = \"last\")`: none of the {found} checkpoint files found can be loaded, \
                          so there is nothing to resume from; repair or move them, or pass no `ckpt_path` to \
                          start from scratch:\n  {}",
@@ -136,7 +138,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let epoch = loops.epoch + u64::from(loops.epoch_finished);
         if let Some(max) = self.state.max_epochs {
             if epoch > max {
-                return Err(Error::Config(format!(
+                return Err(Error::config("max_epochs", format!(
                     "you restored a checkpoint with current_epoch={epoch}, but you have set `max_epochs({max})`"
                 )));
             }

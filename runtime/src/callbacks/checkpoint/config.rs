@@ -167,7 +167,10 @@ impl ModelCheckpointBuilder {
     pub fn config(self) -> Result<CheckpointConfig> {
         let mut errors = Vec::new();
         let mode = Mode::from_name(&self.mode).unwrap_or_else(|| {
-            errors.push(format!("`mode` can be min, max but got {}", self.mode));
+            errors.push((
+                "mode",
+                format!("`mode` can be min, max but got {}", self.mode),
+            ));
             Mode::Min
         });
         let time = self.train_time_interval;
@@ -177,38 +180,49 @@ impl ModelCheckpointBuilder {
             time.is_some(),
         );
         if self.save_top_k < -1 {
-            errors.push(format!(
-                "Invalid value for save_top_k={}. Must be >= -1",
-                self.save_top_k
+            errors.push((
+                "save_top_k",
+                format!(
+                    "Invalid value for save_top_k={}. Must be >= -1",
+                    self.save_top_k
+                ),
             ));
         }
         if steps < 0 {
-            errors.push(format!(
-                "Invalid value for every_n_train_steps={steps}. Must be >= 0"
+            errors.push((
+                "every_n_train_steps",
+                format!("Invalid value for every_n_train_steps={steps}. Must be >= 0"),
             ));
         }
         if epochs < 0 {
-            errors.push(format!(
-                "Invalid value for every_n_epochs={epochs}. Must be >= 0"
+            errors.push((
+                "every_n_epochs",
+                format!("Invalid value for every_n_epochs={epochs}. Must be >= 0"),
             ));
         }
         if u8::from(steps >= 1) + u8::from(epochs >= 1) + u8::from(time.is_some()) > 1 {
-            errors.push(format!(
-                "Combination of parameters every_n_train_steps={steps}, every_n_epochs={epochs} and \
-                 train_time_interval={} should be mutually exclusive.",
-                time.map_or("None".to_string(), python_timedelta_str)
+            errors.push((
+                "train_time_interval",
+                format!(
+                    "Combination of parameters every_n_train_steps={steps}, every_n_epochs={epochs} and \
+                     train_time_interval={} should be mutually exclusive.",
+                    time.map_or("None".to_string(), python_timedelta_str)
+                ),
             ));
         }
         if self.monitor.is_none() && ![-1, 0, 1].contains(&self.save_top_k) {
-            errors.push(format!(
-                "ModelCheckpoint(save_top_k={}, monitor=None) is not a valid configuration. No quantity for top_k to track.",
-                self.save_top_k
+            errors.push((
+                "save_top_k",
+                format!(
+                    "ModelCheckpoint(save_top_k={}, monitor=None) is not a valid configuration. No quantity for top_k to track.",
+                    self.save_top_k
+                ),
             ));
         }
         let dirpath = match self.dirpath.as_deref().map(resolve_dir) {
             Some(Ok(p)) => Some(p),
             Some(Err(e)) => {
-                errors.push(e);
+                errors.push(("dirpath", e));
                 None
             }
             None => None,
@@ -223,8 +237,8 @@ impl ModelCheckpointBuilder {
         let (filename, name_last) = match (filename, name_last) {
             (Ok(f), Ok(l)) => (Some(f), Some(l)),
             (f, l) => {
-                errors.extend(f.err().map(|e| e.to_string()));
-                errors.extend(l.err().map(|e| e.to_string()));
+                errors.extend(f.err().map(|e| ("filename", e.to_string())));
+                errors.extend(l.err().map(|e| ("name_last", e.to_string())));
                 (None, None)
             }
         };
@@ -251,10 +265,10 @@ impl ModelCheckpointBuilder {
                 file_extension: self.file_extension,
                 starting_version: self.starting_version,
             }),
-            _ => Err(Error::Config(format!(
-                "invalid `ModelCheckpoint` settings:\n  {}",
-                errors.join("\n  ")
-            ))),
+            _ => Err(Error::settings(
+                "invalid `ModelCheckpoint` settings",
+                errors,
+            )),
         }
     }
 }
@@ -354,6 +368,23 @@ mod tests {
             .contains("Invalid value for every_n_epochs=-3. Must be >= 0"));
         assert!(err(b().every_n_train_steps(-3))
             .contains("Invalid value for every_n_train_steps=-3. Must be >= 0"));
+    }
+
+    #[test]
+    fn a_settings_error_names_every_setting_at_fault_so_programs_can_match_on_them() {
+        let e = ModelCheckpointBuilder::default()
+            .save_top_k(-3)
+            .mode("maximum")
+            .filename("{epoch")
+            .config()
+            .unwrap_err();
+        let Error::Config { settings, message } = &e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(settings, &["mode", "save_top_k", "filename"]);
+        // Two problems with `save_top_k` (below -1, and more than one file without a monitor).
+        assert_eq!(message.lines().count(), 5, "{message}");
+        assert!(message.starts_with("invalid `ModelCheckpoint` settings:"));
     }
 
     #[test]

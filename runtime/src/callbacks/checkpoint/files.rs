@@ -253,8 +253,9 @@ impl ModelCheckpoint {
             (Some(p), _) => p.to_path_buf(),
             (None, Some(d)) => d.join("best_k_models.yaml"),
             (None, None) => {
-                return Err(Error::Config(
-                    "`to_yaml` needs a path before `dirpath` is resolved".into(),
+                return Err(Error::config(
+                    "dirpath",
+                    "`to_yaml` needs a path before `dirpath` is resolved",
                 ))
             }
         };

@@ -101,8 +101,9 @@ impl ModelCheckpoint {
     /// decided.
     fn decide(&mut self, ctx: &CallbackContext<'_>, trigger: Trigger) -> Result<Vec<Action>> {
         let Some(dirpath) = self.dirpath.clone() else {
-            return Err(Error::Config(
-                "`ModelCheckpoint` was used before `setup` resolved its directory".into(),
+            return Err(Error::config(
+                "dirpath",
+                "`ModelCheckpoint` was used before `setup` resolved its directory",
             ));
         };
         let s = ctx.state();
@@ -135,7 +136,7 @@ impl ModelCheckpoint {
                                 "`ModelCheckpoint(monitor = \"{monitor}\")` could not find the monitored key in the logged metrics: {keys:?}. HINT: did you log `{monitor}` in the module?"
                             );
                             if s.validation_runs > 0 {
-                                return Err(Error::Config(msg));
+                                return Err(Error::config("monitor", msg));
                             }
                             if !self.warned_missing_monitor {
                                 self.warned_missing_monitor = true;
@@ -348,10 +349,13 @@ impl Callback for ModelCheckpoint {
 
     fn load_state_dict(&mut self, state: &Value) -> Result<()> {
         let st: State = state.deserialized().map_err(|e| {
-            Error::Config(format!(
-                "the stored state of `{}` does not decode: {e}",
-                self.state_key()
-            ))
+            Error::config(
+                "state_key",
+                format!(
+                    "the stored state of `{}` does not decode: {e}",
+                    self.state_key()
+                ),
+            )
         })?;
         if st.dirpath == self.dirpath {
             self.book.best_model_score = st.best_model_score;

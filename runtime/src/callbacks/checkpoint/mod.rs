@@ -210,7 +210,7 @@ impl ModelCheckpoint {
         });
         let known = Known::new(logged, MetricKind::Int);
         let listing = known.listing();
-        let unknown = |what: String, name: &str| {
+        let unknown = |setting: &'static str, what: String, name: &str| {
             let problem = if known.is_test_only(name) {
                 " is logged only by `test_step`, so it is never available during `fit`: use a training or \
                  validation metric,"
@@ -221,11 +221,12 @@ impl ModelCheckpoint {
                     .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
                 format!(" names no metric the module logs{hint}")
             };
-            Error::Config(format!("{what}{problem} known metrics: {listing}"))
+            Error::config(setting, format!("{what}{problem} known metrics: {listing}"))
         };
         if let Some(m) = &self.cfg.monitor {
             if !known.contains(m) {
                 return Err(unknown(
+                    "monitor",
                     format!("`ModelCheckpoint(monitor = \"{m}\")`: `{m}`"),
                     m,
                 ));
@@ -238,6 +239,7 @@ impl ModelCheckpoint {
             for field in template.fields() {
                 if !known.contains(field) {
                     return Err(unknown(
+                        argument,
                         format!(
                             "`ModelCheckpoint({argument} = \"{}\")`: placeholder `{field}`",
                             template.as_str()
@@ -248,7 +250,7 @@ impl ModelCheckpoint {
             }
             template
                 .check_kinds(|k| known.get(k).copied())
-                .map_err(|e| Error::Config(format!("`ModelCheckpoint`: {e}")))?;
+                .map_err(|e| Error::config(argument, format!("`ModelCheckpoint`: {e}")))?;
         }
         Ok(())
     }

@@ -103,7 +103,7 @@ impl Namer<'_> {
                 cfg.auto_insert_metric_name,
                 &cfg.equals_char,
             )
-            .map_err(|e| Error::Config(e.to_string()))?;
+            .map_err(|e| Error::config("filename", e.to_string()))?;
         if let Some(v) = version {
             name = format!("{name}{}v{v}", cfg.join_char);
         }
