@@ -46,6 +46,9 @@ type Naive = LeNet<NaiveConv<1, 6, 5, 2>, NaiveConv<6, 16, 5, 0>>;
 
 type Images<const C: usize> = Tensor<(usize, Const<C>, usize, usize), f32, Cpu>;
 
+/// A labelled operation of the benchmark.
+type Op<'a> = (&'static str, Box<dyn FnMut() + 'a>);
+
 fn main() {
     let bench_mode = std::env::args().any(|a| a == "--bench");
     let batch = if bench_mode { BATCH } else { 2 };
@@ -71,7 +74,7 @@ fn main() {
     let (mut grads_ours, mut grads_naive) = (None, None);
     let (conv1, naive1) = (ours.0 .0.clone(), naive.0 .0.clone());
     let (conv2, naive2) = (ours.1 .0.clone(), naive.1 .0.clone());
-    let mut ops: Vec<(&'static str, Box<dyn FnMut() + '_>)> = vec![
+    let mut ops: Vec<Op> = vec![
         (
             "lenet fulgur::nn",
             Box::new(|| step(&mut ours, &mut grads_ours, &images, &targets)),

@@ -5,7 +5,7 @@ use dfdx::shapes::{Axis, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, MeanTo, ReshapeTo};
 
-use super::window::{pool_windows, Window};
+use super::window::{pool_windows, Images, Window};
 
 /// Average pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the
 /// kernel size, as in PyTorch, so `AvgPool2D<2>` halves the height and width), over the image padded
@@ -62,7 +62,7 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> AvgPool2D<K
 
     fn batched<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
         x: Tensor<(B, C, H, W), E, D, T>,
-    ) -> Result<Tensor<(B, C, usize, usize), E, D, T>, D::Err>
+    ) -> Result<Images<B, C, E, D, T>, D::Err>
     where
         E: Dtype,
         D: Device<E>,

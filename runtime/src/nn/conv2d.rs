@@ -9,7 +9,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
-use super::window::{gather_channels_last, reads_padding, shape_error, Window};
+use super::window::{gather_channels_last, reads_padding, shape_error, Images, Window};
 
 pub mod builder {
     /// A 2-D convolution with a bias: `IN` channels to `OUT` channels through a `KERNEL`×`KERNEL`
@@ -181,7 +181,7 @@ where
     fn batched<B: Dim, H: Dim, W: Dim, T: Tape<E, D>>(
         &self,
         x: Tensor<(B, Const<I>, H, W), E, D, T>,
-    ) -> Result<Tensor<(B, Const<O>, usize, usize), E, D, T>, D::Err> {
+    ) -> Result<Images<B, Const<O>, E, D, T>, D::Err> {
         let win = Self::WINDOW;
         let (b, _, h, w) = *x.shape();
         let (h, w) = (h.size(), w.size());

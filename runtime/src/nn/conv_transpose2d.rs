@@ -10,7 +10,7 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::conv2d::fan_in_bound;
-use super::window::{gather_channels_last, shape_error, Window};
+use super::window::{gather_channels_last, shape_error, Images, Window};
 
 pub mod builder {
     /// A 2-D transposed convolution with a bias: each input pixel spreads its `IN` channels over a
@@ -175,7 +175,7 @@ where
     fn batched<B: Dim, H: Dim, W: Dim, T: Tape<E, D>>(
         &self,
         x: Tensor<(B, Const<I>, H, W), E, D, T>,
-    ) -> Result<Tensor<(B, Const<O>, usize, usize), E, D, T>, D::Err> {
+    ) -> Result<Images<B, Const<O>, E, D, T>, D::Err> {
         let win = Self::WINDOW;
         let (b, _, h, w) = *x.shape();
         let (h, w) = (h.size(), w.size());

@@ -6,7 +6,7 @@ use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, MaxTo, ReshapeTo};
 use num_traits::Float;
 
-use super::window::{pool_windows, Window};
+use super::window::{pool_windows, Images, Window};
 
 /// Max pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the kernel
 /// size, as in PyTorch, so `MaxPool2D<2>` halves the height and width), over the image padded with
@@ -63,7 +63,7 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> MaxPool2D<K
 
     fn batched<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
         x: Tensor<(B, C, H, W), E, D, T>,
-    ) -> Result<Tensor<(B, C, usize, usize), E, D, T>, D::Err>
+    ) -> Result<Images<B, C, E, D, T>, D::Err>
     where
         E: Dtype + Float,
         D: Device<E>,

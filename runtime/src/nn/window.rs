@@ -6,9 +6,15 @@
 //! gradient is the scatter-add of col2im, a matmul's is two matmuls. Padding is one extra pixel per image
 //! (zero, or minus infinity for max pooling) that every out-of-bounds read points at.
 
+// dfdx's tensor types spell out their shape, tape and device; their signatures trip clippy's threshold.
+#![allow(clippy::type_complexity)]
+
 use dfdx::shapes::{Axes2, Axes3, Axis, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{BroadcastTo, Device, GatherTo, PermuteTo, ReshapeTo, TryConcatAlong};
+
+/// A batch of images whose height and width are run-time sizes: what the image layers return.
+pub(crate) type Images<B, C, E, D, T> = Tensor<(B, C, usize, usize), E, D, T>;
 
 /// The geometry of a square window sliding over both spatial axes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -194,7 +200,7 @@ where
 
 /// Whether any index points at the padding pixel `pad`.
 pub(crate) fn reads_padding(indices: &[usize], pad: usize) -> bool {
-    indices.iter().any(|&i| i == pad)
+    indices.contains(&pad)
 }
 
 /// The error a layer returns for an input its geometry cannot take, after printing `message` (the layer
