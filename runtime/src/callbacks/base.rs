@@ -253,7 +253,7 @@ impl CallbackContext<'_> {
     /// bookkeeping before saving, as Lightning's `ModelCheckpoint` does.
     pub fn save_checkpoint(
         &self,
-        path: &Path,
+        path: impl AsRef<Path>,
         weights_only: bool,
         this: &dyn Callback,
     ) -> Result<()> {
@@ -264,7 +264,7 @@ impl CallbackContext<'_> {
     /// explicitly (a state other than its current one, such as the one it will have after this save).
     pub fn save_checkpoint_as(
         &self,
-        path: &Path,
+        path: impl AsRef<Path>,
         weights_only: bool,
         state_key: String,
         state: Option<Value>,

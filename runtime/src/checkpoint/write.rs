@@ -21,7 +21,8 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// removed on every error, so `path` holds either its previous content or the whole new checkpoint.
 /// Errors are [`CheckpointError::Io`] naming `path` and the operation that failed; when only the final
 /// fsync of the directory fails, the new file is already in place but may not survive a power loss.
-pub fn write_checkpoint(path: &Path, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
+    let path = path.as_ref();
     let io = |op| {
         move |source| CheckpointError::Io {
             path: path.to_path_buf(),

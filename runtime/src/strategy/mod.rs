@@ -74,7 +74,8 @@ impl<'a> RankZeroFs<'a> {
     }
 
     /// Writes a checkpoint crash-safely (rank 0 only).
-    pub fn write_checkpoint(&self, path: &Path, ckpt: &Checkpoint) -> Result<()> {
+    pub fn write_checkpoint(&self, path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<()> {
+        let path = path.as_ref();
         if self.is_writer() {
             write_checkpoint(path, ckpt)?;
         }
@@ -82,7 +83,8 @@ impl<'a> RankZeroFs<'a> {
     }
 
     /// Writes a whole small file (rank 0 only).
-    pub fn write_file(&self, path: &Path, contents: &[u8]) -> Result<()> {
+    pub fn write_file(&self, path: impl AsRef<Path>, contents: &[u8]) -> Result<()> {
+        let path = path.as_ref();
         if self.is_writer() {
             if let Some(parent) = path.parent() {
                 self.create_dir_all(parent)?;
@@ -97,7 +99,8 @@ impl<'a> RankZeroFs<'a> {
     }
 
     /// Appends to an existing file (rank 0 only).
-    pub fn append_file(&self, path: &Path, contents: &[u8]) -> Result<()> {
+    pub fn append_file(&self, path: impl AsRef<Path>, contents: &[u8]) -> Result<()> {
+        let path = path.as_ref();
         if self.is_writer() {
             let io = |source| Error::Io {
                 path: path.into(),
@@ -114,7 +117,8 @@ impl<'a> RankZeroFs<'a> {
     }
 
     /// Creates a directory and its parents (rank 0 only).
-    pub fn create_dir_all(&self, path: &Path) -> Result<()> {
+    pub fn create_dir_all(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         if self.is_writer() && !path.as_os_str().is_empty() {
             std::fs::create_dir_all(path).map_err(|source| Error::Io {
                 path: path.into(),
@@ -127,7 +131,8 @@ impl<'a> RankZeroFs<'a> {
 
     /// Makes `link` a relative symlink to `target` (rank 0 only), replacing whatever `link` was in one
     /// rename, so that it never goes missing; where symlinks are unavailable, a copy of `target`.
-    pub fn link(&self, target: &Path, link: &Path) -> Result<()> {
+    pub fn link(&self, target: impl AsRef<Path>, link: impl AsRef<Path>) -> Result<()> {
+        let (target, link) = (target.as_ref(), link.as_ref());
         if !self.is_writer() || target == link {
             return Ok(());
         }
@@ -150,7 +155,8 @@ impl<'a> RankZeroFs<'a> {
     }
 
     /// Deletes a file (rank 0 only); a file that is already gone is not an error.
-    pub fn remove_file(&self, path: &Path) -> Result<()> {
+    pub fn remove_file(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
         if self.is_writer() {
             match std::fs::remove_file(path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {

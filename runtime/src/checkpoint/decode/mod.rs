@@ -27,7 +27,8 @@ const READ_BUFFER: usize = 64 << 10;
 /// blocks), [`CheckpointError::NotACheckpoint`] when it does not start with the checkpoint magic,
 /// [`CheckpointError::UnsupportedVersion`] when a newer fulgur wrote it, and [`CheckpointError::Corrupt`]
 /// naming the damaged part (truncation, malformed CBOR, a checksum mismatch in a tensor or the header).
-pub fn read_checkpoint(path: &Path) -> Result<Checkpoint, CheckpointError> {
+pub fn read_checkpoint(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
+    let path = path.as_ref();
     let (file, len) = open_regular(path)?;
     decode_checkpoint(BufReader::with_capacity(READ_BUFFER, file), len, path)
 }
@@ -108,7 +109,8 @@ pub struct CheckpointHeader {
 /// The header is **not verified** — its checksum covers the whole structure, which is only known once
 /// the file is read — so use it to choose among files (as `ckpt_path = "last"` does, newest first) and
 /// [`read_checkpoint`] to load one. Errors are those of [`read_checkpoint`] for the bytes it reads.
-pub fn read_checkpoint_header(path: &Path) -> Result<CheckpointHeader, CheckpointError> {
+pub fn read_checkpoint_header(path: impl AsRef<Path>) -> Result<CheckpointHeader, CheckpointError> {
+    let path = path.as_ref();
     let (file, len) = open_regular(path)?;
     let mut src = open_payload(BufReader::with_capacity(8 * 1024, file), len, path)?;
     src.header()
