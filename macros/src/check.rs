@@ -1,5 +1,8 @@
 //! The rules between the parts of a `#[lightning_module]` impl: everything Lightning reports after an
 //! epoch of training (or never), reported here at compile time.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use crate::ast::{Metric, Module, Source, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr};

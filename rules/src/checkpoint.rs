@@ -5,6 +5,9 @@
 //! the constant [`ARGUMENTS`] (the macro's parsing and suggestions), as tokens at compile time (the
 //! rendered table in the macro's documentation, and the runtime's test that every builder method
 //! exists), so that a key added to the table needs no other list edited.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 /// The `#[checkpoint]` arguments, one per line: `key: ValueKind => builder_method, [aliases], "doc";`,
 /// handed to the macro named by the caller (`checkpoint_args!(my_macro)` expands to `my_macro! { … }`),
@@ -53,7 +56,7 @@ macro_rules! checkpoint_args {
                  `#[checkpoint]`.";
             save_on_train_epoch_end: Bool => save_on_train_epoch_end, [],
                 "Save epoch checkpoints at the end of the training epoch (`true`) or after validation \
-                 (`false`). Default: decided by the validation schedule (the guide's reference, B.7).";
+                 (`false`). Default: decided by the validation schedule (the guide's Reference, B.7).";
             enable_version_counter: Bool => enable_version_counter, [],
                 "Add `-v1`, `-v2`, … to a name that exists already instead of overwriting it. Default `true`.";
             join_char: Str => join_char, [],

@@ -4,6 +4,9 @@
 //! A logged metric is known by its name and, when it is logged both per step and per epoch, by
 //! Lightning's `name_step` and `name_epoch`; the built-ins `epoch` and `step` always are (B.3). A metric
 //! only `test_step` logs is never available during `fit`.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::collections::BTreeMap;
 

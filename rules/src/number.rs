@@ -1,6 +1,9 @@
 //! Numbers as Python's `format(value, spec)` prints them, for the fields of checkpoint filename
 //! templates (`{epoch:02d}`, `{val_loss:.3f}`): ports of CPython's float layout, padding and digit
 //! grouping, so that a template copied from Lightning names its files as Lightning does (G.2).
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use crate::template::{Kind, Spec};
 

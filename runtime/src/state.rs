@@ -1,6 +1,9 @@
 //! The state of a run: what the trainer is doing, its counters and flags, the metrics, as the trainer
 //! keeps them and callbacks see them. It sits below both, so that neither imports the other to describe
 //! the run; the public paths are `fulgur_runtime::trainer::{TrainerFn, TrainerState, ValCheckInterval}`.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -91,7 +94,7 @@ pub struct TrainerState {
 
 impl TrainerState {
     /// `callback_metrics` plus `epoch` and `step` (the global step), which are always available to
-    /// monitor and to filename templates (section B.3 of the reference).
+    /// monitor and to filename templates (B.3).
     pub fn monitor_candidates(&self) -> BTreeMap<String, MetricValue> {
         let mut m = self.callback_metrics.clone();
         m.insert("epoch".into(), MetricValue::Int(self.epoch as i64));

@@ -6,7 +6,7 @@
 //! validation run with [`TrainerState::sanity_checking`] set) and `on_train_start`; each epoch then
 //! starts with the callbacks' `on_train_epoch_start` (also a resumed epoch, part-way through).
 //!
-//! In one training batch (section B.6 of the reference):
+//! In one training batch (B.6):
 //! 1. `training_step`, backward, and — when an accumulation window closes — gradient clipping, the
 //!    optimizer step and `global_step += 1`;
 //! 2. step-interval schedulers step; at the last batch of the epoch, epoch-interval schedulers too;
@@ -21,6 +21,9 @@
 //! After the last batch of an epoch: epoch metrics are aggregated; plain callbacks'
 //! `on_train_epoch_end`; the module's `on_train_epoch_end`; checkpoint callbacks' `on_train_epoch_end`;
 //! then `current_epoch += 1`. After the loop: `on_train_end`. On an error: `on_exception`.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 mod config;
 mod fit;

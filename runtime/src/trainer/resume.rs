@@ -1,4 +1,7 @@
 //! Resuming: resolving `ckpt_path` (C.3) and restoring the training state from a checkpoint (C.4).
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::path::{Path, PathBuf};
 

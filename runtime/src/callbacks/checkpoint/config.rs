@@ -1,4 +1,7 @@
 //! `ModelCheckpoint`'s settings: Lightning's constructor parameters, checked and defaulted as in B.1.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

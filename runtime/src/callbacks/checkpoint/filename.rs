@@ -1,7 +1,7 @@
 //! Checkpoint file names from templates such as `{epoch}-{val_loss:.2f}`.
 //!
 //! The syntax is Python's `str.format`, as in Lightning's `ModelCheckpoint(filename=...)`, so templates
-//! copied from Lightning configs work unchanged. Where fulgur differs (reference, section G.2):
+//! copied from Lightning configs work unchanged. Where fulgur differs (G.2):
 //!
 //! - `{{` and `}}` are literal braces, and a malformed template is an error when it is parsed;
 //! - a value with no format spec prints as the shortest string that round-trips its own type: an f32
@@ -13,6 +13,9 @@
 //! Parsing and checking templates, and printing numbers as Python does, are the shared crate's
 //! (`fulgur_rules::template`, `fulgur_rules::number`), so that the macros report what the runtime would.
 //! Everything here is pure: the directory, join character, version suffix and extension are the caller's.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use fulgur_rules::number::{self, Number};
 use fulgur_rules::template::{self, Field, Kind, Piece};

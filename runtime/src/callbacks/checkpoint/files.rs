@@ -3,6 +3,9 @@
 //! of interrupted writes, and the one way it deletes a file (G.9): only a name its own templates can
 //! produce inside its `dirpath`, only where the real path (symlinks resolved) agrees, and only through
 //! the rank-zero gate.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -1,5 +1,8 @@
 //! `ModelCheckpoint`'s hooks: when a trigger fires (B.7), what the policy decides for it, and the
 //! rollback of the book when an action fails.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::path::{Path, PathBuf};
 

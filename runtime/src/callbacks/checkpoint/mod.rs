@@ -3,6 +3,9 @@
 //! The decisions (which files to write, link and delete) live in [`policy`] as pure functions. This
 //! module holds the type and its builder; `hooks` reads the trainer's state at each hook and asks the
 //! policy; `files` performs the actions through the rank-zero gate and searches the directory.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 mod config;
 mod filename;

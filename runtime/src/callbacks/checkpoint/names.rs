@@ -1,6 +1,9 @@
 //! Which files are a `ModelCheckpoint`'s own (G.9): the relative paths its `filename` and `name_last`
 //! templates can produce inside its `dirpath`. Only those may be deleted, and only where they can be does
 //! the `"last"` search look. Pure: paths are judged by their text; the caller resolves symlinks.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::path::Path;
 

@@ -1,6 +1,9 @@
 //! The decisions of `ModelCheckpoint`, as pure functions: given the book (what has been saved and how it
 //! scored), the metrics and a trigger, which files are written, linked and deleted (B.5, B.8–B.10, G.3,
 //! G.4). A file-existence oracle stands in for the file system, so all of it is tested without one.
+//!
+//! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
+//! (`book/src/reference.md`), which numbers its sections the same way.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
