@@ -92,14 +92,14 @@
 /// CBOR values: the type of a checkpoint's `hyper_parameters`, `extra` and callback states.
 pub use ciborium;
 pub use dfdx;
-/// serde, re-exported so that a crate needs no serde dependency of its own for its hyperparameters:
-/// `#[derive(Serialize, Deserialize)]` (both in the [`prelude`]) with `#[serde(crate = "fulgur::serde")]`.
-pub use serde;
 pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
     callbacks, checkpoint, data, device, logger, metrics, module, nn, optim, strategy, trainer,
     Backend, Error, Result,
 };
+/// serde, re-exported so that a crate needs no serde dependency of its own for its hyperparameters:
+/// `#[derive(Serialize, Deserialize)]` (both in the [`prelude`]) with `#[serde(crate = "fulgur::serde")]`.
+pub use serde;
 
 #[cfg(feature = "datasets")]
 pub mod datasets;
