@@ -33,6 +33,73 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     ///
     /// The module stays attached to the trainer afterwards ([`module`](Self::module),
     /// [`take_module`](Self::take_module)), also when `fit` fails, so nothing is lost.
+    ///
+    /// Two epochs with `last.ckpt` kept, then a new process's worth of trainer that continues the run
+    /// from that file to four epochs (the module is the hand-written one of [`LightningModule`]'s
+    /// example):
+    ///
+    /// ```
+    /// # use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+    /// # use dfdx::optim::SgdConfig;
+    /// # use dfdx::prelude::*;
+    /// # use fulgur_runtime::data::{TensorBatch, TensorData};
+    /// # use fulgur_runtime::metrics::{MetricSpec, StepLog};
+    /// # use fulgur_runtime::module::{Built, LightningModule, Loss, ModuleState};
+    /// # use fulgur_runtime::optim::{Optimizers, Sgd};
+    /// # use fulgur_runtime::{Backend, Result};
+    /// # struct LitLinear<D: Backend> { net: Built<Linear<2, 1>, D> }
+    /// # impl<D: Backend> TensorCollection<f32, D> for LitLinear<D> {
+    /// #     type To<E2: Dtype, D2: Device<E2>> = ();
+    /// #     fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(v: &mut V) -> Result<Option<()>, V::Err> {
+    /// #         v.visit_fields(Self::module("net", |s| &s.net, |s| &mut s.net), |_| ())
+    /// #     }
+    /// # }
+    /// # impl<D: Backend> ModuleState<D> for LitLinear<D> {
+    /// #     type Hparams = ();
+    /// #     fn hparams(&self) -> &() { &() }
+    /// #     fn from_hparams((): (), d: &D) -> Result<Self> { Ok(Self { net: d.build_module::<Linear<2, 1>, f32>() }) }
+    /// # }
+    /// # type Batch<D> = TensorBatch<Rank1<2>, Rank1<1>, D>;
+    /// # impl<D: Backend> LightningModule<D> for LitLinear<D> {
+    /// #     type Batch = Batch<D>;
+    /// #     type Prediction = ();
+    /// #     const METRICS: &'static [MetricSpec] = &[MetricSpec::train("train_loss")];
+    /// #     fn training_step(&mut self, b: Batch<D>, g: Gradients<f32, D>, log: &mut StepLog) -> Result<Loss<D>> {
+    /// #         let loss = mse_loss(self.net.forward_mut(b.x.traced(g)), b.y);
+    /// #         log.log("train_loss", loss.as_vec()[0]);
+    /// #         Ok(loss)
+    /// #     }
+    /// #     fn configure_optimizers(&self) -> Optimizers<Self, D> {
+    /// #         Optimizers::new(Sgd::new(SgdConfig { lr: 0.1, ..Default::default() }))
+    /// #     }
+    /// # }
+    /// use fulgur_runtime::callbacks::ModelCheckpoint;
+    /// use fulgur_runtime::trainer::{CkptPath, Trainer};
+    ///
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let data = TensorData::<Rank1<2>, Rank1<1>>::new(vec![0.5; 2 * 40], vec![1.0; 40])?;
+    /// let dev = Cpu::default();
+    /// let trainer_until = |epochs| {
+    ///     Trainer::builder()
+    ///         .max_epochs(epochs)
+    ///         .default_root_dir(dir.path())
+    ///         .callback(ModelCheckpoint::builder().save_last(true).build()?)
+    ///         .enable_progress_bar(false)
+    ///         .enable_model_summary(false)
+    ///         .build()
+    /// };
+    ///
+    /// let mut trainer = trainer_until(2)?;
+    /// trainer.fit(LitLinear::from_hparams((), &dev)?, &mut data.loader(10, true, &dev)?, None, None)?;
+    /// assert_eq!(trainer.global_step(), 8);
+    ///
+    /// // Later, from scratch: a fresh module and trainer continue from `last.ckpt`.
+    /// let mut trainer = trainer_until(4)?;
+    /// let mut train = data.loader(10, true, &dev)?;
+    /// trainer.fit(LitLinear::from_hparams((), &dev)?, &mut train, None, Some(CkptPath::Last))?;
+    /// assert_eq!(trainer.global_step(), 16);
+    /// # Ok::<(), fulgur_runtime::Error>(())
+    /// ```
     pub fn fit(
         &mut self,
         module: M,
