@@ -42,6 +42,7 @@
 mod avg_pool2d;
 mod conv2d;
 mod conv_transpose2d;
+mod dropout;
 mod flatten;
 mod max_pool2d;
 mod window;
@@ -52,6 +53,7 @@ mod reference;
 pub use avg_pool2d::AvgPool2D;
 pub use conv2d::builder::Conv2D;
 pub use conv_transpose2d::builder::ConvTranspose2D;
+pub use dropout::{keep_mask, unresumable_layers, Dropout, DropoutOneIn, DropoutScope};
 pub use flatten::Flatten;
 pub use max_pool2d::MaxPool2D;
 

@@ -296,6 +296,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let resumed = match resumed {
             Some((path, ckpt)) => {
                 self.restore(&path, ckpt)?;
+                warn_unresumable::<M, D>(&path, self.strategy.is_global_zero());
                 Some(path)
             }
             None => None,
@@ -407,7 +408,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size)
             .at(self.state.epoch, self.state.global_step)
             .batch(index);
-        let loss = module.training_step(batch, grads, &mut log)?;
+        // fulgur::nn's dropout masks are keyed by the seed and the batch's number in the run, both in
+        // every checkpoint, so a resumed run draws the masks an uninterrupted one would.
+        let masks = crate::nn::DropoutScope::enter(self.state.seed, self.state.total_batches);
+        let loss = module.training_step(batch, grads, &mut log);
+        drop(masks);
+        let loss = loss?;
         // A logging mistake fails the step before it changes anything.
         let logged = log.finish()?;
         let loss = if accumulate > 1 {
@@ -641,6 +647,21 @@ fn publish_epoch(
         row.insert(key, v);
     }
     row
+}
+
+/// Resuming is bit-exact only if every random draw replays: dfdx's dropout layers draw from the
+/// device's generator, which no checkpoint holds. One warning per resume, naming them all.
+fn warn_unresumable<M: LightningModule<D>, D: Backend>(path: &std::path::Path, rank_zero: bool) {
+    let layers = crate::nn::unresumable_layers::<M, D>();
+    if rank_zero && !layers.is_empty() {
+        crate::warn(&format!(
+            "resuming from `{}` is not bit-exact: the layers {} draw their masks from the device's random \
+             generator, which no checkpoint holds; `fulgur::nn::Dropout` and `fulgur::nn::DropoutOneIn` \
+             resume exactly",
+            path.display(),
+            layers.join(", ")
+        ));
+    }
 }
 
 pub(super) fn no_module() -> Error {
