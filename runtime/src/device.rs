@@ -3,11 +3,14 @@
 use dfdx::tensor_ops::Device;
 
 /// A dfdx device fulgur can train on: [`dfdx::tensor::Cpu`], and `Cuda` with the `cuda` feature.
+/// [`fulgur::nn`](crate::nn)'s layers run on every one ([`WindowDevice`](crate::nn::WindowDevice)).
 ///
 /// dfdx keeps optimizer buffers as raw device vectors (`Storage::Vec`) that it offers no public way to
 /// fill from the host. Restoring optimizer state from a checkpoint needs exactly that, so each device
 /// implements these two transfers; everything else goes through dfdx's public API.
-pub trait Backend: Device<f32> + dfdx::nn::DeviceBuildExt + Clone + 'static {
+pub trait Backend:
+    Device<f32> + dfdx::nn::DeviceBuildExt + crate::nn::WindowDevice<f32> + Clone + 'static
+{
     /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).
     const NAME: &'static str;
 

@@ -3,9 +3,10 @@
 use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
 use dfdx::shapes::{Axis, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
-use dfdx::tensor_ops::{Device, MeanTo, ReshapeTo};
+use dfdx::tensor_ops::{MeanTo, ReshapeTo};
 
 use super::window::{pool_windows, Images, Window};
+use super::WindowDevice;
 
 /// Average pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the
 /// kernel size, as in PyTorch, so `AvgPool2D<2>` halves the height and width), over the image padded
@@ -65,7 +66,7 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> AvgPool2D<K
     ) -> Result<Images<B, C, E, D, T>, D::Err>
     where
         E: Dtype,
-        D: Device<E>,
+        D: WindowDevice<E>,
         T: Tape<E, D>,
     {
         let (b, c, _, _) = *x.shape();
@@ -85,7 +86,7 @@ where
     H: Dim,
     W: Dim,
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(B, C, usize, usize), E, D, T>;
@@ -103,7 +104,7 @@ where
     H: Dim,
     W: Dim,
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(C, usize, usize), E, D, T>;

@@ -9,7 +9,8 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
-use super::window::{gather_channels_last, reads_padding, shape_error, Images, Window};
+use super::window::{shape_error, Images, Window};
+use super::WindowDevice;
 
 pub mod builder {
     /// A 2-D convolution with a bias: `IN` channels to `OUT` channels through a `KERNEL`×`KERNEL`
@@ -164,7 +165,7 @@ impl<
     > Conv2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
 {
     const WINDOW: Window = {
         assert!(K > 0, "`Conv2D`: the kernel size must be at least 1");
@@ -196,9 +197,8 @@ where
             ));
         };
         let idx = win.indices((h, w), (oh, ow));
-        let pad = reads_padding(&idx, h * w).then(E::default);
         // (B, OH·OW·K·K, I) → (B·OH·OW, K·K·I): one row per output pixel, its window's taps in columns.
-        let cols = gather_channels_last(x, idx, pad)?
+        let cols = D::try_windows_channels_last(x, idx, E::default())?
             .try_reshape_like(&(b.size() * oh * ow, K * K * I))?;
         // The weight in the same column order: (O, I, K, K) → (K, K, I, O) → (K·K·I, O).
         let weight = self
@@ -235,7 +235,7 @@ impl<
     > Module<Tensor<(B, Const<I>, H, W), E, D, T>> for Conv2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     B: Dim,
     H: Dim,
     W: Dim,
@@ -264,7 +264,7 @@ impl<
     > Module<Tensor<(Const<I>, H, W), E, D, T>> for Conv2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     H: Dim,
     W: Dim,
     T: Tape<E, D>,

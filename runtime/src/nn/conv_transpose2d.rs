@@ -10,7 +10,8 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::conv2d::fan_in_bound;
-use super::window::{gather_channels_last, shape_error, Images, Window};
+use super::window::{shape_error, Images, Window};
+use super::WindowDevice;
 
 pub mod builder {
     /// A 2-D transposed convolution with a bias: each input pixel spreads its `IN` channels over a
@@ -155,7 +156,7 @@ impl<
     > ConvTranspose2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
 {
     const WINDOW: Window = {
         assert!(
@@ -192,7 +193,7 @@ where
         // (kernel tap, output pixel) pairs meet no input pixel when the stride is above 1, and read
         // the zero padding pixel.
         let idx = win.transposed_indices((h, w), (oh, ow));
-        let cols = gather_channels_last(x, idx, Some(E::default()))?
+        let cols = D::try_windows_channels_last(x, idx, E::default())?
             .try_reshape_like(&(b.size() * oh * ow, K * K * I))?;
         // (I, O, K, K) → (K, K, I, O) → (K·K·I, O), the columns' order.
         let weight = self
@@ -229,7 +230,7 @@ impl<
     > Module<Tensor<(B, Const<I>, H, W), E, D, T>> for ConvTranspose2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     B: Dim,
     H: Dim,
     W: Dim,
@@ -258,7 +259,7 @@ impl<
     > Module<Tensor<(Const<I>, H, W), E, D, T>> for ConvTranspose2D<I, O, K, S, P, L, E, D>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     H: Dim,
     W: Dim,
     T: Tape<E, D>,

@@ -3,10 +3,11 @@
 use dfdx::nn::{Module, NonMutableModule, ZeroSizedModule};
 use dfdx::shapes::{Axis, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
-use dfdx::tensor_ops::{Device, MaxTo, ReshapeTo};
+use dfdx::tensor_ops::{MaxTo, ReshapeTo};
 use num_traits::Float;
 
 use super::window::{pool_windows, Images, Window};
+use super::WindowDevice;
 
 /// Max pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the kernel
 /// size, as in PyTorch, so `MaxPool2D<2>` halves the height and width), over the image padded with
@@ -66,7 +67,7 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> MaxPool2D<K
     ) -> Result<Images<B, C, E, D, T>, D::Err>
     where
         E: Dtype + Float,
-        D: Device<E>,
+        D: WindowDevice<E>,
         T: Tape<E, D>,
     {
         let (b, c, _, _) = *x.shape();
@@ -86,7 +87,7 @@ where
     H: Dim,
     W: Dim,
     E: Dtype + Float,
-    D: Device<E>,
+    D: WindowDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(B, C, usize, usize), E, D, T>;
@@ -104,7 +105,7 @@ where
     H: Dim,
     W: Dim,
     E: Dtype + Float,
-    D: Device<E>,
+    D: WindowDevice<E>,
     T: Tape<E, D>,
 {
     type Output = Tensor<(C, usize, usize), E, D, T>;

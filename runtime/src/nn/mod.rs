@@ -2,11 +2,13 @@
 //! [`MaxPool2D`], [`AvgPool2D`] and [`Flatten`], on stable Rust.
 //!
 //! dfdx's own versions compute their output sizes in their types (`generic_const_exprs`), which only a
-//! nightly compiler accepts. These layers are built from dfdx's stable tensor operations instead (a
-//! gather that collects each window's pixels, then a matmul or a reduction), so they run on every dfdx
-//! device, and their backward pass is dfdx's tape. They implement dfdx's module traits: they build with
-//! `build_module`, compose with dfdx's layers in tuples, and their parameters (`weight`, `bias`) are
-//! named, reset, saved in checkpoints and updated by optimizers like those of `Linear`.
+//! nightly compiler accepts. These layers gather the pixels each window reads (im2col), then finish with
+//! dfdx's stable operations: one matmul for a convolution, one reduction for a pool. The gather is the
+//! one device-specific step ([`WindowDevice`]: plain loops on the CPU, dfdx's gather elsewhere), and
+//! records its backward pass (col2im) on dfdx's tape, which does the rest. They implement dfdx's module
+//! traits: they build with `build_module`, compose with dfdx's layers in tuples, and their parameters
+//! (`weight`, `bias`) are named, reset, saved in checkpoints and updated by optimizers like those of
+//! `Linear`.
 //!
 //! The names here are the builders, what a module type is written with (as dfdx's prelude exports
 //! dfdx's builders); [`modules`] holds the built types with parameters.
@@ -42,6 +44,7 @@
 mod avg_pool2d;
 mod conv2d;
 mod conv_transpose2d;
+mod device;
 mod dropout;
 mod flatten;
 mod max_pool2d;
@@ -53,6 +56,7 @@ mod reference;
 pub use avg_pool2d::AvgPool2D;
 pub use conv2d::builder::Conv2D;
 pub use conv_transpose2d::builder::ConvTranspose2D;
+pub use device::WindowDevice;
 pub use dropout::{keep_mask, unresumable_layers, Dropout, DropoutOneIn, DropoutScope};
 pub use flatten::Flatten;
 pub use max_pool2d::MaxPool2D;

@@ -1,17 +1,25 @@
 //! Sliding windows over images, shared by the convolutions and the pools: the output size, the index map
-//! from (output position, kernel offset) to input pixel, and the gather that applies it.
+//! from (output position, kernel offset) to input pixel, and the gather that applies it with dfdx's
+//! operations (on devices other than the CPU).
 //!
-//! Every layer reduces to "gather the pixels each window reads, then contract or reduce them", so the
-//! forward pass is a chain of dfdx operations and dfdx's tape records the backward pass: a gather's
-//! gradient is the scatter-add of col2im, a matmul's is two matmuls. Padding is one extra pixel per image
-//! (zero, or minus infinity for max pooling) that every out-of-bounds read points at.
+//! Every layer reduces to "gather the pixels each window reads, then contract or reduce them", and dfdx's
+//! tape records the backward pass: a gather's gradient is the scatter-add of col2im, a matmul's is two
+//! matmuls. Padding is one extra pixel per image (zero, or minus infinity for max pooling) that every
+//! out-of-bounds read points at.
 
 // dfdx's tensor types spell out their shape, tape and device; their signatures trip clippy's threshold.
 #![allow(clippy::type_complexity)]
 
-use dfdx::shapes::{Axes2, Axes3, Axis, Dim, Dtype, HasShape};
+use dfdx::shapes::{Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
-use dfdx::tensor_ops::{BroadcastTo, Device, GatherTo, PermuteTo, ReshapeTo, TryConcatAlong};
+use dfdx::tensor_ops::{Device, ReshapeTo};
+#[cfg(any(test, feature = "cuda"))]
+use dfdx::{
+    shapes::{Axes2, Axes3, Axis},
+    tensor_ops::{BroadcastTo, GatherTo, PermuteTo, TryConcatAlong},
+};
+
+use super::WindowDevice;
 
 /// A batch of images whose height and width are run-time sizes: what the image layers return.
 pub(crate) type Images<B, C, E, D, T> = Tensor<(B, C, usize, usize), E, D, T>;
@@ -102,8 +110,10 @@ impl Window {
     }
 }
 
-/// The pixels every window reads, channels last: `(B, C, H, W)` to `(B, M, C)` with `M = indices.len()`.
+/// The pixels every window reads, channels last: `(B, C, H, W)` to `(B, M, C)` with `M = indices.len()`,
+/// through dfdx's gather (what [`WindowDevice`](super::WindowDevice) runs on devices other than the CPU).
 /// `pad` is the value of the padding pixel, `None` when no index points at it.
+#[cfg(any(test, feature = "cuda"))]
 pub(crate) fn gather_channels_last<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
     x: Tensor<(B, C, H, W), E, D, T>,
     indices: Vec<usize>,
@@ -135,6 +145,7 @@ where
 
 /// The pixels every window reads, channels first: `(B, C, H, W)` to `(B, C, M)` with
 /// `M = indices.len()`. `pad` as in [`gather_channels_last`].
+#[cfg(any(test, feature = "cuda"))]
 pub(crate) fn gather_channels_first<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
     x: Tensor<(B, C, H, W), E, D, T>,
     indices: Vec<usize>,
@@ -172,7 +183,7 @@ pub(crate) fn pool_windows<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
 ) -> Result<(Tensor<(B, C, usize, usize), E, D, T>, (usize, usize)), D::Err>
 where
     E: Dtype,
-    D: Device<E>,
+    D: WindowDevice<E>,
     T: Tape<E, D>,
 {
     let (b, c, h, w) = *x.shape();
@@ -193,12 +204,13 @@ where
         );
         return Err(shape_error(x.device(), &message));
     }
-    let pad = reads_padding(&idx, h * w).then_some(pad);
-    let windows = gather_channels_first(x, idx, pad)?.try_reshape_like(&(b, c, oh * ow, kk))?;
+    let windows =
+        D::try_windows_channels_first(x, idx, pad)?.try_reshape_like(&(b, c, oh * ow, kk))?;
     Ok((windows, (oh, ow)))
 }
 
 /// Whether any index points at the padding pixel `pad`.
+#[cfg(feature = "cuda")]
 pub(crate) fn reads_padding(indices: &[usize], pad: usize) -> bool {
     indices.contains(&pad)
 }
