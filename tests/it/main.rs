@@ -12,6 +12,7 @@ mod corruption;
 #[cfg(unix)]
 mod crash;
 mod disk_full;
+mod dropout;
 mod macro_module;
 mod model_checkpoint;
 mod progress;
