@@ -4,8 +4,8 @@
 //! `cargo bench --bench conv` measures, on batches of 64 images of 28×28 and with criterion, a training
 //! step's forward and backward pass (no optimizer update) through LeNet-5: conv 1→6 5×5 (padding 2),
 //! ReLU, max pool 2, conv 6→16 5×5, ReLU, max pool 2, then 400 → 120 → 84 → 10. Once with
-//! `fulgur::nn::Conv2D` (a gather that collects every window's pixels, then one matmul; the backward
-//! pass is dfdx's tape), once with a naive direct convolution (seven nested loops forward, the same
+//! `fulgur::nn::Conv2D` (im2col loops that collect every window's pixels, then one matmul; the backward
+//! pass on dfdx's tape), once with a naive direct convolution (seven nested loops forward, the same
 //! loops backward, plugged into dfdx's tape by hand: what a user writes without `fulgur::nn`); every
 //! other layer is the same. Then each convolution alone, forward and backward. It ends with medians
 //! of runs timed here, back to back, and the ratios naive / fulgur.
