@@ -627,3 +627,78 @@ pub fn parse_flag(cx: &Ctxt, attr: &Attribute, name: &str) {
         cx.error_at(span, format!("`#[{name}]` takes no arguments"));
     }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// #[module_state(build = path)]: on the struct of `#[derive(ModuleState)]`.
+
+/// The function that builds the module from its hyperparameters, replacing the generated body of
+/// `from_hparams`.
+pub fn parse_module_state(cx: &Ctxt, attr: &Attribute) -> Option<syn::ExprPath> {
+    let list = match &attr.meta {
+        Meta::List(l) => l,
+        other => {
+            cx.error_spanned_by(
+                other,
+                "`#[module_state]` takes an argument: `#[module_state(build = path::to_fn)]`",
+            );
+            return None;
+        }
+    };
+    let metas = match list.parse_args_with(Punctuated::<Meta, Token![,]>::parse_terminated) {
+        Ok(m) => m,
+        Err(e) => {
+            cx.syn_error(e);
+            return None;
+        }
+    };
+    if metas.is_empty() {
+        cx.error_spanned_by(
+            attr,
+            "`#[module_state]` takes an argument: `#[module_state(build = path::to_fn)]`",
+        );
+    }
+    let mut build: Option<syn::ExprPath> = None;
+    for meta in &metas {
+        let Some(key) = meta.path().get_ident() else {
+            cx.error_spanned_by(meta.path(), "expected `build = path::to_fn`");
+            continue;
+        };
+        if key != "build" {
+            cx.error_spanned_by(
+                key,
+                format!(
+                    "unknown `#[module_state]` argument `{key}`, expected `build = path::to_fn`"
+                ),
+            );
+            continue;
+        }
+        let value = match meta {
+            Meta::NameValue(nv) => match &nv.value {
+                Expr::Path(p) => Some(p.clone()),
+                other => {
+                    cx.error_spanned_by(
+                        other,
+                        format!(
+                            "`build` expects the path of a function `fn(Hparams, &D) -> Result<Self>`, found `{}`",
+                            shown(other)
+                        ),
+                    );
+                    None
+                }
+            },
+            _ => {
+                cx.error_spanned_by(
+                    meta,
+                    "`build` expects a value: `#[module_state(build = path::to_fn)]`",
+                );
+                None
+            }
+        };
+        if build.is_some() {
+            cx.error_spanned_by(key, "duplicate `#[module_state]` argument `build`");
+        } else {
+            build = value;
+        }
+    }
+    build
+}

@@ -52,7 +52,7 @@ use proc_macro::TokenStream;
 ///
 /// let model = LitDigits::from_hparams(Config { lr: 1e-3 }, &Cpu::default())?;
 /// ```
-#[proc_macro_derive(ModuleState, attributes(hparams, skip))]
+#[proc_macro_derive(ModuleState, attributes(hparams, skip, module_state))]
 pub fn derive_module_state(input: TokenStream) -> TokenStream {
     let input = syn::parse_macro_input!(input as syn::DeriveInput);
     expand::state::derive(&input).into()

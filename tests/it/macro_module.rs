@@ -70,15 +70,16 @@ impl<Dev: Backend> LitDigits<Dev> {
         cross_entropy_with_logits_loss(logits, batch.y)
     }
 
+    // The evaluation steps take `&self`: a stray `forward_mut` would not compile.
     #[log(val_loss, val_acc(prog_bar), "val/correct"(reduce = "sum"))]
-    fn validation_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> (f32, f32, usize) {
+    fn validation_step(&self, batch: ClassificationBatch<64, 10, Dev>) -> (f32, f32, usize) {
         let n = batch.labels.len();
         let (loss, correct) = self.evaluate(batch);
         (loss, correct as f32 / n as f32, correct)
     }
 
     #[log(test_acc)]
-    fn test_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> fulgur::Result<f32> {
+    fn test_step(&self, batch: ClassificationBatch<64, 10, Dev>) -> fulgur::Result<f32> {
         let n = batch.labels.len();
         let (_, correct) = self.evaluate(batch);
         Ok(correct as f32 / n as f32)
@@ -524,4 +525,108 @@ fn steps_receive_the_batch_index_and_hooks_log_what_they_return() {
         .unwrap();
     let tested = trainer.test(Some(trained), &mut val).unwrap();
     assert_eq!(tested["test_index"].as_f64(), 2.0);
+}
+
+/// A module field is decided by what its type is, not by how it is spelled: an alias of `Built`, a dfdx
+/// module type written out, a parameterless layer and a nested `ModuleState` struct.
+type Backbone<D> = Built<(Linear<64, 32>, ReLU), D>;
+
+#[derive(ModuleState)]
+struct AnySpelling<D: Backend> {
+    backbone: Backbone<D>,
+    act: ReLU,
+    out: fulgur::dfdx::nn::modules::Linear<32, 10, f32, D>,
+    head: Head<D>,
+}
+
+#[test]
+fn aliases_and_dfdx_module_types_are_module_fields() {
+    let m = AnySpelling::<Cpu>::from_hparams((), &Cpu::default()).unwrap();
+    assert_eq!(
+        weights(&m).into_keys().collect::<Vec<_>>(),
+        [
+            "backbone.0.bias",
+            "backbone.0.weight",
+            "head.proj.bias",
+            "head.proj.weight",
+            "out.bias",
+            "out.weight"
+        ]
+    );
+    let x: Tensor<Rank1<64>, f32, Cpu> = Cpu::default().zeros();
+    let y = m
+        .head
+        .proj
+        .forward(m.out.forward(m.act.forward(m.backbone.forward(x))));
+    assert_eq!(y.as_vec().len(), 10);
+}
+
+type Regularized = (
+    Linear<64, 32>,
+    BatchNorm1D<32>,
+    ReLU,
+    Dropout,
+    Linear<32, 10>,
+);
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct RegConfig {
+    dropout: f32,
+    momentum: f64,
+}
+
+/// `#[module_state(build = …)]`: the user's function builds the module from its hyperparameters.
+#[derive(ModuleState)]
+#[module_state(build = Self::build)]
+struct Configured<D: Backend> {
+    net: Built<Regularized, D>,
+    #[hparams]
+    config: RegConfig,
+    #[skip]
+    built_by_hook: bool,
+}
+
+impl<D: Backend> Configured<D> {
+    fn build(config: RegConfig, device: &D) -> fulgur::Result<Self> {
+        let mut net = device.build_module::<Regularized, f32>();
+        net.1.momentum = config.momentum;
+        net.3.p = config.dropout;
+        Ok(Self {
+            net,
+            config,
+            built_by_hook: true,
+        })
+    }
+}
+
+#[test]
+fn the_build_hook_configures_layers_from_the_hyperparameters() {
+    let config = RegConfig {
+        dropout: 0.25,
+        momentum: 0.01,
+    };
+    let m = Configured::<Cpu>::from_hparams(config.clone(), &Cpu::default()).unwrap();
+    assert!(m.built_by_hook);
+    assert_eq!((m.net.3.p, m.net.1.momentum), (0.25, 0.01));
+    assert_eq!(m.hparams(), &config);
+    // The derive still names the parameters (dfdx's scalars too: a checkpoint keeps `p` and `momentum`).
+    assert_eq!(
+        fulgur::module::state_dict(&m)
+            .unwrap()
+            .into_keys()
+            .collect::<Vec<_>>(),
+        [
+            "net.0.bias",
+            "net.0.weight",
+            "net.1.bias",
+            "net.1.epsilon",
+            "net.1.momentum",
+            "net.1.running_mean",
+            "net.1.running_var",
+            "net.1.scale",
+            "net.3.p",
+            "net.4.bias",
+            "net.4.weight"
+        ]
+    );
 }

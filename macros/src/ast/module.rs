@@ -50,7 +50,10 @@ impl StepKind {
             StepKind::Training => {
                 "fn training_step(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>".into()
             }
-            k => format!("fn {}(&mut self, batch: B)", k.name()),
+            // Evaluation takes `&self`, so a stray `forward_mut` cannot update batch-norm statistics;
+            // `&mut self` is accepted too (the runtime's trait method has it).
+            StepKind::Validation | StepKind::Test => format!("fn {}(&self, batch: B)", self.name()),
+            StepKind::Predict => "fn predict_step(&mut self, batch: B)".into(),
         }
     }
 
@@ -401,7 +404,11 @@ impl Module {
             log = None;
         }
         if let Some(kind) = step {
-            let params = params(cx, f, &kind.signature(), false);
+            let receiver = match kind {
+                StepKind::Validation | StepKind::Test => Receiver::Either,
+                _ => Receiver::Mut,
+            };
+            let params = params(cx, f, &kind.signature(), receiver);
             let (args, batch, grads) = if kind == StepKind::Predict {
                 let batch = check_count(cx, f, params, 1, &kind.signature());
                 (vec![StepArg::Batch], batch, None)
@@ -420,8 +427,12 @@ impl Module {
                 order,
             });
         } else if let Some(kind) = hook {
-            let by_ref = kind == HookKind::SaveCheckpoint;
-            let params = params(cx, f, kind.signature(), by_ref);
+            let receiver = if kind == HookKind::SaveCheckpoint {
+                Receiver::Ref
+            } else {
+                Receiver::Mut
+            };
+            let params = params(cx, f, kind.signature(), receiver);
             let takes_log = if kind.stage().is_none() {
                 check_count(cx, f, params, 1, kind.signature());
                 true
@@ -451,7 +462,7 @@ impl Module {
             });
         } else if name == "configure_optimizers" {
             let sig = "fn configure_optimizers(&self) -> Adam<D>";
-            let params = params(cx, f, sig, true);
+            let params = params(cx, f, sig, Receiver::Ref);
             check_count(cx, f, params, 0, sig);
             let ret = returned(&f.sig.output, &f.sig.ident);
             if ret.inner.is_none() {
@@ -477,7 +488,7 @@ impl Module {
             });
         } else if name == "configure_callbacks" {
             let sig = "fn configure_callbacks(&self) -> Vec<Box<dyn Callback>>";
-            let params = params(cx, f, sig, true);
+            let params = params(cx, f, sig, Receiver::Ref);
             check_count(cx, f, params, 0, sig);
             self.user_callbacks = Some(f.sig.ident.clone());
         }
@@ -559,12 +570,21 @@ impl Module {
     }
 }
 
-/// Checks the receiver (`&mut self`, or `&self` where `by_ref`) and returns the other parameters.
+/// The receiver a method takes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Receiver {
+    Mut,
+    Ref,
+    /// `&self` or `&mut self`: the evaluation steps.
+    Either,
+}
+
+/// Checks the receiver and returns the other parameters.
 fn params<'f>(
     cx: &Ctxt,
     f: &'f ImplItemFn,
     signature: &str,
-    by_ref: bool,
+    receiver: Receiver,
 ) -> Vec<&'f syn::PatType> {
     let name = &f.sig.ident;
     if !f.sig.generics.params.is_empty() {
@@ -579,19 +599,24 @@ fn params<'f>(
             format!("`{name}` cannot be `async`, the runtime calls `{signature}`"),
         );
     }
-    let expected = if by_ref { "`&self`" } else { "`&mut self`" };
+    let expected = match receiver {
+        Receiver::Mut => "`&mut self`",
+        Receiver::Ref => "`&self`",
+        Receiver::Either => "`&self` (or `&mut self`)",
+    };
     match f.sig.receiver() {
         None => cx.error_spanned_by(
             name,
             format!("`{name}` needs a {expected} receiver, the runtime calls `{signature}`"),
         ),
         Some(r) => match &r.kind {
-            ReceiverKind::Reference(_, _, m) if by_ref && m.is_some() => cx.error_spanned_by(
-                r,
-                format!(
+            ReceiverKind::Reference(_, _, m) if receiver == Receiver::Ref && m.is_some() => cx
+                .error_spanned_by(
+                    r,
+                    format!(
                     "`{name}` takes `&self`, found `&mut self`: the runtime calls `{signature}`"
                 ),
-            ),
+                ),
             ReceiverKind::Reference(..) => {}
             _ => cx.error_spanned_by(
                 r,

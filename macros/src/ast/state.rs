@@ -13,6 +13,8 @@ pub struct State<'a> {
     pub input: &'a DeriveInput,
     pub device: Device,
     pub fields: Vec<StateField<'a>>,
+    /// `#[module_state(build = path)]`: the user's function behind `from_hparams`.
+    pub build: Option<syn::ExprPath>,
 }
 
 pub struct StateField<'a> {
@@ -22,10 +24,10 @@ pub struct StateField<'a> {
 }
 
 pub enum Role {
-    /// `Built<M, D>`: a dfdx module built with `build_module::<M, f32>()`.
-    Module(Box<Type>),
-    /// A struct that derives `ModuleState` too.
-    Nested,
+    /// Anything else: a dfdx module (`Built<M, D>`, an alias, `Linear<I, O, f32, D>`) or a struct that
+    /// derives `ModuleState` too. What it is, rustc tells through the `ModuleField` bound spanned on the
+    /// type; the spelling decides nothing.
+    Module,
     /// `#[hparams]`.
     Hparams,
     /// `#[skip]`.
@@ -34,7 +36,18 @@ pub enum Role {
 
 impl<'a> State<'a> {
     pub fn from_ast(cx: &Ctxt, input: &'a DeriveInput) -> Option<Self> {
+        let mut build = None;
         for a in &input.attrs {
+            if attr::is(a, "module_state") {
+                match attr::parse_module_state(cx, a) {
+                    Some(_) if build.is_some() => cx.error_at(
+                        attr::path_span(a),
+                        "duplicate `#[module_state]`, give all its arguments in one",
+                    ),
+                    Some(path) => build = Some(path),
+                    None => {}
+                }
+            }
             for name in ["hparams", "skip"] {
                 if attr::is(a, name) {
                     cx.error_at(
@@ -85,6 +98,13 @@ impl<'a> State<'a> {
             let ident = field.ident.as_ref()?;
             let mut role = None;
             for a in &field.attrs {
+                if attr::is(a, "module_state") {
+                    cx.error_at(
+                        attr::path_span(a),
+                        "`#[module_state]` goes on the struct, not on a field",
+                    );
+                    continue;
+                }
                 let name = if attr::is(a, "hparams") {
                     "hparams"
                 } else if attr::is(a, "skip") {
@@ -120,11 +140,8 @@ impl<'a> State<'a> {
                     role = Some(Role::Skip);
                 }
             }
-            let role = role.unwrap_or_else(|| match built_parts(&field.ty) {
-                Some((m, _)) => Role::Module(Box::new(m)),
-                None => Role::Nested,
-            });
-            if matches!(role, Role::Nested) && is_plain_data(&field.ty) {
+            let role = role.unwrap_or(Role::Module);
+            if matches!(role, Role::Module) && is_plain_data(&field.ty) {
                 cx.error_spanned_by(
                     &field.ty,
                     format!(
@@ -143,7 +160,7 @@ impl<'a> State<'a> {
             Some(ident) => Device::Param(ident),
             None => {
                 let concrete = fields.iter().find_map(|f| match f.role {
-                    Role::Module(_) => built_parts(f.ty).map(|(_, d)| d),
+                    Role::Module => built_parts(f.ty).map(|(_, d)| d),
                     _ => None,
                 });
                 match concrete {
@@ -163,6 +180,7 @@ impl<'a> State<'a> {
             input,
             device,
             fields,
+            build,
         })
     }
 

@@ -28,17 +28,23 @@ fn expand(state: &State) -> TokenStream {
     let generics = with_backend(&state.input.generics, &state.device);
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
 
-    let visited: Vec<TokenStream> = state
+    // Each module field is visited and built through `ModuleField`, spanned on its type: one obligation
+    // per field, so a type that is no `f32` module gets one message, at the field.
+    let visits = state
         .fields
         .iter()
-        .filter(|f| matches!(f.role, Role::Module(_) | Role::Nested))
+        .filter(|f| matches!(f.role, Role::Module))
         .map(|f| {
             let (ident, key, ty) = (f.ident, f.ident.to_string(), f.ty);
-            quote_spanned!(ty.span()=> Self::module(#key, |__s| &__s.#ident, |__s| &mut __s.#ident))
-        })
-        .collect();
-    let visited = fields_tuple(&visited);
-
+            quote_spanned! {ty.span()=>
+                __all &= <#ty as #support::ModuleField<#device, _>>::visit_field::<Self, __V, _, _>(
+                    __visitor,
+                    #key,
+                    |__s| &__s.#ident,
+                    |__s| &mut __s.#ident,
+                )?;
+            }
+        });
     let (hparams_ty, hparams_ref) = match state.hparams() {
         Some(f) => {
             let (ty, ident) = (f.ty, f.ident);
@@ -49,17 +55,22 @@ fn expand(state: &State) -> TokenStream {
     let inits = state.fields.iter().map(|f| {
         let (ident, ty) = (f.ident, f.ty);
         let value = match &f.role {
-            Role::Module(m) => {
-                quote_spanned!(m.span()=> #support::build_module::<#m, #device>(__device)?)
-            }
-            Role::Nested => {
-                quote_spanned!(ty.span()=> <#ty as #support::NestedState<#device>>::build_nested(__device)?)
+            Role::Module => {
+                quote_spanned!(ty.span()=> <#ty as #support::ModuleField<#device, _>>::build_field(__device)?)
             }
             Role::Hparams => quote!(__hparams),
             Role::Skip => quote_spanned!(ty.span()=> <#ty as ::core::default::Default>::default()),
         };
         quote!(#ident: #value)
     });
+
+    let from_hparams = match &state.build {
+        // The user's function builds the module; its signature is checked at its path.
+        Some(path) => quote_spanned! {path.span()=>
+            #path(__hparams, __device).map_err(::core::convert::Into::<#rt::Error>::into)
+        },
+        None => quote!(::core::result::Result::Ok(Self { #(#inits,)* })),
+    };
 
     quote! {
         const _: () = {
@@ -71,7 +82,10 @@ fn expand(state: &State) -> TokenStream {
                 fn iter_tensors<__V: #dfdx::nn::tensor_collection::ModuleVisitor<Self, f32, #device>>(
                     __visitor: &mut __V,
                 ) -> ::core::result::Result<::core::option::Option<()>, __V::Err> {
-                    __visitor.visit_fields(#visited, |_| ())
+                    #[allow(unused_mut)]
+                    let mut __all = true;
+                    #(#visits)*
+                    ::core::result::Result::Ok(if __all { ::core::option::Option::Some(()) } else { ::core::option::Option::None })
                 }
             }
 
@@ -84,22 +98,9 @@ fn expand(state: &State) -> TokenStream {
 
                 #[allow(unused_variables)]
                 fn from_hparams(__hparams: Self::Hparams, __device: &#device) -> #rt::Result<Self> {
-                    ::core::result::Result::Ok(Self { #(#inits,)* })
+                    #from_hparams
                 }
             }
         };
-    }
-}
-
-/// dfdx takes the fields as one `ModuleFields`: a single field, or tuples of at most six (nested beyond).
-fn fields_tuple(fields: &[TokenStream]) -> TokenStream {
-    match fields.len() {
-        0 => quote!(()),
-        1 => fields[0].clone(),
-        2..=6 => quote!((#(#fields),*)),
-        _ => {
-            let chunks: Vec<TokenStream> = fields.chunks(6).map(fields_tuple).collect();
-            fields_tuple(&chunks)
-        }
     }
 }

@@ -5,7 +5,8 @@
 //! Each helper is a small trait so that the generated code states an obligation on the user's own type
 //! (`<f32 as ScalarMetric>`), and rustc's message for a type that does not fit points at that type.
 
-use dfdx::nn::BuildOnDevice;
+use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+use dfdx::nn::BuildModule;
 use dfdx::shapes::Rank0;
 use dfdx::tensor::Tensor;
 
@@ -53,34 +54,111 @@ impl<D: Backend, T> ScalarMetric for Tensor<Rank0, f32, D, T> {
     }
 }
 
-/// Builds the dfdx module `M` of a `Built<M, D>` field on `device`.
-pub fn build_module<M: BuildOnDevice<D, f32>, D: Backend>(device: &D) -> Result<M::Built> {
-    device.try_build_module::<M, f32>().map_err(|e| {
-        Error::Device(format!(
-            "cannot build `{}`: {e:?}",
-            std::any::type_name::<M>()
-        ))
-    })
-}
-
-/// A field that is itself a module state (a struct deriving `ModuleState`), built from default
-/// hyperparameters when its parent is built.
+/// A module field of `#[derive(ModuleState)]`: any type whose parameters are `f32` tensors on `D`,
+/// built with fresh weights when its parent is built. `Kind` tells the two ways of building apart
+/// ([`DfdxModule`], [`DerivedState`]) and is inferred: a type is one or the other, never both.
+///
+/// Every use the derive makes of a field goes through this trait, spanned on the field's type, so a type
+/// that does not fit gets this message at the field rather than dfdx's about `ZeroSizedModule`.
 #[diagnostic::on_unimplemented(
-    message = "`{Self}` is not a module field",
-    label = "neither `Built<M, D>` nor a `ModuleState` with `Default` hyperparameters",
-    note = "a field of `#[derive(ModuleState)]` is a dfdx module written `Built<M, D>`, a struct that derives `ModuleState` (whose hyperparameters implement `Default`), or is marked `#[skip]` or `#[hparams]`"
+    message = "field type `{Self}` is not a module with `f32` parameters on `{D}`",
+    label = "not a dfdx module of `f32` parameters, nor a `ModuleState` struct",
+    note = "fulgur trains `f32` parameters: `ModuleState<D>` requires dfdx's `TensorCollection<f32, D>`, and the optimizers and the checkpoint format hold `f32` tensors; build a dfdx module with `f32` (`Built<M, D>`, or `Linear<I, O, f32, D>`)",
+    note = "a field of `#[derive(ModuleState)]` is a dfdx module, a struct that derives `ModuleState` (whose hyperparameters implement `Default`), or is marked `#[skip]` or `#[hparams]`"
 )]
-pub trait NestedState<D: Backend>: Sized {
-    /// Builds the field on `device`.
-    fn build_nested(device: &D) -> Result<Self>;
+pub trait ModuleField<D: Backend, Kind>: Sized {
+    /// Builds the field, with fresh weights, on `device`.
+    fn build_field(device: &D) -> Result<Self>;
+
+    /// Visits the field of `M` (what dfdx's `visit_fields` does for one field); `false` when the
+    /// visitor built nothing.
+    fn visit_field<M, V, GetRef, GetMut>(
+        visitor: &mut V,
+        name: &str,
+        get_ref: GetRef,
+        get_mut: GetMut,
+    ) -> std::result::Result<bool, V::Err>
+    where
+        M: TensorCollection<f32, D>,
+        V: ModuleVisitor<M, f32, D>,
+        GetRef: FnMut(&M) -> &Self,
+        GetMut: FnMut(&mut M) -> &mut Self;
 }
 
-impl<D: Backend, T: ModuleState<D>> NestedState<D> for T
+/// The [`ModuleField`] kind of a dfdx module (`Built<M, D>`, `Linear<I, O, f32, D>`, `ReLU`, an alias).
+pub enum DfdxModule {}
+
+/// The [`ModuleField`] kind of a struct deriving `ModuleState`, built from default hyperparameters.
+pub enum DerivedState {}
+
+// The trait has no `TensorCollection` supertrait on purpose: a supertrait is a bound at every call
+// site, and rustc would report it too, with dfdx's message about `ZeroSizedModule`.
+fn visit<M, F, D, V, GetRef, GetMut>(
+    visitor: &mut V,
+    name: &str,
+    get_ref: GetRef,
+    get_mut: GetMut,
+) -> std::result::Result<bool, V::Err>
+where
+    D: Backend,
+    M: TensorCollection<f32, D>,
+    F: TensorCollection<f32, D>,
+    V: ModuleVisitor<M, f32, D>,
+    GetRef: FnMut(&M) -> &F,
+    GetMut: FnMut(&mut M) -> &mut F,
+{
+    Ok(visitor
+        .visit_module::<F, _, _>(name, get_ref, get_mut)?
+        .is_some())
+}
+
+impl<D: Backend, T: BuildModule<D, f32>> ModuleField<D, DfdxModule> for T {
+    fn build_field(device: &D) -> Result<Self> {
+        T::try_build(device).map_err(|e| {
+            Error::Device(format!(
+                "cannot build `{}`: {e:?}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    fn visit_field<M, V, GetRef, GetMut>(
+        visitor: &mut V,
+        name: &str,
+        get_ref: GetRef,
+        get_mut: GetMut,
+    ) -> std::result::Result<bool, V::Err>
+    where
+        M: TensorCollection<f32, D>,
+        V: ModuleVisitor<M, f32, D>,
+        GetRef: FnMut(&M) -> &Self,
+        GetMut: FnMut(&mut M) -> &mut Self,
+    {
+        visit(visitor, name, get_ref, get_mut)
+    }
+}
+
+impl<D: Backend, T: ModuleState<D>> ModuleField<D, DerivedState> for T
 where
     T::Hparams: Default,
 {
-    fn build_nested(device: &D) -> Result<Self> {
+    fn build_field(device: &D) -> Result<Self> {
         T::from_hparams(Default::default(), device)
+    }
+
+    fn visit_field<M, V, GetRef, GetMut>(
+        visitor: &mut V,
+        name: &str,
+        get_ref: GetRef,
+        get_mut: GetMut,
+    ) -> std::result::Result<bool, V::Err>
+    where
+        M: TensorCollection<f32, D>,
+        V: ModuleVisitor<M, f32, D>,
+        GetRef: FnMut(&M) -> &Self,
+        GetMut: FnMut(&mut M) -> &mut Self,
+    {
+        visit(visitor, name, get_ref, get_mut)
     }
 }
 
