@@ -27,6 +27,17 @@ use super::WindowDevice;
 /// let y = MaxPool2D::<2, 1>::default().forward(x);
 /// assert_eq!(y.as_vec(), [4.0, 5.0, 7.0, 9.0]);
 /// ```
+///
+/// A kernel, stride or dilation of 0, or a padding above half the kernel, fails the build (in
+/// `cargo build`; `cargo check` does not evaluate it):
+///
+/// ```compile_fail,E0080
+/// use dfdx::prelude::*;
+/// use fulgur_runtime::nn::MaxPool2D;
+///
+/// let x: Tensor<Rank3<1, 4, 4>, f32, _> = Cpu::default().zeros();
+/// MaxPool2D::<2, 2, 2>::default().forward(x);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MaxPool2D<
     const KERNEL: usize,
