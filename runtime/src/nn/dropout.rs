@@ -223,8 +223,11 @@ impl<const N: usize, S: Shape, E: Dtype, D: Device<E>> ModuleMut<Tensor<S, E, D,
 /// let x: Tensor<Rank2<3, 4>, f32, _> = dev.sample_normal();
 /// // Evaluation: no dropout, the same output twice.
 /// assert_eq!(net.forward(x.clone()).as_vec(), net.forward(x.clone()).as_vec());
+/// // Training: a traced input; some hidden units are dropped, gradients flow through the others.
 /// let grads = net.alloc_grads();
-/// let _loss = net.forward_mut(x.traced(grads)).square().mean();
+/// let loss = net.forward_mut(x.traced(grads)).square().mean::<(), _>();
+/// let grads = loss.backward();
+/// assert!(grads.get(&net.0.weight).as_vec().iter().any(|g| *g != 0.0));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
