@@ -391,7 +391,7 @@ fn child_meets_temporaries_with_its_own_pid() {
     }
     let mut ckpt = fulgur::checkpoint::Checkpoint::new("manual");
     ckpt.global_step = 1;
-    if let Err(e) = fulgur::checkpoint::write_checkpoint(&dir.join("manual.ckpt"), &ckpt) {
+    if let Err(e) = fulgur::checkpoint::write_checkpoint(dir.join("manual.ckpt"), &ckpt) {
         eprintln!("write_checkpoint failed: {e}");
         std::process::exit(2)
     }
@@ -438,10 +438,10 @@ fn a_leftover_temporary_with_this_pid_does_not_block_saving() {
         "{names:?}\n{}",
         child.transcript()
     );
-    let last = read_checkpoint(&dir.path().join("last.ckpt")).unwrap();
+    let last = read_checkpoint(dir.path().join("last.ckpt")).unwrap();
     assert_eq!(last.global_step, 4);
     assert_eq!(
-        read_checkpoint(&dir.path().join("manual.ckpt"))
+        read_checkpoint(dir.path().join("manual.ckpt"))
             .unwrap()
             .global_step,
         1

@@ -63,7 +63,7 @@ fn assert_untouched(dir: &Path, before: &BTreeMap<String, Vec<u8>>, transcript: 
     );
     for (name, bytes) in before {
         assert!(after[name] == *bytes, "`{name}` changed\n{transcript}");
-        let ckpt = read_checkpoint(&dir.join(name)).unwrap();
+        let ckpt = read_checkpoint(dir.join(name)).unwrap();
         assert!(ckpt.global_step <= STEPS);
     }
 }
@@ -216,7 +216,7 @@ mod file_size_limit {
             .unwrap();
         let (step, from) = start.lock().unwrap().take().unwrap();
         assert_eq!((step, from), (STEPS, Some(dir.path().join("last.ckpt"))));
-        let last = read_checkpoint(&dir.path().join("last.ckpt")).unwrap();
+        let last = read_checkpoint(dir.path().join("last.ckpt")).unwrap();
         assert_eq!(last.global_step, STEPS + 2);
         let cb = t.checkpoint_callback().unwrap();
         let kept = names_in(
@@ -350,7 +350,7 @@ fn a_failed_last_save_after_the_top_k_save_stops_fit_naming_last() {
     assert_eq!(t.global_step(), 1);
     // The top-k file of that trigger was saved; it records itself as the top-1, and it resumes.
     assert_eq!(listing(dir.path()), ["epoch=0-step=1.ckpt", "last.ckpt"]);
-    let saved = read_checkpoint(&dir.path().join("epoch=0-step=1.ckpt")).unwrap();
+    let saved = read_checkpoint(dir.path().join("epoch=0-step=1.ckpt")).unwrap();
     let book = stored_book(&saved);
     assert_eq!(
         names_in(

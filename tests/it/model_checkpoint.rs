@@ -781,7 +781,7 @@ fn s095_save_on_exception() {
         "the error still reaches the caller"
     );
     assert_eq!(r.files(), ["exception.ckpt"]);
-    let ckpt = read_checkpoint(&r.p("exception.ckpt")).unwrap();
+    let ckpt = read_checkpoint(r.p("exception.ckpt")).unwrap();
     assert!(!ckpt.state_dict.is_empty());
     assert_eq!((ckpt.epoch, ckpt.global_step), (1, 3));
 
@@ -875,7 +875,7 @@ fn two_callbacks_in_one_run() {
         ["step=2.ckpt", "step=4.ckpt", "step=6.ckpt"]
     );
     // Each file holds both callbacks' states.
-    let c = read_checkpoint(&dir.path().join("steps/step=6.ckpt")).unwrap();
+    let c = read_checkpoint(dir.path().join("steps/step=6.ckpt")).unwrap();
     assert_eq!(c.callbacks.len(), 2);
 }
 
@@ -947,7 +947,7 @@ fn save_weights_only_writes_files_that_cannot_resume() {
     );
     assert_eq!(r.files(), ["epoch=0-step=2.ckpt", "last.ckpt"]);
     for f in ["epoch=0-step=2.ckpt", "last.ckpt"] {
-        let c = read_checkpoint(&r.p(f)).unwrap();
+        let c = read_checkpoint(r.p(f)).unwrap();
         assert!(
             c.weights_only && c.optimizer.is_none() && c.callbacks.is_empty(),
             "{f}"
