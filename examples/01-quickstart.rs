@@ -60,7 +60,7 @@ impl<D: Backend> LitClassifier<D> {
     }
 
     #[log(val_loss, val_acc(prog_bar))]
-    fn validation_step(&mut self, batch: ClassificationBatch<64, 10, D>) -> (f32, f32) {
+    fn validation_step(&self, batch: ClassificationBatch<64, 10, D>) -> (f32, f32) {
         self.evaluate(batch)
     }
 

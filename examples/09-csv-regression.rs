@@ -272,7 +272,7 @@ impl<D: Backend> LitRegressor<D> {
     // The epoch's `val_loss` is the mean of the batches' values weighted by their sizes: the mean
     // squared error over the whole validation set.
     #[log(val_loss)]
-    fn validation_step(&mut self, batch: Batch<D>) -> f32 {
+    fn validation_step(&self, batch: Batch<D>) -> f32 {
         mse_loss(self.net.forward(batch.x), batch.y).as_vec()[0]
     }
 }

@@ -75,7 +75,7 @@ impl<D: Backend> LitCnn<D> {
     }
 
     #[log(val_loss, val_acc(prog_bar))]
-    fn validation_step(&mut self, batch: Batch<D>) -> (f32, f32) {
+    fn validation_step(&self, batch: Batch<D>) -> (f32, f32) {
         let logits = self.net.forward(images(batch.x));
         let rows = logits.as_vec();
         let correct = rows

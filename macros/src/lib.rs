@@ -22,13 +22,19 @@ use proc_macro::TokenStream;
 ///
 /// | field | in the checkpoint | built by `from_hparams` as |
 /// |---|---|---|
-/// | `name: Built<M, D>`, a dfdx module type `M` | its parameters, as `name.…` | `device.build_module::<M, f32>()` |
+/// | `name: T`, a dfdx module with `f32` parameters (`Built<M, D>`, an alias, `modules::Linear<I, O, f32, D>`) | its parameters, as `name.…` | a fresh `T`, as `device.build_module::<M, f32>()` |
 /// | `name: Inner<D>`, a struct that also derives `ModuleState` | its parameters, as `name.…` | `Inner::from_hparams(Default::default(), device)` |
 /// | `#[hparams] name: H`, at most one | the hyperparameters | the `H` given to `from_hparams` |
 /// | `#[skip] name: T` | nothing | `T::default()` |
 ///
-/// `H` implements `Serialize` and `DeserializeOwned`; without an `#[hparams]` field the hyperparameters
-/// are `()`. `#[hparams]` and `#[skip]` take no arguments.
+/// A field is a module by what its type is, checked by `rustc` at the field: a type that is neither a
+/// dfdx module of `f32` parameters nor a `ModuleState` is an error there (fulgur trains `f32`
+/// parameters). `H` implements `Serialize` and `DeserializeOwned`; without an `#[hparams]` field the
+/// hyperparameters are `()`. `#[hparams]` and `#[skip]` take no arguments.
+///
+/// `#[module_state(build = path)]` on the struct names a function `fn(H, &D) -> Result<Self>` that
+/// builds the module instead (to configure layers from the hyperparameters: a dropout probability, a
+/// batch-norm momentum); the derive still writes the parameter names and `hparams()`.
 ///
 /// ```ignore
 /// use fulgur::dfdx::prelude::*;
@@ -74,7 +80,7 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 /// | method | signature | becomes |
 /// |---|---|---|
 /// | `training_step` (required) | `(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>`, optionally with `batch_idx: usize` before or after `grads` | `training_step`; `B` is the module's `Batch` |
-/// | `validation_step`, `test_step` | `(&mut self, batch: B) -> values`, optionally with `batch_idx: usize` after `batch` | the trait's steps |
+/// | `validation_step`, `test_step` | `(&self, batch: B) -> values` (`&mut self` is accepted too), optionally with `batch_idx: usize` after `batch` | the trait's steps |
 /// | `predict_step` | `(&mut self, batch: B) -> P` | `predict_step`; `P` is the module's `Prediction` |
 /// | `configure_optimizers` (required) | `(&self) -> O` | `Optimizers::new(O)`, or `O` itself when it is `Optimizers<Self, D>` |
 /// | `configure_callbacks` | `(&self) -> Vec<Box<dyn Callback>>` (or a `Result` of it) | your callbacks, then the `#[checkpoint]` ones |
@@ -105,7 +111,7 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 ///     }
 ///
 ///     #[log(val_loss)]
-///     fn validation_step(&mut self, batch: ClassificationBatch<64, 10, D>, batch_idx: usize) -> f32 {
+///     fn validation_step(&self, batch: ClassificationBatch<64, 10, D>, batch_idx: usize) -> f32 {
 ///         let logits = self.net.forward(batch.x);
 ///         if batch_idx == 0 {
 ///             println!("first logits: {:?}", &logits.as_vec()[..10]);
@@ -155,7 +161,7 @@ pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
 /// }
 ///
 /// #[log(val_loss, val_acc(prog_bar), "val/correct"(reduce = "sum"))]
-/// fn validation_step(&mut self, batch: B) -> (f32, f32, usize) {
+/// fn validation_step(&self, batch: B) -> (f32, f32, usize) {
 ///     // …
 /// #   todo!()
 /// }
