@@ -5,7 +5,7 @@ use dfdx::shapes::{Axis, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{MeanTo, ReshapeTo};
 
-use super::window::{pool_windows, Images, Window};
+use super::window::{pool2d, Images, Window};
 use super::WindowDevice;
 
 /// Average pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the
@@ -69,12 +69,10 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> AvgPool2D<K
         D: WindowDevice<E>,
         T: Tape<E, D>,
     {
-        let (b, c, _, _) = *x.shape();
         let name = format!("AvgPool2D<{K}, {S}, {P}, {L}>");
-        let (windows, (oh, ow)) = pool_windows(x, Self::WINDOW, E::default(), false, &name)?;
-        windows
-            .try_mean::<_, Axis<3>>()?
-            .try_reshape_like(&(b, c, oh, ow))
+        pool2d(x, Self::WINDOW, (E::default(), false), &name, |windows| {
+            windows.try_mean::<_, Axis<3>>()
+        })
     }
 }
 

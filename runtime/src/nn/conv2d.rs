@@ -9,7 +9,7 @@ use num_traits::Float;
 use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
-use super::window::{shape_error, Images, Window};
+use super::window::{empty_output, shape_error, Images, Window};
 use super::WindowDevice;
 
 pub mod builder {
@@ -196,6 +196,9 @@ where
                 ),
             ));
         };
+        if b.size() == 0 {
+            return empty_output(x, (b, Const::<O>, oh, ow));
+        }
         let idx = win.indices((h, w), (oh, ow));
         // (B, OH·OW·K·K, I) → (B·OH·OW, K·K·I): one row per output pixel, its window's taps in columns.
         let cols = D::try_windows_channels_last(x, idx, E::default())?

@@ -10,7 +10,7 @@ use rand_distr::uniform::SampleUniform;
 use rand_distr::Uniform;
 
 use super::conv2d::fan_in_bound;
-use super::window::{shape_error, Images, Window};
+use super::window::{empty_output, shape_error, Images, Window};
 use super::WindowDevice;
 
 pub mod builder {
@@ -192,6 +192,9 @@ where
         // Output pixel by output pixel, the input pixels (and kernel taps) that reach it: most
         // (kernel tap, output pixel) pairs meet no input pixel when the stride is above 1, and read
         // the zero padding pixel.
+        if b.size() == 0 {
+            return empty_output(x, (b, Const::<O>, oh, ow));
+        }
         let idx = win.transposed_indices((h, w), (oh, ow));
         let cols = D::try_windows_channels_last(x, idx, E::default())?
             .try_reshape_like(&(b.size() * oh * ow, K * K * I))?;

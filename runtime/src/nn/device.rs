@@ -179,7 +179,10 @@ fn windows_cpu<B: Dim, C: Dim, H: Dim, W: Dim, E: Dtype, T: Tape<E, Cpu>, S: Sha
     // Contiguous, so that the input's gradient buffer is laid out as (B, C, H·W) (a no-op when it is).
     let (x, mut tape) = x.try_contiguous()?.split_tape();
     let mut out = vec![pad; b * c * indices.len()];
-    im2col(&x.as_vec(), (c, hw), &indices, layout, &mut out);
+    // dfdx's `as_vec` panics on an empty tensor (a batch of none).
+    if !out.is_empty() {
+        im2col(&x.as_vec(), (c, hw), &indices, layout, &mut out);
+    }
     let out = x.device().try_tensor_from_vec(out, shape)?;
     let (x_ghost, out_ghost) = (x.ghost(), out.ghost());
     tape.add_backward_op(move |grads| {

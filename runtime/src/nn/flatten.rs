@@ -5,7 +5,7 @@ use dfdx::shapes::{Const, Dim, Dtype, HasShape};
 use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 
-use super::window::shape_error;
+use super::window::{empty_output, shape_error};
 
 /// Flattens `(batch, channels, height, width)` to `(batch, FEATURES)` and `(channels, height, width)`
 /// to `(FEATURES,)`, in PyTorch's order (channel, then row, then column).
@@ -67,6 +67,9 @@ where
     fn try_forward(&self, x: Tensor<(B, C, H, W), E, D, T>) -> Result<Self::Output, D::Err> {
         let (b, c, h, w) = *x.shape();
         check::<N, E, D>(x.device(), (c.size(), h.size(), w.size()))?;
+        if b.size() == 0 {
+            return empty_output(x, (b, Const::<N>));
+        }
         x.try_reshape_like(&(b, Const::<N>))
     }
 }

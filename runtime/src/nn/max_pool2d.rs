@@ -6,7 +6,7 @@ use dfdx::tensor::{Tape, Tensor};
 use dfdx::tensor_ops::{MaxTo, ReshapeTo};
 use num_traits::Float;
 
-use super::window::{pool_windows, Images, Window};
+use super::window::{pool2d, Images, Window};
 use super::WindowDevice;
 
 /// Max pooling over `KERNEL`×`KERNEL` windows moved `STRIDE` pixels at a time (by default the kernel
@@ -81,12 +81,14 @@ impl<const K: usize, const S: usize, const P: usize, const L: usize> MaxPool2D<K
         D: WindowDevice<E>,
         T: Tape<E, D>,
     {
-        let (b, c, _, _) = *x.shape();
         let name = format!("MaxPool2D<{K}, {S}, {P}, {L}>");
-        let (windows, (oh, ow)) = pool_windows(x, Self::WINDOW, E::neg_infinity(), true, &name)?;
-        windows
-            .try_max::<_, Axis<3>>()?
-            .try_reshape_like(&(b, c, oh, ow))
+        pool2d(
+            x,
+            Self::WINDOW,
+            (E::neg_infinity(), true),
+            &name,
+            |windows| windows.try_max::<_, Axis<3>>(),
+        )
     }
 }
 

@@ -91,6 +91,17 @@ mod tests {
     );
 
     #[test]
+    fn an_empty_batch_gives_an_empty_output_not_a_panic() {
+        // dfdx's copying kernels index the first element of every tensor; a batch of none must not
+        // reach them.
+        let dev = Cpu::default();
+        let net = dev.build_module::<Net, f32>();
+        let x: Tensor<(usize, Const<1>, usize, usize), f32, _> = dev.zeros_like(&(0, Const, 9, 9));
+        let y = net.try_forward(x.leaky_trace()).expect("an empty output");
+        assert_eq!(y.shape(), &(0, Const::<3>));
+    }
+
+    #[test]
     fn parameters_are_named_and_survive_a_checkpoint_round_trip() {
         let dev = Cpu::seed_from_u64(1);
         let net = dev.build_module::<Net, f32>();

@@ -10,8 +10,8 @@
 // dfdx's tensor types spell out their shape, tape and device; their signatures trip clippy's threshold.
 #![allow(clippy::type_complexity)]
 
-use dfdx::shapes::{Dim, Dtype, HasShape};
-use dfdx::tensor::{Tape, Tensor};
+use dfdx::shapes::{Dim, Dtype, HasShape, Shape};
+use dfdx::tensor::{PutTape, SplitTape, Tape, Tensor};
 use dfdx::tensor_ops::{Device, ReshapeTo};
 #[cfg(any(test, feature = "cuda"))]
 use dfdx::{
@@ -172,15 +172,17 @@ where
     }
 }
 
-/// The windows of a pooling layer: `(B, C, H, W)` to `(B, C, OH·OW, K·K)`, and `(OH, OW)`.
-/// The padding pixel holds `pad`; with `needs_pixel`, a window that reads padding only is an error.
-pub(crate) fn pool_windows<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
+/// A pooling layer: `reduce` turns the windows `(B, C, OH·OW, K·K)` into `(B, C, OH·OW)`. The padding
+/// pixel holds `pad`; with `needs_pixel`, a window that reads padding only is an error.
+pub(crate) fn pool2d<B: Dim, C: Dim, H: Dim, W: Dim, E, D, T>(
     x: Tensor<(B, C, H, W), E, D, T>,
     win: Window,
-    pad: E,
-    needs_pixel: bool,
+    (pad, needs_pixel): (E, bool),
     name: &str,
-) -> Result<(Tensor<(B, C, usize, usize), E, D, T>, (usize, usize)), D::Err>
+    reduce: impl FnOnce(
+        Tensor<(B, C, usize, usize), E, D, T>,
+    ) -> Result<Tensor<(B, C, usize), E, D, T>, D::Err>,
+) -> Result<Images<B, C, E, D, T>, D::Err>
 where
     E: Dtype,
     D: WindowDevice<E>,
@@ -204,9 +206,22 @@ where
         );
         return Err(shape_error(x.device(), &message));
     }
+    if b.size() * c.size() == 0 {
+        return empty_output(x, (b, c, oh, ow));
+    }
     let windows =
         D::try_windows_channels_first(x, idx, pad)?.try_reshape_like(&(b, c, oh * ow, kk))?;
-    Ok((windows, (oh, ow)))
+    reduce(windows)?.try_reshape_like(&(b, c, oh, ow))
+}
+
+/// What a layer returns for an empty batch: zeros of `shape` on the input's tape. dfdx's copying
+/// kernels read the first element of every tensor, so an empty tensor must not reach them.
+pub(crate) fn empty_output<S0: Shape, S: Shape, E: Dtype, D: Device<E>, T: Tape<E, D>>(
+    x: Tensor<S0, E, D, T>,
+    shape: S,
+) -> Result<Tensor<S, E, D, T>, D::Err> {
+    let (x, tape) = x.split_tape();
+    Ok(x.device().try_zeros_like(&shape)?.put_tape(tape))
 }
 
 /// Whether any index points at the padding pixel `pad`.
