@@ -96,7 +96,8 @@ fn expand(state: &State) -> TokenStream {
                     #hparams_ref
                 }
 
-                #[allow(unused_variables)]
+                // `useless_conversion`: the error of a `build` function that already returns fulgur's.
+                #[allow(unused_variables, clippy::useless_conversion)]
                 fn from_hparams(__hparams: Self::Hparams, __device: &#device) -> #rt::Result<Self> {
                     #from_hparams
                 }
