@@ -234,12 +234,12 @@ mod tests {
 
         let one = RankZeroFs::new(&RankOne);
         let ckpt = Checkpoint::new("Net");
-        one.write_file(&dir.path().join("b.txt"), b"x").unwrap();
+        one.write_file(dir.path().join("b.txt"), b"x").unwrap();
         one.append_file(&file, b"three\n").unwrap();
         one.create_dir_all(&sub).unwrap();
-        one.write_checkpoint(&dir.path().join("c.ckpt"), &ckpt)
+        one.write_checkpoint(dir.path().join("c.ckpt"), &ckpt)
             .unwrap();
-        one.link(&file, &dir.path().join("link")).unwrap();
+        one.link(&file, dir.path().join("link")).unwrap();
         one.remove_file(&file).unwrap();
         assert_eq!(names(dir.path()), ["a.txt"]);
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "one\ntwo\n");
