@@ -62,7 +62,7 @@ fn main() -> fulgur::Result<()> {
         println!("  fit failed: {e}");
     }
     common::list_checkpoints(&root.join("checkpoints"))?;
-    let last = read_checkpoint(&root.join("checkpoints/last.ckpt"))?;
+    let last = read_checkpoint(root.join("checkpoints/last.ckpt"))?;
     println!(
         "last.ckpt: epoch {}, {} of its batches done, global_step {}",
         last.loops.epoch, last.loops.batches_done, last.global_step

@@ -47,7 +47,7 @@
 //!     }
 //!
 //!     #[log(val_loss)]
-//!     fn validation_step(&mut self, batch: ClassificationBatch<64, 10, D>) -> f32 {
+//!     fn validation_step(&self, batch: ClassificationBatch<64, 10, D>) -> f32 {
 //!         cross_entropy_with_logits_loss(self.net.forward(batch.x), batch.y).as_vec()[0]
 //!     }
 //! }
