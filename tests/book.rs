@@ -1,7 +1,8 @@
 //! The guide in `book/`: every chapter is listed in `SUMMARY.md` and doctested through `src/lib.rs`,
 //! every relative link and anchor resolves (mdBook's anchor rule), the compile errors it quotes from
 //! `ui-tests/` are the ones the ui tests expect, and every rule the repository's code cites (`B.10`,
-//! `S059`, `(guide: Reference, D)`, a test named `s059_…`) has a heading in its Reference chapter. Prints
+//! `S059`, `(guide: Reference, D)`, a test named `s059_…`) has a heading in its Reference chapter; the
+//! DSL chapter's `#[checkpoint]` table names exactly the arguments of the shared table. Prints
 //! the Rust code blocks per chapter with `cargo test --test book -- --nocapture`.
 
 use std::collections::BTreeMap;
@@ -623,4 +624,44 @@ fn s059_s060_changed_by_g1_fails(as_f32: u32, e2e: u8) {}
         })
         .collect();
     assert_eq!(unresolved("x.rs", &missing, &sections), expected);
+}
+
+/// The `#[checkpoint]` arguments the DSL chapter's table lists: the code spans of its first column.
+fn documented_checkpoint_arguments(dsl: &str) -> Vec<String> {
+    let mut rows = dsl
+        .lines()
+        .skip_while(|l| !l.starts_with("| argument | value |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'));
+    let mut found = Vec::new();
+    for row in rows.by_ref() {
+        let first = row.split('|').nth(1).unwrap_or("");
+        found.extend(first.split('`').skip(1).step_by(2).map(str::to_string));
+    }
+    found
+}
+
+#[test]
+fn the_dsl_chapter_lists_exactly_the_checkpoint_arguments() {
+    let documented = documented_checkpoint_arguments(&read(&src().join("dsl.md")));
+    assert!(
+        !documented.is_empty(),
+        "no `| argument | value |` table in dsl.md"
+    );
+    let mut problems = Vec::new();
+    for key in fulgur_rules::checkpoint::keys() {
+        if !documented.iter().any(|d| d == key) {
+            problems.push(format!(
+                "`#[checkpoint({key} = …)]` is missing from dsl.md's table"
+            ));
+        }
+    }
+    for d in &documented {
+        if fulgur_rules::checkpoint::argument(d).is_none() {
+            problems.push(format!(
+                "dsl.md's table lists `{d}`, which `#[checkpoint]` does not take"
+            ));
+        }
+    }
+    fail_if_any(problems, "the DSL chapter's `#[checkpoint]` table");
 }
