@@ -146,8 +146,17 @@ pub(super) fn delete_own(
 /// Why `path`, inside `dir` by its text, is not inside it for real: its parent directory, symlinks
 /// resolved, is not `dir`'s real path joined with the same sub-directories.
 fn outside_for_real(path: &Path, dir: &Path) -> Option<String> {
-    let parent = path.parent()?;
-    let below = parent.strip_prefix(dir).ok()?;
+    let not_inside = || Some(format!("it is not inside `dirpath` `{}`", dir.display()));
+    let Some(below) = path.parent().and_then(|p| p.strip_prefix(dir).ok()) else {
+        return not_inside();
+    };
+    if below
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
+        return not_inside();
+    }
+    let parent = dir.join(below);
     match (dir.canonicalize(), parent.canonicalize()) {
         (Ok(real_dir), Ok(real_parent)) if real_parent == real_dir.join(below) => None,
         (Ok(_), Ok(real_parent)) => Some(format!(
@@ -363,6 +372,26 @@ fn yaml_key(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_path_whose_real_directory_is_inside_dirpath_may_be_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("ckpts");
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        assert_eq!(outside_for_real(&dir.join("a.ckpt"), &dir), None);
+        assert_eq!(outside_for_real(&dir.join("sub/a.ckpt"), &dir), None);
+        // Outside by its text, or climbing out: refused, whatever the caller checked before.
+        let refused = |p: PathBuf| outside_for_real(&p, &dir).is_some();
+        assert!(refused(root.path().join("a.ckpt")));
+        assert!(refused(dir.join("sub/../../a.ckpt")));
+        assert!(refused(PathBuf::from("a.ckpt")));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path(), dir.join("link")).unwrap();
+            let why = outside_for_real(&dir.join("link/a.ckpt"), &dir).unwrap();
+            assert!(why.contains("symbolic link"), "{why}");
+        }
+    }
 
     #[test]
     fn the_verbose_save_line_names_the_file_the_position_the_size_and_the_time() {
