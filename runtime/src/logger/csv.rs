@@ -98,21 +98,25 @@ impl CsvLogger {
     }
 }
 
+/// The header (when asked) and the rows as CSV, quoted where a cell needs it (a metric name with `,`,
+/// `"` or a line break), as Python's `csv` module writes and reads it.
 fn render(columns: &[String], rows: &[BTreeMap<String, MetricValue>], header: bool) -> String {
-    let mut out = String::new();
+    let mut out = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    // Writing into memory cannot fail, and every record has as many cells as there are columns.
     if header {
-        out.push_str(&columns.join(","));
-        out.push('\n');
+        let _ = out.write_record(columns);
     }
     for row in rows {
-        let cells: Vec<String> = columns
-            .iter()
-            .map(|c| row.get(c).map(|v| format_value(*v)).unwrap_or_default())
-            .collect();
-        out.push_str(&cells.join(","));
-        out.push('\n');
+        let _ = out.write_record(
+            columns
+                .iter()
+                .map(|c| row.get(c).map(|v| format_value(*v)).unwrap_or_default()),
+        );
     }
-    out
+    let bytes = out.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
 }
 
 fn format_value(v: MetricValue) -> String {
@@ -218,9 +222,22 @@ mod tests {
         );
 
         let mut b = CsvLogger::new(dir.path());
+        // A name with a comma or a quote stays one column (quoted as Python's csv module does).
+        b.log_metrics(
+            &BTreeMap::from([
+                ("val,loss".to_string(), MetricValue::F32(0.5)),
+                ("say \"hi\"".to_string(), MetricValue::Bool(true)),
+            ]),
+            3,
+            fs,
+        )
+        .unwrap();
+        b.save(fs).unwrap();
+        let csv = std::fs::read_to_string(b.metrics_path().unwrap()).unwrap();
+        assert_eq!(csv, "\"say \"\"hi\"\"\",step,\"val,loss\"\nTrue,3,0.5\n");
         assert_eq!(
-            b.log_dir().unwrap(),
-            dir.path().join("lightning_logs/version_1")
+            b.metrics_path().unwrap(),
+            dir.path().join("lightning_logs/version_1/metrics.csv")
         );
     }
 }
