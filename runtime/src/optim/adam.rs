@@ -6,9 +6,10 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::named::{visit_params_mut, ParamVisitor, SlotState};
+use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
+use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
 use super::sgd::{check_kind, encode_config, WeightDecayRecord};
-use super::{Optimizer, StateError};
+use super::{Optimizer, ParamGroup, StateError};
 use crate::checkpoint::OptimizerState;
 use crate::device::Backend;
 use crate::{device_err, Error, Result};
@@ -33,9 +34,22 @@ const SLOTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
 /// assert_eq!(adamw.kind(), "adamw");
 /// assert!(matches!(adamw.config().weight_decay, Some(WeightDecay::Decoupled(wd)) if wd == 0.01));
 /// ```
+///
+/// With [parameter groups](ParamGroup), as PyTorch's `AdamW([{"params": biases, "weight_decay": 0.0}, …])`:
+///
+/// ```
+/// use fulgur_runtime::optim::{Adam, ParamGroup};
+///
+/// let adamw: Adam<dfdx::tensor::Cpu> = Adam::adamw(1e-3, 0.01)
+///     .group(ParamGroup::new("*.bias").weight_decay(0.0))
+///     .group(ParamGroup::new("head.*").lr(1e-2));
+/// assert_eq!(adamw.lr_of("head.0.weight"), 1e-2);
+/// assert_eq!(adamw.lr_of("body.0.weight"), 1e-3);
+/// ```
 #[derive(Debug, Clone)]
 pub struct Adam<D: Backend> {
     cfg: AdamConfig,
+    groups: Groups,
     t: u64,
     moments: SlotState<D, 2>,
 }
@@ -45,6 +59,7 @@ impl<D: Backend> Adam<D> {
     pub fn new(cfg: AdamConfig) -> Self {
         Self {
             cfg,
+            groups: Groups::new(cfg.lr),
             t: 0,
             moments: SlotState::new(SLOTS),
         }
@@ -58,6 +73,24 @@ impl<D: Backend> Adam<D> {
             weight_decay: Some(WeightDecay::Decoupled(weight_decay)),
             ..Default::default()
         })
+    }
+
+    /// Adds a parameter group; a parameter belongs to the first group whose pattern matches its name,
+    /// and follows this optimizer's configuration when none does.
+    pub fn group(mut self, group: ParamGroup) -> Self {
+        self.groups.groups.push(group);
+        self
+    }
+
+    /// The parameter groups, in the order they are tried.
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups.groups
+    }
+
+    /// The learning rate the next update applies to parameter `name`: its group's rate times the factor
+    /// the scheduler has applied to the optimizer's rate, or the optimizer's rate in force.
+    pub fn lr_of(&self, name: &str) -> f64 {
+        self.groups.resolve(name, self.cfg.lr).lr
     }
 
     /// The configuration in force (its `lr` follows [`Optimizer::set_lr`]).
@@ -82,7 +115,7 @@ impl<D: Backend> Adam<D> {
             kind: self.kind().to_string(),
             step: self.t,
             lr: self.cfg.lr,
-            config: encode_config(&AdamRecord::from(&self.cfg))?,
+            config: encode_config(&AdamRecord::new(&self.cfg, &self.groups))?,
             params: self.moments.to_host()?,
         })
     }
@@ -107,6 +140,7 @@ fn kind_of(cfg: &AdamConfig) -> &'static str {
 
 struct AdamStep<'a, D: Backend> {
     cfg: &'a AdamConfig,
+    groups: &'a Groups,
     t: i32,
     moments: &'a mut SlotState<D, 2>,
     grads: &'a mut Gradients<f32, D>,
@@ -115,9 +149,14 @@ struct AdamStep<'a, D: Backend> {
 impl<D: Backend> ParamVisitor<D> for AdamStep<'_, D> {
     fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()> {
         let grad = self.grads.get_or_alloc_mut(&*param).map_err(device_err)?;
+        let group = self.groups.resolve(&name, self.cfg.lr);
+        let cfg = AdamConfig {
+            lr: group.lr,
+            weight_decay: weight_decay(self.cfg.weight_decay, group.weight_decay),
+            ..*self.cfg
+        };
         let [m, v] = self.moments.get_or_alloc(name, param)?;
-        self.cfg
-            .try_update(self.t, param, m, v, grad)
+        cfg.try_update(self.t, param, m, v, grad)
             .map_err(device_err)
     }
 }
@@ -139,6 +178,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
             module,
             &mut AdamStep {
                 cfg: &self.cfg,
+                groups: &self.groups,
                 t: t_kernel,
                 moments: &mut self.moments,
                 grads,
@@ -158,13 +198,21 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
         Self::state_dict(self)
     }
 
-    /// Restores the moments, the step count, the learning rate and, as PyTorch does, the stored betas, eps
-    /// and weight decay, which replace the configured ones.
+    fn check_params(&self, module: &M) -> Result<()> {
+        let params = trainable_params::<M, D>(module);
+        self.groups.check(params.keys().map(String::as_str))
+    }
+
+    /// Restores the moments, the step count, the learning rate and, as PyTorch does, the stored betas, eps,
+    /// weight decay and group rates and weight decays, which replace the configured ones. Groups with
+    /// other patterns than the stored ones are refused.
     fn load_state_dict(&mut self, module: &M, state: &OptimizerState) -> Result<(), StateError> {
         check_kind(state, self.kind())?;
         let mut problems = Vec::new();
+        let mut groups = None;
         let cfg = match state.config.deserialized::<AdamRecord>() {
             Ok(rec) => {
+                groups = push_group_problem(&self.groups, rec.param_groups.as_ref(), &mut problems);
                 let cfg = AdamConfig {
                     lr: state.lr,
                     betas: rec.betas,
@@ -197,6 +245,9 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
         if let Some(cfg) = cfg {
             self.cfg = cfg;
         }
+        if let Some(groups) = groups {
+            self.groups = groups;
+        }
         self.t = state.step;
         self.moments = moments;
         Ok(())
@@ -209,15 +260,19 @@ struct AdamRecord {
     betas: [f64; 2],
     eps: f64,
     weight_decay: Option<WeightDecayRecord>,
+    /// Absent without groups, so that such checkpoints read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    param_groups: Option<GroupsRecord>,
 }
 
-impl From<&AdamConfig> for AdamRecord {
-    fn from(cfg: &AdamConfig) -> Self {
+impl AdamRecord {
+    fn new(cfg: &AdamConfig, groups: &Groups) -> Self {
         Self {
             lr: cfg.lr,
             betas: cfg.betas,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay.map(Into::into),
+            param_groups: groups.record(),
         }
     }
 }

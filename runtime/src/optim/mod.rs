@@ -26,6 +26,14 @@ pub trait Optimizer<M, D: Backend> {
 
     /// Restores state saved by [`Optimizer::state_dict`], checking it against `module`'s parameters.
     fn load_state_dict(&mut self, module: &M, state: &OptimizerState) -> Result<(), StateError>;
+
+    /// Checks the configuration against `module` when `fit` starts, before any state is restored: fails
+    /// when it names what the module lacks (a [`ParamGroup`] whose pattern selects no parameter). The
+    /// default accepts every module.
+    fn check_params(&self, module: &M) -> Result<()> {
+        let _ = module;
+        Ok(())
+    }
 }
 
 /// When a scheduler steps.
@@ -86,11 +94,13 @@ impl<M, D: Backend> Optimizers<M, D> {
 }
 
 mod adam;
+mod group;
 pub(crate) mod named;
 mod scheduler;
 mod sgd;
 
 pub use adam::Adam;
 pub use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
+pub use group::ParamGroup;
 pub use scheduler::{CosineAnnealingLr, LinearWarmup, StepLr};
 pub use sgd::Sgd;

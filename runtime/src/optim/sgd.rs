@@ -9,8 +9,9 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::named::{visit_params_mut, ParamVisitor, SlotState};
-use super::{Optimizer, StateError};
+use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
+use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
+use super::{Optimizer, ParamGroup, StateError};
 use crate::checkpoint::OptimizerState;
 use crate::device::Backend;
 use crate::{device_err, Result};
@@ -33,10 +34,19 @@ const SLOTS: [&str; 1] = ["momentum_buffer"];
 ///     weight_decay: Some(WeightDecay::L2(1e-4)),
 /// });
 /// assert_eq!(sgd.config().lr, 0.1);
+///
+/// // No weight decay on biases; a slower first layer.
+/// use fulgur_runtime::optim::ParamGroup;
+/// let sgd = sgd
+///     .group(ParamGroup::new("*.bias").weight_decay(0.0))
+///     .group(ParamGroup::new("0.*").lr(0.01));
+/// assert_eq!(sgd.lr_of("0.weight"), 0.01);
+/// assert_eq!(sgd.groups().len(), 2);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Sgd<D: Backend> {
     cfg: SgdConfig,
+    groups: Groups,
     steps: u64,
     velocity: SlotState<D, 1>,
 }
@@ -46,9 +56,28 @@ impl<D: Backend> Sgd<D> {
     pub fn new(cfg: SgdConfig) -> Self {
         Self {
             cfg,
+            groups: Groups::new(cfg.lr),
             steps: 0,
             velocity: SlotState::new(SLOTS),
         }
+    }
+
+    /// Adds a parameter group; a parameter belongs to the first group whose pattern matches its name,
+    /// and follows this optimizer's configuration when none does.
+    pub fn group(mut self, group: ParamGroup) -> Self {
+        self.groups.groups.push(group);
+        self
+    }
+
+    /// The parameter groups, in the order they are tried.
+    pub fn groups(&self) -> &[ParamGroup] {
+        &self.groups.groups
+    }
+
+    /// The learning rate the next update applies to parameter `name`: its group's rate times the factor
+    /// the scheduler has applied to the optimizer's rate, or the optimizer's rate in force.
+    pub fn lr_of(&self, name: &str) -> f64 {
+        self.groups.resolve(name, self.cfg.lr).lr
     }
 
     /// The configuration in force (its `lr` follows [`Optimizer::set_lr`]).
@@ -79,7 +108,7 @@ impl<D: Backend> Sgd<D> {
             kind: "sgd".to_string(),
             step: self.steps,
             lr: self.cfg.lr,
-            config: encode_config(&SgdRecord::from(&self.cfg))?,
+            config: encode_config(&SgdRecord::new(&self.cfg, &self.groups))?,
             params,
         })
     }
@@ -92,6 +121,7 @@ impl<D: Backend> Sgd<D> {
 
 struct SgdStep<'a, D: Backend> {
     cfg: &'a SgdConfig,
+    groups: &'a Groups,
     velocity: &'a mut SlotState<D, 1>,
     grads: &'a mut Gradients<f32, D>,
 }
@@ -99,10 +129,14 @@ struct SgdStep<'a, D: Backend> {
 impl<D: Backend> ParamVisitor<D> for SgdStep<'_, D> {
     fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()> {
         let grad = self.grads.get_or_alloc_mut(&*param).map_err(device_err)?;
+        let group = self.groups.resolve(&name, self.cfg.lr);
+        let cfg = SgdConfig {
+            lr: group.lr,
+            weight_decay: weight_decay(self.cfg.weight_decay, group.weight_decay),
+            ..*self.cfg
+        };
         let [velocity] = self.velocity.get_or_alloc(name, param)?;
-        self.cfg
-            .try_update(param, velocity, grad)
-            .map_err(device_err)
+        cfg.try_update(param, velocity, grad).map_err(device_err)
     }
 }
 
@@ -115,6 +149,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
             module,
             &mut SgdStep {
                 cfg: &self.cfg,
+                groups: &self.groups,
                 velocity: &mut self.velocity,
                 grads,
             },
@@ -133,17 +168,27 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
         Self::state_dict(self)
     }
 
+    fn check_params(&self, module: &M) -> Result<()> {
+        let params = trainable_params::<M, D>(module);
+        self.groups.check(params.keys().map(String::as_str))
+    }
+
     /// Restores the buffers, the step count, the learning rate and, as PyTorch does, the stored
-    /// momentum and weight decay, which replace the configured ones.
+    /// momentum, weight decay and group rates and weight decays, which replace the configured ones.
+    /// Groups with other patterns than the stored ones are refused.
     fn load_state_dict(&mut self, module: &M, state: &OptimizerState) -> Result<(), StateError> {
         check_kind(state, "sgd")?;
         let mut problems = Vec::new();
+        let mut groups = None;
         let cfg = match state.config.deserialized::<SgdRecord>() {
-            Ok(rec) => Some(SgdConfig {
-                lr: state.lr,
-                momentum: rec.momentum.map(Into::into),
-                weight_decay: rec.weight_decay.map(Into::into),
-            }),
+            Ok(rec) => {
+                groups = push_group_problem(&self.groups, rec.param_groups.as_ref(), &mut problems);
+                Some(SgdConfig {
+                    lr: state.lr,
+                    momentum: rec.momentum.map(Into::into),
+                    weight_decay: rec.weight_decay.map(Into::into),
+                })
+            }
             Err(e) => {
                 problems.push(format!("its `config` is not an SGD configuration ({e})"));
                 None
@@ -152,6 +197,9 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
         let velocity = SlotState::from_host(SLOTS, module, state, problems)?;
         if let Some(cfg) = cfg {
             self.cfg = cfg;
+        }
+        if let Some(groups) = groups {
+            self.groups = groups;
         }
         self.steps = state.step;
         self.velocity = velocity;
@@ -186,14 +234,18 @@ struct SgdRecord {
     lr: f64,
     momentum: Option<MomentumRecord>,
     weight_decay: Option<WeightDecayRecord>,
+    /// Absent without groups, so that such checkpoints read as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    param_groups: Option<GroupsRecord>,
 }
 
-impl From<&SgdConfig> for SgdRecord {
-    fn from(cfg: &SgdConfig) -> Self {
+impl SgdRecord {
+    fn new(cfg: &SgdConfig, groups: &Groups) -> Self {
         Self {
             lr: cfg.lr,
             momentum: cfg.momentum.map(Into::into),
             weight_decay: cfg.weight_decay.map(Into::into),
+            param_groups: groups.record(),
         }
     }
 }

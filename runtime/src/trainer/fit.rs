@@ -210,7 +210,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     ) -> Result<()> {
         let cfg = self.config.clone();
         let module = self.module.as_ref().ok_or_else(no_module)?;
-        self.optimizers = Some(module.configure_optimizers());
+        let optimizers = module.configure_optimizers();
+        optimizers.optimizer.check_params(module)?;
+        self.optimizers = Some(optimizers);
         // A trainer that has trained before continues where it stopped, as Lightning's does: at its
         // epoch, batch and step, with the data-order seed it ran with (perhaps a checkpoint's). An epoch
         // whose end hooks ran but did not finish (a failing callback) counts as done, as on resume.
