@@ -513,3 +513,94 @@ mod optimizer_tests {
         sgd(None).group(ParamGroup::new("?.bias"))
     }
 }
+
+#[cfg(test)]
+mod fit_tests {
+    use dfdx::nn::tensor_collection::{ModuleVisitor, TensorCollection};
+    use dfdx::prelude::*;
+
+    use super::ParamGroup;
+    use crate::data::{TensorBatch, TensorData};
+    use crate::metrics::{MetricSpec, StepLog};
+    use crate::module::{Built, LightningModule, Loss, ModuleState};
+    use crate::optim::{Optimizers, Sgd};
+    use crate::trainer::Trainer;
+    use crate::{Backend, Error, Result};
+
+    struct LitLinear<D: Backend> {
+        net: Built<Linear<2, 1>, D>,
+    }
+
+    impl<D: Backend> TensorCollection<f32, D> for LitLinear<D> {
+        type To<E2: Dtype, D2: Device<E2>> = ();
+        fn iter_tensors<V: ModuleVisitor<Self, f32, D>>(v: &mut V) -> Result<Option<()>, V::Err> {
+            v.visit_fields(Self::module("net", |s| &s.net, |s| &mut s.net), |_| ())
+        }
+    }
+
+    impl<D: Backend> ModuleState<D> for LitLinear<D> {
+        type Hparams = ();
+        fn hparams(&self) -> &() {
+            &()
+        }
+        fn from_hparams((): (), d: &D) -> Result<Self> {
+            Ok(Self {
+                net: d.build_module::<Linear<2, 1>, f32>(),
+            })
+        }
+    }
+
+    type Batch<D> = TensorBatch<Rank1<2>, Rank1<1>, D>;
+
+    impl<D: Backend> LightningModule<D> for LitLinear<D> {
+        type Batch = Batch<D>;
+        type Prediction = ();
+        const METRICS: &'static [MetricSpec] = &[];
+        fn training_step(
+            &mut self,
+            b: Batch<D>,
+            g: Gradients<f32, D>,
+            _: &mut StepLog,
+        ) -> Result<Loss<D>> {
+            Ok(mse_loss(self.net.forward_mut(b.x.traced(g)), b.y))
+        }
+        fn configure_optimizers(&self) -> Optimizers<Self, D> {
+            Optimizers::new(
+                Sgd::new(SgdConfig::default()).group(ParamGroup::new("net.0.*").lr(0.0)),
+            )
+        }
+    }
+
+    #[test]
+    fn fit_fails_at_start_on_a_pattern_that_selects_no_parameter() {
+        let dir = tempfile::tempdir().unwrap();
+        let dev = Cpu::default();
+        let data = TensorData::<Rank1<2>, Rank1<1>>::new(vec![0.5; 2 * 4], vec![1.0; 4]).unwrap();
+        let mut trainer = Trainer::builder()
+            .max_epochs(1)
+            .default_root_dir(dir.path())
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .build()
+            .unwrap();
+        let module = LitLinear::from_hparams((), &dev).unwrap();
+        let err = trainer
+            .fit(
+                module,
+                &mut data.loader(2, false, &dev).unwrap(),
+                None,
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Config { settings, .. } if settings == &["optimizer"]),
+            "{err:?}"
+        );
+        assert_eq!(
+            err.to_string(),
+            "the parameter group pattern `net.0.*` selects no parameter; the module's trainable parameters \
+             are `net.bias`, `net.weight`"
+        );
+        assert_eq!(trainer.global_step(), 0);
+    }
+}
