@@ -208,7 +208,7 @@ impl Groups {
 pub(crate) fn weight_decay(own: Option<WeightDecay>, group: Option<f64>) -> Option<WeightDecay> {
     match (group, own) {
         (None, own) => own,
-        (Some(w), _) if w == 0.0 => None,
+        (Some(0.0), _) => None,
         (Some(w), Some(WeightDecay::Decoupled(_))) => Some(WeightDecay::Decoupled(w)),
         (Some(w), _) => Some(WeightDecay::L2(w)),
     }
