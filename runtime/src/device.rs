@@ -30,6 +30,19 @@ pub trait Backend:
     /// A new device (the first one, for CUDA) whose random generator starts from `seed`, so that
     /// weight initialisation is reproducible.
     fn try_seeded(seed: u64) -> Result<Self, <Self as dfdx::tensor::HasErr>::Err>;
+
+    /// Replaces every gradient of `module` by its mean over the ranks of `strategy` (data parallelism);
+    /// the trainer calls it after backward, before clipping and the optimizer step. The default moves
+    /// the gradients through `buffer` on the host, in large buckets, with
+    /// [`Strategy::all_reduce_f32`](crate::strategy::Strategy::all_reduce_f32).
+    fn average_grads<M: dfdx::nn::tensor_collection::TensorCollection<f32, Self>>(
+        module: &mut M,
+        grads: &mut dfdx::tensor::Gradients<f32, Self>,
+        strategy: &dyn crate::strategy::Strategy,
+        buffer: &mut crate::strategy::GradBuffer,
+    ) -> crate::Result<()> {
+        buffer.average(module, grads, strategy)
+    }
 }
 
 impl Backend for dfdx::tensor::Cpu {

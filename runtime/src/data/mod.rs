@@ -81,6 +81,24 @@ pub trait DataLoader {
 
     /// The number of samples in batch `index`, which weights its values in epoch means.
     fn batch_size(&self, index: usize) -> usize;
+
+    /// Data parallelism: from now on hand out only rank `rank`'s share of every epoch, out of
+    /// `world_size` ranks; the trainer calls it before the first `set_epoch` of a run. Every rank must
+    /// then report the same [`num_batches`](Self::num_batches). The default accepts a single process and
+    /// refuses more, since a loader that ignores its share would feed every rank the whole epoch.
+    fn shard(&mut self, rank: usize, world_size: usize) -> Result<()> {
+        if world_size <= 1 {
+            return Ok(());
+        }
+        Err(Error::config(
+            "strategy",
+            format!(
+                "the data loader `{}` cannot hand rank {rank} of {world_size} its share of the data: \
+                 implement `DataLoader::shard` for it",
+                std::any::type_name::<Self>()
+            ),
+        ))
+    }
 }
 
 /// The sample indices of `(train, val)`: `val_fraction` of `indices`, chosen by a shuffle with `seed`.

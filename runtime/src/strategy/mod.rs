@@ -1,9 +1,10 @@
 //! How processes cooperate: rank, world size, collectives, and the rank-zero gate for files.
 //!
-//! Only the single-process strategy exists today. The trainer talks to processes only through
-//! [`Strategy`], and writes and deletes files only through [`RankZeroFs`], so a data-parallel strategy
-//! (MPI) plugs in without reshaping the trainer.
+//! The trainer talks to processes only through [`Strategy`], and writes and deletes files only through
+//! [`RankZeroFs`]. [`SingleProcess`] is the default; with the `mpi` feature, `Ddp` runs data-parallel
+//! over Open MPI.
 
+mod grads;
 mod single;
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{write_checkpoint, Checkpoint};
 use crate::{Error, Result};
 
+pub use grads::GradBuffer;
 pub use single::SingleProcess;
 
 /// A reduction for [`Strategy::all_reduce`].
@@ -47,6 +49,16 @@ pub trait Strategy: Send {
 
     /// Reduces `values` element-wise over all ranks, in place, on every rank.
     fn all_reduce(&self, values: &mut [f64], op: ReduceOp) -> Result<()>;
+
+    /// Reduces `values` element-wise over all ranks, in place, on every rank: the gradient buckets.
+    fn all_reduce_f32(&self, values: &mut [f32], op: ReduceOp) -> Result<()>;
+
+    /// Ends every process of the group because `error` ended the run on this one, so that no other
+    /// rank waits forever in a collective this one will never join. Returns only where there is
+    /// nothing to end (a single process): the caller then returns the error as usual.
+    fn fail(&self, error: &Error) {
+        let _ = error;
+    }
 
     /// Rank 0's decision, on every rank.
     fn broadcast_bool(&self, value: bool) -> Result<bool> {
@@ -210,6 +222,9 @@ mod tests {
             Ok(())
         }
         fn all_reduce(&self, _values: &mut [f64], _op: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce_f32(&self, _values: &mut [f32], _op: ReduceOp) -> Result<()> {
             Ok(())
         }
     }

@@ -25,4 +25,8 @@ impl Strategy for SingleProcess {
     fn all_reduce(&self, _values: &mut [f64], _op: ReduceOp) -> Result<()> {
         Ok(())
     }
+
+    fn all_reduce_f32(&self, _values: &mut [f32], _op: ReduceOp) -> Result<()> {
+        Ok(())
+    }
 }
