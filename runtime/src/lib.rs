@@ -23,12 +23,26 @@ pub mod nn;
 pub mod strategy;
 pub mod trainer;
 
-/// Prints a warning on standard error (rank-zero filtering is the caller's concern).
-pub(crate) fn warn(message: &str) {
-    eprintln!("[fulgur] warning: {message}");
+/// `false` in the processes of a data-parallel run other than rank 0, which print no warnings and no
+/// information: every rank takes the same decisions and would print the same lines.
+static PRINTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+
+/// Whether this process prints warnings and information: only rank 0 of a strategy does (set when a
+/// trainer is built with the strategy).
+pub(crate) fn set_prints(rank_zero: bool) {
+    PRINTS.store(rank_zero, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Prints an informational line on standard error.
+/// Prints a warning on standard error (on rank 0 only).
+pub(crate) fn warn(message: &str) {
+    if PRINTS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("[fulgur] warning: {message}");
+    }
+}
+
+/// Prints an informational line on standard error (on rank 0 only).
 pub(crate) fn info(message: &str) {
-    eprintln!("[fulgur] {message}");
+    if PRINTS.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!("[fulgur] {message}");
+    }
 }

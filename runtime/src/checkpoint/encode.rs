@@ -168,6 +168,7 @@ impl<W: Write> Sink<W> {
             total_batches: l.total_batches,
             seed: l.seed,
             metric_state: l.metric_state.as_ref(),
+            world_size: l.world_size.filter(|&w| w > 1),
         })?;
         self.text(key::CALLBACKS)?;
         self.value(&c.callbacks)?;

@@ -80,6 +80,7 @@ pub(super) fn full_checkpoint() -> Checkpoint {
             Value::Text("loss".into()),
             Value::Float(2.5),
         )])),
+        world_size: Some(4),
     };
     c.callbacks.insert(
         "ModelCheckpoint{monitor=val_loss}".into(),

@@ -45,7 +45,8 @@
 //! - *optimizer*: map `{kind: text, step: uint, lr: float, config: any,
 //!   params: map: parameter name → map: slot name → tensor}`.
 //! - *loops*: map `{epoch, batches_done, epoch_finished, global_step, total_batches, seed}` (uints and a
-//!   bool) plus `metric_state: any`, absent when `None`.
+//!   bool) plus `metric_state: any`, absent when `None`, and `world_size: uint` (above 1), absent for
+//!   one process.
 //!
 //! "any" is an arbitrary CBOR item ([`ciborium::Value`]). Optional fields are absent rather than `null`
 //! so that `Some(Value::Null)` survives the round trip. Lengths in the structure are definite.
@@ -161,4 +162,7 @@ pub struct LoopState {
     pub seed: u64,
     /// Epoch-level metric accumulators of the interrupted epoch, so epoch means continue exactly.
     pub metric_state: Option<Value>,
+    /// The number of processes of a data-parallel run that wrote it; `None` for one process. The data
+    /// order of an epoch depends on it (each rank sees its share), so a resume checks it.
+    pub world_size: Option<u64>,
 }

@@ -76,6 +76,8 @@ pub(super) struct LoopsRepr<V> {
         deserialize_with = "present"
     )]
     pub(super) metric_state: Option<V>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) world_size: Option<u64>,
 }
 
 fn none<V>() -> Option<V> {

@@ -7,6 +7,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::config::limited;
+use super::parallel::{agree_on_batches, sync_logged};
 use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
 use crate::device::Backend;
@@ -115,6 +116,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             if let Err(e) = hooked {
                 crate::warn(&format!("a callback's `on_exception` failed: {e}"));
             }
+            self.strategy.fail(error);
         }
         self.state.fn_ = TrainerFn::Idle;
         result
@@ -193,11 +195,18 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         };
         self.state.fn_ = fn_;
         self.state.metric_registry = M::METRICS;
-        let n = limited(loader.num_batches() as u64, limit, what);
+        let (rank, world) = (self.strategy.rank(), self.strategy.world_size());
+        let n = loader
+            .shard(rank, world)
+            .and_then(|()| agree_on_batches(&*self.strategy, what, loader.num_batches()))
+            .and_then(|()| limited(loader.num_batches() as u64, limit, what));
         if let (Ok(n), Stage::Validation) = (&n, stage) {
             self.state.num_val_batches = *n;
         }
         let result = n.and_then(|n| self.run_eval(loader, n, stage, false));
+        if let Err(error) = &result {
+            self.strategy.fail(error);
+        }
         self.state.fn_ = TrainerFn::Idle;
         result
     }
@@ -241,6 +250,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             keep_training_on_checkpoint_error: cfg.keep_training_on_checkpoint_error,
             ..Default::default()
         };
+        let (rank, world) = (self.strategy.rank(), self.strategy.world_size());
+        train.shard(rank, world)?;
+        agree_on_batches(&*self.strategy, "training", train.num_batches())?;
+        if let Some(v) = val.as_deref_mut() {
+            v.shard(rank, world)?;
+            agree_on_batches(&*self.strategy, "validation", v.num_batches())?;
+        }
         self.state.num_training_batches = limited(
             train.num_batches() as u64,
             cfg.limit_train_batches,
@@ -289,19 +305,19 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 logger.log_hyperparams(&hparams, RankZeroFs::new(&*self.strategy))?;
             }
         }
+        self.share_log_dir()?;
 
         self.call_callbacks(all, |c, ctx| c.setup(ctx))?;
-        let resumed = match ckpt_path {
-            Some(p) => self.resolve_ckpt_path(p)?,
-            None => None,
-        };
-        let resumed = match resumed {
+        let resumed = match self.resolve_shared(ckpt_path)? {
             Some((path, ckpt)) => {
                 self.restore(&path, ckpt)?;
                 warn_unresumable::<M, D>(&path, self.strategy.is_global_zero());
                 Some(path)
             }
-            None => None,
+            None => {
+                self.broadcast_weights()?;
+                None
+            }
         };
         self.call_callbacks(all, |c, ctx| c.on_fit_start(ctx))?;
 
@@ -370,7 +386,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 .as_mut()
                 .ok_or_else(no_module)?
                 .on_train_batch_end(&mut log)?;
-            self.record(log.finish()?, Stage::Train, None);
+            self.record(log.finish()?, Stage::Train, None)?;
 
             if self.val_due(index) {
                 if let Some(v) = val.as_deref_mut() {
@@ -427,6 +443,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
         let window_closed = (index as u64 + 1) % accumulate == 0 || is_last;
         if window_closed {
+            // Data parallelism: the mean gradient of the global batch, before clipping sees it.
+            D::average_grads(module, &mut grads, &*self.strategy, &mut self.grad_buffer)?;
             if let Some(max_norm) = self.config.gradient_clip_val {
                 clip::clip_grad_norm(module, &mut grads, max_norm)?;
             }
@@ -444,7 +462,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         self.grads = Some(grads);
-        Ok(self.record(logged, Stage::Train, Some(batch_size)))
+        self.record(logged, Stage::Train, Some(batch_size))
     }
 
     fn val_due(&self, index: u64) -> bool {
@@ -480,7 +498,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .as_mut()
             .ok_or_else(no_module)?
             .on_train_epoch_end(&mut log)?;
-        self.record(log.finish()?, Stage::Train, None);
+        self.record(log.finish()?, Stage::Train, None)?;
         let epoch_row = self.publish_epoch_metrics();
         self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         if !epoch_row.is_empty() {
@@ -512,8 +530,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         values: Vec<(usize, MetricValue)>,
         stage: Stage,
         batch_size: Option<usize>,
-    ) -> BTreeMap<String, MetricValue> {
+    ) -> Result<BTreeMap<String, MetricValue>> {
         let weight = batch_size.unwrap_or(1) as f64;
+        let (values, weight) = sync_logged(&*self.strategy, M::METRICS, values, weight)?;
         let mut row = BTreeMap::new();
         for (i, v) in values {
             let Some(spec) = M::METRICS.get(i) else {
@@ -529,7 +548,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 self.train_accum.add(spec.name, v.as_f64(), weight);
             }
         }
-        row
+        Ok(row)
     }
 
     fn log_row(&mut self, mut row: BTreeMap<String, MetricValue>) -> Result<()> {
@@ -559,8 +578,14 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if stage == Stage::Validation {
             self.call_callbacks(all, |c, ctx| c.on_validation_start(ctx))?;
         }
-        let mut take = |log: StepLog, weight: f64| -> Result<()> {
-            for (i, v) in log.finish()? {
+        let take = |strategy: &dyn crate::strategy::Strategy,
+                    accum: &mut EpochAccumulator,
+                    step_metrics: &mut BTreeMap<String, MetricValue>,
+                    log: StepLog,
+                    weight: f64|
+         -> Result<()> {
+            let (values, weight) = sync_logged(strategy, M::METRICS, log.finish()?, weight)?;
+            for (i, v) in values {
                 let Some(spec) = M::METRICS.get(i) else {
                     continue;
                 };
@@ -585,7 +610,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 Stage::Test => module.test_step(batch, &mut log)?,
                 _ => module.validation_step(batch, &mut log)?,
             }
-            take(log, batch_size as f64)?;
+            take(
+                &*self.strategy,
+                &mut accum,
+                &mut step_metrics,
+                log,
+                batch_size as f64,
+            )?;
             if stage == Stage::Validation {
                 self.call_callbacks(all, |c, ctx| c.on_validation_batch_end(ctx, i as u64))?;
             }
@@ -595,7 +626,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let mut log =
                 StepLog::new(M::METRICS, stage, 1).at(self.state.epoch, self.state.global_step);
             module.on_validation_epoch_end(&mut log)?;
-            take(log, 1.0)?;
+            take(&*self.strategy, &mut accum, &mut step_metrics, log, 1.0)?;
         }
         let epoch_values = accum.compute(M::METRICS, stage);
         let mut row = BTreeMap::new();

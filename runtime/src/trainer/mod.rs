@@ -27,6 +27,7 @@
 
 mod config;
 mod fit;
+mod parallel;
 mod resume;
 
 use std::collections::BTreeMap;
@@ -46,7 +47,7 @@ use crate::logger::{CsvLogger, Logger};
 use crate::metrics::{EpochAccumulator, MetricValue};
 use crate::module::{state_dict, LightningModule};
 use crate::optim::Optimizers;
-use crate::strategy::{RankZeroFs, SingleProcess, Strategy};
+use crate::strategy::{GradBuffer, RankZeroFs, SingleProcess, Strategy};
 use crate::{Error, Result};
 
 pub use crate::state::{TrainerFn, TrainerState, ValCheckInterval};
@@ -178,6 +179,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer<M, D>> {
         self.config.validate()?;
+        crate::set_prints(self.strategy.is_global_zero());
         let logger = match self.logger {
             Some(choice) => choice,
             None => {
@@ -193,6 +195,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             module: None,
             optimizers: None,
             grads: None,
+            grad_buffer: GradBuffer::default(),
             train_accum: EpochAccumulator::default(),
             _d: PhantomData,
         };
@@ -218,6 +221,7 @@ pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     module: Option<M>,
     optimizers: Option<Optimizers<M, D>>,
     grads: Option<Gradients<f32, D>>,
+    grad_buffer: GradBuffer,
     train_accum: EpochAccumulator,
     _d: PhantomData<D>,
 }
@@ -368,6 +372,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             optimizers: self.optimizers.as_ref(),
             state: &self.state,
             train_accum: &self.train_accum,
+            world_size: self.strategy.world_size(),
         }
     }
 
@@ -389,6 +394,7 @@ struct Sink<'a, M: LightningModule<D>, D: Backend> {
     optimizers: Option<&'a Optimizers<M, D>>,
     state: &'a TrainerState,
     train_accum: &'a EpochAccumulator,
+    world_size: usize,
 }
 
 impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
@@ -418,6 +424,7 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
             total_batches: self.state.total_batches,
             seed: self.state.seed,
             metric_state: Value::serialized(self.train_accum).ok(),
+            world_size: Some(self.world_size as u64).filter(|&w| w > 1),
         };
         ckpt.hyper_parameters = Some(Value::serialized(module.hparams()).map_err(|e| {
             Error::config(

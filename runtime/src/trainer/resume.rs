@@ -125,6 +125,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
             .into());
         }
+        self.check_world_size(path, &ckpt)?;
         if let Some((field, value, reason)) =
             impossible_counter(&ckpt, self.state.num_training_batches)
         {
@@ -182,6 +183,45 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             ));
         }
         self.state.resumed_from = Some(path.to_path_buf());
+        Ok(())
+    }
+
+    /// A checkpoint of a run with another number of processes resumes at an epoch boundary, with a
+    /// warning, and is refused part-way through an epoch: the rest of that epoch was cut into shares
+    /// for the old number of ranks, and no cut for the new number sees each remaining sample once.
+    fn check_world_size(&self, path: &Path, ckpt: &Checkpoint) -> Result<()> {
+        let (saved, now) = (
+            ckpt.loops.world_size.unwrap_or(1),
+            self.strategy.world_size() as u64,
+        );
+        if saved == now {
+            return Ok(());
+        }
+        let loops = &ckpt.loops;
+        let processes = |n: u64| match n {
+            1 => "1 process".to_string(),
+            n => format!("{n} processes"),
+        };
+        if !loops.epoch_finished && loops.batches_done > 0 {
+            return Err(Error::config(
+                "strategy",
+                format!(
+                    "`{}` was saved by a run of {} part-way through epoch {} (after its batch {}), and this                      run has {}: the rest of that epoch cannot be shared out as the saved run would have;                      resume it with {}, or resume from a checkpoint saved at the end of an epoch",
+                    path.display(),
+                    processes(saved),
+                    loops.epoch,
+                    loops.batches_done,
+                    processes(now),
+                    processes(saved),
+                ),
+            ));
+        }
+        crate::warn(&format!(
+            "`{}` was saved by a run of {} and this run has {}: the global batch is now {now} times the              loader's batch size instead of {saved} times, and the data order differs from the saved run's",
+            path.display(),
+            processes(saved),
+            processes(now),
+        ));
         Ok(())
     }
 

@@ -153,6 +153,9 @@ impl<R: Read> Source<'_, R> {
                 }
                 key::LOOPS => {
                     let l: LoopsRepr<Value> = self.value(&what)?;
+                    if l.world_size == Some(0) {
+                        return Err(self.corrupt("the loops' `world_size` is 0"));
+                    }
                     e.loops = Some(LoopState {
                         epoch: l.epoch,
                         batches_done: l.batches_done,
@@ -161,6 +164,7 @@ impl<R: Read> Source<'_, R> {
                         total_batches: l.total_batches,
                         seed: l.seed,
                         metric_state: l.metric_state,
+                        world_size: l.world_size,
                     });
                 }
                 key::CALLBACKS => e.callbacks = Some(self.value(&what)?),

@@ -1,0 +1,265 @@
+//! What the loops do differently on several processes (data parallelism); nothing here changes a run of
+//! one process, where every function returns its input.
+//!
+//! Every rank runs the same loops and takes the same decisions, so the ranks meet in the same
+//! collectives in the same order: rank 0's weights (or the checkpoint rank 0 resumes from) reach
+//! every rank before the first step; every logged value is reduced across ranks as it is logged (a
+//! sample-weighted mean), so `callback_metrics`, epoch aggregates and every callback's decision are the
+//! same everywhere, and so is the checkpointed accumulator; the data is cut into equal shares.
+
+use std::path::{Path, PathBuf};
+
+use super::{CkptPath, Trainer};
+use crate::checkpoint::{decode_checkpoint, encode_checkpoint, Checkpoint};
+use crate::device::Backend;
+use crate::metrics::{MetricSpec, MetricValue};
+use crate::module::{load_state_dict, state_dict, LightningModule};
+use crate::strategy::{ReduceOp, Strategy};
+use crate::{Error, Result};
+
+impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
+    /// Resolves and reads `ckpt_path` on rank 0 and hands every other rank the same checkpoint, bytes
+    /// and all, so that every rank restores the same state even where the ranks do not share a file
+    /// system.
+    pub(super) fn resolve_shared(
+        &mut self,
+        ckpt_path: Option<CkptPath>,
+    ) -> Result<Option<(PathBuf, Checkpoint)>> {
+        let Some(p) = ckpt_path else {
+            return Ok(None);
+        };
+        if self.strategy.world_size() <= 1 {
+            return self.resolve_ckpt_path(p);
+        }
+        self.state.resumed_by_path = matches!(p, CkptPath::Path(_));
+        let mut bytes = Vec::new();
+        if self.strategy.is_global_zero() {
+            if let Some((path, ckpt)) = self.resolve_ckpt_path(p)? {
+                let path_bytes = path.to_string_lossy().into_owned().into_bytes();
+                bytes.extend_from_slice(&(path_bytes.len() as u64).to_le_bytes());
+                bytes.extend_from_slice(&path_bytes);
+                encode_checkpoint(&mut bytes, &ckpt, &path)?;
+            }
+        }
+        self.strategy.broadcast(&mut bytes, 0)?;
+        if bytes.is_empty() {
+            return Ok(None);
+        }
+        let (path, ckpt) = split_shared(&bytes)?;
+        Ok(Some((path, ckpt)))
+    }
+
+    /// Gives every rank rank 0's weights, so that all start identical whatever their devices' seeds.
+    pub(super) fn broadcast_weights(&mut self) -> Result<()> {
+        if self.strategy.world_size() <= 1 {
+            return Ok(());
+        }
+        let source = Path::new("<rank 0's weights>");
+        let module = self.module.as_mut().ok_or_else(super::fit::no_module)?;
+        let mut bytes = Vec::new();
+        if self.strategy.is_global_zero() {
+            let mut ckpt = Checkpoint::new(std::any::type_name::<M>());
+            ckpt.state_dict = state_dict(module)?;
+            encode_checkpoint(&mut bytes, &ckpt, source)?;
+        }
+        self.strategy.broadcast(&mut bytes, 0)?;
+        if !self.strategy.is_global_zero() {
+            let ckpt = decode_checkpoint(bytes.as_slice(), bytes.len() as u64, source)?;
+            load_state_dict(module, &ckpt.state_dict, true, source)?;
+        }
+        Ok(())
+    }
+
+    /// Rank 0's logger directory on every rank: each rank's logger picks the next free `version_N`
+    /// by looking at the disk, and rank 0 may have created one before another rank looks.
+    pub(super) fn share_log_dir(&mut self) -> Result<()> {
+        if self.strategy.world_size() <= 1 {
+            return Ok(());
+        }
+        let Some(dir) = &self.state.log_dir else {
+            return Ok(());
+        };
+        let mut bytes = dir.to_string_lossy().into_owned().into_bytes();
+        self.strategy.broadcast(&mut bytes, 0)?;
+        self.state.log_dir = Some(PathBuf::from(String::from_utf8_lossy(&bytes).into_owned()));
+        Ok(())
+    }
+}
+
+/// `(path, checkpoint)` from the bytes [`Trainer::resolve_shared`] broadcasts: the path's length, the
+/// path, the encoded checkpoint.
+fn split_shared(bytes: &[u8]) -> Result<(PathBuf, Checkpoint)> {
+    let bad = || Error::user("the checkpoint broadcast by rank 0 arrived damaged");
+    let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(bad)?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).map_err(|_| bad())?;
+    if len > rest.len() {
+        return Err(bad());
+    }
+    let (path, encoded) = rest.split_at(len);
+    let path = PathBuf::from(String::from_utf8_lossy(path).into_owned());
+    let ckpt = decode_checkpoint(encoded, encoded.len() as u64, &path)?;
+    Ok((path, ckpt))
+}
+
+/// Fails on every rank alike when the ranks' loaders disagree on the number of batches: a rank with
+/// fewer would leave the others waiting in a collective it never joins.
+pub(super) fn agree_on_batches(strategy: &dyn Strategy, loader: &str, n: usize) -> Result<()> {
+    if strategy.world_size() <= 1 {
+        return Ok(());
+    }
+    let mut range = [n as f64, -(n as f64)];
+    strategy.all_reduce(&mut range, ReduceOp::Max)?;
+    let (most, fewest) = (range[0], -range[1]);
+    if most != fewest {
+        return Err(Error::config(
+            "strategy",
+            format!(
+                "the {loader} loaders of the {} ranks hand out between {fewest} and {most} batches per \
+                 epoch; every rank must have the same number (`DataLoader::shard` gives each rank an \
+                 equal share)",
+                strategy.world_size()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The values one step logged, each replaced by its mean over the ranks weighted by the ranks'
+/// `weight`s (their batch sizes), and the ranks' total weight. A value logged on some ranks only is
+/// the mean over those. Unchanged in a single process.
+pub(super) fn sync_logged(
+    strategy: &dyn Strategy,
+    registry: &[MetricSpec],
+    values: Vec<(usize, MetricValue)>,
+    weight: f64,
+) -> Result<(Vec<(usize, MetricValue)>, f64)> {
+    if strategy.world_size() <= 1 {
+        return Ok((values, weight));
+    }
+    // Per registry entry: Σ value × weight, Σ weight; then the total weight.
+    let n = registry.len();
+    let mut sums = vec![0.0; 2 * n + 1];
+    for (i, v) in &values {
+        if *i < n {
+            sums[2 * i] = v.as_f64() * weight;
+            sums[2 * i + 1] = weight;
+        }
+    }
+    sums[2 * n] = weight;
+    strategy.all_reduce(&mut sums, ReduceOp::Sum)?;
+    let synced = registry
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| sums[2 * i + 1] > 0.0)
+        .map(|(i, spec)| {
+            let mean = sums[2 * i] / sums[2 * i + 1];
+            (i, MetricValue::from_f64(mean, spec.kind))
+        })
+        .collect();
+    Ok((synced, sums[2 * n]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::MetricKind;
+
+    /// Rank 0 of two, whose partner logged `theirs` (per registry entry: Σ value × weight, Σ weight,
+    /// then the total weight) and whose all-reduce applies `op` over the two.
+    struct Pair {
+        theirs: Vec<f64>,
+    }
+
+    impl Strategy for Pair {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut Vec<u8>, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
+            for (v, t) in values.iter_mut().zip(&self.theirs) {
+                *v = match op {
+                    ReduceOp::Sum => *v + t,
+                    ReduceOp::Max => v.max(*t),
+                    _ => unreachable!("not used here"),
+                };
+            }
+            Ok(())
+        }
+        fn all_reduce_f32(&self, _: &mut [f32], _: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    const REG: &[MetricSpec] = &[
+        MetricSpec::train("loss"),
+        MetricSpec::train("only_there"),
+        MetricSpec::train("count").kind(MetricKind::Int),
+    ];
+
+    #[test]
+    fn logged_values_become_sample_weighted_means_over_the_ranks() {
+        // Here: loss 1.0 over 3 samples, count 4. There: loss 3.0 over 1 sample, only_there 7.0, count 6.
+        let there = Pair {
+            theirs: vec![3.0, 1.0, 7.0, 1.0, 6.0, 1.0, 1.0],
+        };
+        let here = vec![(0, MetricValue::F32(1.0)), (2, MetricValue::Int(4))];
+        let (synced, weight) = sync_logged(&there, REG, here, 3.0).unwrap();
+        assert_eq!(weight, 4.0);
+        assert_eq!(
+            synced,
+            [
+                (0, MetricValue::F32(1.5)),
+                (1, MetricValue::F32(7.0)),
+                (2, MetricValue::F64(4.5)),
+            ]
+        );
+    }
+
+    #[test]
+    fn one_process_keeps_its_values() {
+        let values = vec![(0, MetricValue::F32(2.0))];
+        let single = crate::strategy::SingleProcess;
+        assert_eq!(
+            sync_logged(&single, REG, values.clone(), 5.0).unwrap(),
+            (values, 5.0)
+        );
+    }
+
+    #[test]
+    fn loaders_of_unequal_length_are_refused_on_every_rank() {
+        let longer = Pair {
+            theirs: vec![12.0, -12.0],
+        };
+        let err = agree_on_batches(&longer, "training", 10)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("between 10 and 12 batches"), "{err}");
+        let same = Pair {
+            theirs: vec![10.0, -10.0],
+        };
+        agree_on_batches(&same, "training", 10).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_broadcast_checkpoint_is_an_error() {
+        assert!(split_shared(&[1, 2]).is_err());
+        let mut bytes = 100u64.to_le_bytes().to_vec();
+        bytes.extend_from_slice(b"short");
+        assert!(split_shared(&bytes).is_err());
+        let mut good = Vec::new();
+        let path = Path::new("a.ckpt");
+        good.extend_from_slice(&6u64.to_le_bytes());
+        good.extend_from_slice(b"a.ckpt");
+        encode_checkpoint(&mut good, &Checkpoint::new("m"), path).unwrap();
+        let (p, c) = split_shared(&good).unwrap();
+        assert_eq!((p.as_path(), c.module_type.as_str()), (path, "m"));
+    }
+}
