@@ -81,8 +81,8 @@
 //!
 //! - The guide (the repository's `book/`, an mdBook whose code compiles as doctests of this crate):
 //!   "Getting started", "The module DSL" and "What the macros generate", "The trainer",
-//!   "Checkpointing", "Resuming training", "The checkpoint file", "Coming from Lightning" and the
-//!   "Reference" of every rule the code cites.
+//!   "Checkpointing", "Resuming training", "Distributed training", "The checkpoint file", "Coming from
+//!   Lightning" and the "Reference" of every rule the code cites.
 //! - The examples (`cargo run --release --example 01-quickstart`), one small program per task.
 //! - [`prelude`]: what a module definition and a training script import; [`trainer`],
 //!   [`callbacks`], [`mod@checkpoint`], [`optim`], [`data`], [`logger`], [`metrics`] and [`strategy`]:
@@ -144,6 +144,8 @@ mod guide {
     mod trainer {}
     #[doc = include_str!("../book/src/resuming.md")]
     mod resuming {}
+    #[doc = include_str!("../book/src/distributed.md")]
+    mod distributed {}
     #[doc = include_str!("../book/src/checkpoint-file.md")]
     mod checkpoint_file {}
     #[doc = include_str!("../book/src/checkpointing.md")]
