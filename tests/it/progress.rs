@@ -248,6 +248,9 @@ impl Strategy for RankOne {
     fn all_reduce(&self, _: &mut [f64], _: ReduceOp) -> fulgur::Result<()> {
         Ok(())
     }
+    fn all_reduce_f32(&self, _: &mut [f32], _: ReduceOp) -> fulgur::Result<()> {
+        Ok(())
+    }
 }
 
 #[test]

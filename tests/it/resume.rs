@@ -303,3 +303,52 @@ fn impossible_counters_in_a_file_are_errors_naming_the_field() {
         assert_eq!(t.global_step(), 0, "{what}: nothing is restored or trained");
     }
 }
+
+/// A checkpoint of `k` steps, rewritten as if a run of two processes had saved it.
+fn saved_by_two_processes(k: u64, dir: &Path) -> PathBuf {
+    let path = dir.join(format!("two-{k}.ckpt"));
+    let (mut train, mut val) = loaders();
+    let mut t = trainer(PLAIN, k, dir);
+    t.fit(
+        LitMlp::new(hparams(PLAIN, 0)),
+        &mut train,
+        Some(&mut val),
+        None,
+    )
+    .unwrap();
+    t.save_checkpoint(&path, false).unwrap();
+    let mut ckpt = fulgur::checkpoint::read_checkpoint(&path).unwrap();
+    assert_eq!(ckpt.loops.world_size, None, "one process records none");
+    ckpt.loops.world_size = Some(2);
+    fulgur::checkpoint::write_checkpoint(&path, &ckpt).unwrap();
+    path
+}
+
+#[test]
+fn another_world_size_resumes_at_an_epoch_boundary_and_is_refused_inside_an_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let resume = |path: PathBuf| {
+        let (mut train, mut val) = loaders();
+        let mut t = trainer(PLAIN, 60, dir.path());
+        let result = t.fit(
+            LitMlp::new(hparams(PLAIN, 0)),
+            &mut train,
+            Some(&mut val),
+            Some(CkptPath::Path(path)),
+        );
+        result.map(|()| t.global_step())
+    };
+    // 45 steps end epoch 0: the rest of the run is shared out afresh, with a warning.
+    assert_eq!(resume(saved_by_two_processes(45, dir.path())).unwrap(), 60);
+    let err = resume(saved_by_two_processes(20, dir.path())).unwrap_err();
+    assert!(
+        matches!(&err, fulgur::Error::Config { settings, .. } if settings == &["strategy"]),
+        "{err:?}"
+    );
+    let err = err.to_string();
+    assert!(
+        err.contains("saved by a run of 2 processes part-way through epoch 0")
+            && err.contains("resume it with 2 processes"),
+        "{err}"
+    );
+}

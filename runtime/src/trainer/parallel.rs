@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{CkptPath, Trainer};
-use crate::checkpoint::{decode_checkpoint, encode_checkpoint, Checkpoint};
+use crate::checkpoint::{decode_checkpoint, encode_checkpoint, Checkpoint, TensorData};
 use crate::device::Backend;
 use crate::metrics::{MetricSpec, MetricValue};
 use crate::module::{load_state_dict, state_dict, LightningModule};
@@ -49,25 +49,46 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         Ok(Some((path, ckpt)))
     }
 
-    /// Gives every rank rank 0's weights, so that all start identical whatever their devices' seeds.
+    /// Gives every rank rank 0's weights (every tensor of the module, buffers included), so that all
+    /// start identical whatever their devices' seeds: each rank lays its own tensors end to end, in name
+    /// order, and rank 0's bytes replace them.
     pub(super) fn broadcast_weights(&mut self) -> Result<()> {
         if self.strategy.world_size() <= 1 {
             return Ok(());
         }
-        let source = Path::new("<rank 0's weights>");
         let module = self.module.as_mut().ok_or_else(super::fit::no_module)?;
-        let mut bytes = Vec::new();
-        if self.strategy.is_global_zero() {
-            let mut ckpt = Checkpoint::new(std::any::type_name::<M>());
-            ckpt.state_dict = state_dict(module)?;
-            encode_checkpoint(&mut bytes, &ckpt, source)?;
-        }
+        let own = state_dict(module)?;
+        let mut bytes: Vec<u8> = own
+            .values()
+            .flat_map(|t| t.le_bytes().into_owned())
+            .collect();
+        let own_len = bytes.len();
         self.strategy.broadcast(&mut bytes, 0)?;
-        if !self.strategy.is_global_zero() {
-            let ckpt = decode_checkpoint(bytes.as_slice(), bytes.len() as u64, source)?;
-            load_state_dict(module, &ckpt.state_dict, true, source)?;
+        if self.strategy.is_global_zero() {
+            return Ok(());
         }
-        Ok(())
+        if bytes.len() != own_len {
+            return Err(Error::config(
+                "strategy",
+                format!(
+                    "rank 0's module `{}` has {} bytes of weights and rank {}'s has {own_len}: every rank \
+                     must build the same module",
+                    std::any::type_name::<M>(),
+                    bytes.len(),
+                    self.strategy.rank()
+                ),
+            ));
+        }
+        let mut received = std::collections::BTreeMap::new();
+        let mut rest = bytes.as_slice();
+        for (name, t) in own {
+            let (mine, tail) = rest.split_at(t.le_bytes().len());
+            rest = tail;
+            let tensor = TensorData::from_le_bytes(t.dtype(), t.shape().to_vec(), mine.to_vec())
+                .map_err(|e| Error::user(format!("rank 0's tensor `{name}`: {e}")))?;
+            received.insert(name, tensor);
+        }
+        load_state_dict(module, &received, true, Path::new("<rank 0's weights>"))
     }
 
     /// Rank 0's logger directory on every rank: each rank's logger picks the next free `version_N`

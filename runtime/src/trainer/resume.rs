@@ -206,7 +206,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             return Err(Error::config(
                 "strategy",
                 format!(
-                    "`{}` was saved by a run of {} part-way through epoch {} (after its batch {}), and this                      run has {}: the rest of that epoch cannot be shared out as the saved run would have;                      resume it with {}, or resume from a checkpoint saved at the end of an epoch",
+                    "`{}` was saved by a run of {} part-way through epoch {} (after its batch {}), and this \
+                     run has {}: the rest of that epoch cannot be shared out as the saved run would have; \
+                     resume it with {}, or resume from a checkpoint saved at the end of an epoch",
                     path.display(),
                     processes(saved),
                     loops.epoch,
@@ -217,7 +219,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             ));
         }
         crate::warn(&format!(
-            "`{}` was saved by a run of {} and this run has {}: the global batch is now {now} times the              loader's batch size instead of {saved} times, and the data order differs from the saved run's",
+            "`{}` was saved by a run of {} and this run has {}: the global batch is now {now} times the \
+                     loader's batch size instead of {saved} times, and the data order differs from the saved run's",
             path.display(),
             processes(saved),
             processes(now),
