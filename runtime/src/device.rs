@@ -93,4 +93,19 @@ impl Backend for dfdx::tensor::Cuda {
     fn try_seeded(seed: u64) -> Result<Self, <Self as dfdx::tensor::HasErr>::Err> {
         Self::try_seed_from_u64(seed)
     }
+
+    /// Over NCCL, on the device, when the strategy has a communicator
+    /// ([`Ddp::with_nccl`](crate::strategy::Ddp::with_nccl)); else through the host.
+    fn average_grads<M: dfdx::nn::tensor_collection::TensorCollection<f32, Self>>(
+        module: &mut M,
+        grads: &mut dfdx::tensor::Gradients<f32, Self>,
+        strategy: &dyn crate::strategy::Strategy,
+        buffer: &mut crate::strategy::GradBuffer,
+    ) -> crate::Result<()> {
+        #[cfg(feature = "mpi")]
+        if let Some(nccl) = strategy.nccl() {
+            return nccl.average(module, grads);
+        }
+        buffer.average(module, grads, strategy)
+    }
 }

@@ -4,7 +4,12 @@
 //! [`RankZeroFs`]. [`SingleProcess`] is the default; with the `mpi` feature, `Ddp` runs data-parallel
 //! over Open MPI.
 
+#[cfg(feature = "mpi")]
+mod ddp;
 mod grads;
+#[cfg(all(feature = "cuda", feature = "mpi"))]
+mod nccl;
+mod outcome;
 mod single;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +17,16 @@ use std::path::{Path, PathBuf};
 use crate::checkpoint::{write_checkpoint, Checkpoint};
 use crate::{Error, Result};
 
+#[cfg(feature = "mpi")]
+pub use ddp::Ddp;
 pub use grads::GradBuffer;
+/// The `mpi` crate [`Ddp`] runs on, for programs that use MPI themselves: initialise it before the
+/// first `Ddp::new()` to own it (`Ddp` then joins it and leaves finalising it to the program).
+#[cfg(feature = "mpi")]
+pub use mpi;
+#[cfg(all(feature = "cuda", feature = "mpi"))]
+#[doc(hidden)]
+pub use nccl::NcclGrads;
 pub use single::SingleProcess;
 
 /// A reduction for [`Strategy::all_reduce`].
@@ -58,6 +72,15 @@ pub trait Strategy: Send {
     /// nothing to end (a single process): the caller then returns the error as usual.
     fn fail(&self, error: &Error) {
         let _ = error;
+    }
+
+    /// The NCCL communicator that averages gradients on the GPU, when this strategy has one
+    /// ([`Ddp::with_nccl`]); the `Cuda` device's [`Backend::average_grads`](crate::Backend::average_grads)
+    /// uses it instead of the host path.
+    #[cfg(all(feature = "cuda", feature = "mpi"))]
+    #[doc(hidden)]
+    fn nccl(&self) -> Option<&NcclGrads> {
+        None
     }
 
     /// Rank 0's decision, on every rank.
