@@ -269,9 +269,11 @@ impl CallbackContext<'_> {
         state_key: String,
         state: Option<Value>,
     ) -> Result<()> {
-        let ckpt = self.build_checkpoint_as(weights_only, state_key, state)?;
-        self.fs().write_checkpoint(path, &ckpt)?;
-        self.strategy.barrier()
+        let path = path.as_ref();
+        let written = self
+            .build_checkpoint_as(weights_only, state_key, state)
+            .and_then(|ckpt| self.fs().write_checkpoint(path, &ckpt));
+        self.fs().agree(written, path, "write")
     }
 
     /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, without writing it.

@@ -112,11 +112,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.state.fn_ = TrainerFn::Fitting;
         let result = self.run_fit(train, val, ckpt_path);
         if let Err(error) = &result {
+            // Several processes: the others may wait in a collective this one never joins, and an
+            // `on_exception` that saves would wait for them; every rank ends now, before the hooks.
+            self.strategy.fail(error);
             let hooked = self.call_callbacks(all, |c, ctx| c.on_exception(ctx, error));
             if let Err(e) = hooked {
                 crate::warn(&format!("a callback's `on_exception` failed: {e}"));
             }
-            self.strategy.fail(error);
         }
         self.state.fn_ = TrainerFn::Idle;
         result

@@ -350,10 +350,16 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     ///
     /// With `weights_only`, the file holds the weights, hyperparameters and loop counters but no
     /// optimizer, scheduler or callback state, and cannot resume `fit`.
+    ///
+    /// In a data-parallel run, call it on every rank (as Lightning's `trainer.save_checkpoint`): rank 0
+    /// writes, and every rank returns once the file is complete, with rank 0's error if it failed.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>, weights_only: bool) -> Result<()> {
-        let ckpt = self.build_checkpoint(weights_only)?;
-        RankZeroFs::new(&*self.strategy).write_checkpoint(path.as_ref(), &ckpt)?;
-        self.strategy.barrier()
+        let path = path.as_ref();
+        let fs = RankZeroFs::new(&*self.strategy);
+        let written = self
+            .build_checkpoint(weights_only)
+            .and_then(|ckpt| fs.write_checkpoint(path, &ckpt));
+        fs.agree(written, path, "write")
     }
 
     /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write.

@@ -314,11 +314,12 @@ impl ModelCheckpoint {
                     }
                 }
                 Action::Link { target, link } => {
-                    ctx.fs().link(&target, &link)?;
-                    ctx.strategy().barrier()?;
+                    let linked = ctx.fs().link(&target, &link);
+                    ctx.fs().agree(linked, &link, "link")?;
                 }
                 Action::Delete(path) => {
-                    delete_own(ctx, &dir, &own, &path, false)?;
+                    let deleted = delete_own(ctx, &dir, &own, &path, false).map(drop);
+                    ctx.fs().agree(deleted, &path, "delete")?;
                 }
             }
         }
