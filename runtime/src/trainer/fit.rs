@@ -7,7 +7,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::config::limited;
-use super::parallel::{agree_on_batches, sync_logged};
+use super::parallel::{agree_on_batches, dropout_seed, sync_logged};
 use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
 use crate::device::Backend;
@@ -430,7 +430,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .batch(index);
         // fulgur::nn's dropout masks are keyed by the seed and the batch's number in the run, both in
         // every checkpoint, so a resumed run draws the masks an uninterrupted one would.
-        let masks = crate::nn::DropoutScope::enter(self.state.seed, self.state.total_batches);
+        // Each rank draws its own masks (rank 0 those of a single process).
+        let seed = dropout_seed(self.state.seed, self.strategy.rank());
+        let masks = crate::nn::DropoutScope::enter(seed, self.state.total_batches);
         let loss = module.training_step(batch, grads, &mut log);
         drop(masks);
         let loss = loss?;

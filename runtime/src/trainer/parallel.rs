@@ -122,6 +122,13 @@ fn split_shared(bytes: &[u8]) -> Result<(PathBuf, Checkpoint)> {
     Ok((path, ckpt))
 }
 
+/// The seed of rank `rank`'s dropout masks: the run's seed on rank 0, so a single process draws what it
+/// always drew, and another seed on every other rank, so that ranks do not drop the same units of
+/// their different samples.
+pub(super) fn dropout_seed(seed: u64, rank: usize) -> u64 {
+    seed ^ (rank as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 /// Fails on every rank alike when the ranks' loaders disagree on the number of batches: a rank with
 /// fewer would leave the others waiting in a collective it never joins.
 pub(super) fn agree_on_batches(strategy: &dyn Strategy, loader: &str, n: usize) -> Result<()> {
@@ -242,6 +249,13 @@ mod tests {
                 (2, MetricValue::F64(4.5)),
             ]
         );
+    }
+
+    #[test]
+    fn every_rank_draws_its_own_dropout_masks_and_rank_zero_those_of_one_process() {
+        assert_eq!(dropout_seed(42, 0), 42);
+        let seeds: std::collections::BTreeSet<u64> = (0..64).map(|r| dropout_seed(42, r)).collect();
+        assert_eq!(seeds.len(), 64);
     }
 
     #[test]
