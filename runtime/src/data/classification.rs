@@ -3,7 +3,8 @@ use std::sync::Arc;
 use dfdx::shapes::Const;
 use dfdx::tensor::Tensor;
 
-use super::{batch_rows, permutation, split_indices, DataLoader};
+use super::shard::EpochOrder;
+use super::{split_indices, DataLoader};
 use crate::device::Backend;
 use crate::{Error, Result};
 
@@ -80,13 +81,11 @@ impl<const F: usize, const C: usize> ClassificationData<F, C> {
                 "`batch_size` must be at least 1",
             ));
         }
-        let order = (0..self.len()).collect();
         Ok(ClassificationLoader {
             data: self.clone(),
             batch_size,
-            shuffle,
             device: device.clone(),
-            order,
+            order: EpochOrder::new(self.len(), shuffle),
         })
     }
 }
@@ -103,32 +102,32 @@ pub struct ClassificationBatch<const F: usize, const C: usize, D: Backend> {
 }
 
 /// Batches of a [`ClassificationData`] in an order fixed by `(seed, epoch)`.
+///
+/// In a data-parallel run, [`DataLoader::shard`] makes it hand out one rank's share of every epoch, by
+/// Lightning's `DistributedSampler` rule ([`Shard`](super::Shard)): every rank gets `ceil(n / world_size)`
+/// samples, strided through the epoch's order, which is padded by repeating its first samples; those
+/// count twice in epoch means.
 #[derive(Debug, Clone)]
 pub struct ClassificationLoader<const F: usize, const C: usize, D: Backend> {
     data: ClassificationData<F, C>,
     batch_size: usize,
-    shuffle: bool,
     device: D,
-    order: Vec<usize>,
+    order: EpochOrder,
 }
 
 impl<const F: usize, const C: usize, D: Backend> DataLoader for ClassificationLoader<F, C, D> {
     type Batch = ClassificationBatch<F, C, D>;
 
     fn num_batches(&self) -> usize {
-        self.data.len().div_ceil(self.batch_size)
+        self.order.num_batches(self.batch_size)
     }
 
     fn set_epoch(&mut self, epoch: u64, seed: u64) {
-        self.order = if self.shuffle {
-            permutation(self.data.len(), seed, epoch)
-        } else {
-            (0..self.data.len()).collect()
-        };
+        self.order.set_epoch(epoch, seed);
     }
 
     fn batch(&mut self, index: usize) -> Result<Self::Batch> {
-        let rows = batch_rows(&self.order, self.batch_size, index)?;
+        let rows = self.order.rows(self.batch_size, index)?;
         let n = rows.len();
         let mut x = Vec::with_capacity(n * F);
         let mut y = vec![0.0f32; n * C];
@@ -152,8 +151,11 @@ impl<const F: usize, const C: usize, D: Backend> DataLoader for ClassificationLo
     }
 
     fn batch_size(&self, index: usize) -> usize {
-        let start = index * self.batch_size;
-        self.order.len().saturating_sub(start).min(self.batch_size)
+        self.order.batch_size(self.batch_size, index)
+    }
+
+    fn shard(&mut self, rank: usize, world_size: usize) -> Result<()> {
+        self.order.shard(rank, world_size)
     }
 }
 
@@ -188,6 +190,34 @@ mod tests {
         seen.sort_unstable();
         assert_eq!(seen, (0..10).collect::<Vec<_>>());
         assert!(loader.batch(3).is_err());
+    }
+
+    #[test]
+    fn sharded_ranks_have_equal_batch_counts_and_cover_every_sample() {
+        // 10 samples over 4 ranks in batches of 2: 3 samples each (batches of 2 and 1).
+        let dev = Cpu::default();
+        let mut seen = Vec::new();
+        for rank in 0..4 {
+            let mut loader = data().loader(2, false, &dev).unwrap();
+            loader.shard(rank, 4).unwrap();
+            loader.set_epoch(0, 1);
+            assert_eq!(loader.num_batches(), 2, "rank {rank}");
+            assert_eq!((loader.batch_size(0), loader.batch_size(1)), (2, 1));
+            for i in 0..2 {
+                let xs = loader.batch(i).unwrap().x.as_vec();
+                seen.extend(xs.chunks(2).map(|r| r[0] as usize / 2));
+            }
+            assert!(loader.batch(2).is_err());
+        }
+        seen.sort_unstable();
+        // Padded to 12 from the start of the (unshuffled) order: samples 0 and 1 twice.
+        assert_eq!(seen, [0, 0, 1, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+        let err = data()
+            .loader(2, false, &dev)
+            .unwrap()
+            .shard(0, 0)
+            .unwrap_err();
+        assert!(err.to_string().contains("world size of 0"), "{err}");
     }
 
     #[test]

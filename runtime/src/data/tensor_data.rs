@@ -4,7 +4,8 @@ use std::sync::Arc;
 use dfdx::shapes::{Const, ConstShape, Shape};
 use dfdx::tensor::Tensor;
 
-use super::{batch_rows, split_indices, DataLoader};
+use super::shard::EpochOrder;
+use super::{split_indices, DataLoader};
 use crate::device::Backend;
 use crate::{Error, Result};
 
@@ -171,9 +172,8 @@ impl<X: SampleShape, Y: SampleShape> TensorData<X, Y> {
         Ok(TensorLoader {
             data: self.clone(),
             batch_size,
-            shuffle,
             device: device.clone(),
-            order: (0..self.len()).collect(),
+            order: EpochOrder::new(self.len(), shuffle),
         })
     }
 }
@@ -188,32 +188,32 @@ pub struct TensorBatch<X: SampleShape, Y: SampleShape, D: Backend> {
 }
 
 /// Batches of a [`TensorData`] in an order fixed by `(seed, epoch)`.
+///
+/// In a data-parallel run, [`DataLoader::shard`] makes it hand out one rank's share of every epoch, by
+/// Lightning's `DistributedSampler` rule ([`Shard`](super::Shard)): every rank gets `ceil(n / world_size)`
+/// samples, strided through the epoch's order, which is padded by repeating its first samples; those
+/// count twice in epoch means.
 #[derive(Debug, Clone)]
 pub struct TensorLoader<X: SampleShape, Y: SampleShape, D: Backend> {
     data: TensorData<X, Y>,
     batch_size: usize,
-    shuffle: bool,
     device: D,
-    order: Vec<usize>,
+    order: EpochOrder,
 }
 
 impl<X: SampleShape, Y: SampleShape, D: Backend> DataLoader for TensorLoader<X, Y, D> {
     type Batch = TensorBatch<X, Y, D>;
 
     fn num_batches(&self) -> usize {
-        self.data.len().div_ceil(self.batch_size)
+        self.order.num_batches(self.batch_size)
     }
 
     fn set_epoch(&mut self, epoch: u64, seed: u64) {
-        self.order = if self.shuffle {
-            super::permutation(self.data.len(), seed, epoch)
-        } else {
-            (0..self.data.len()).collect()
-        };
+        self.order.set_epoch(epoch, seed);
     }
 
     fn batch(&mut self, index: usize) -> Result<Self::Batch> {
-        let rows = batch_rows(&self.order, self.batch_size, index)?;
+        let rows = self.order.rows(self.batch_size, index)?;
         let n = rows.len();
         let (fx, fy) = (X::NUMEL, Y::NUMEL);
         let mut x = Vec::with_capacity(n * fx);
@@ -235,8 +235,11 @@ impl<X: SampleShape, Y: SampleShape, D: Backend> DataLoader for TensorLoader<X, 
     }
 
     fn batch_size(&self, index: usize) -> usize {
-        let start = index * self.batch_size;
-        self.order.len().saturating_sub(start).min(self.batch_size)
+        self.order.batch_size(self.batch_size, index)
+    }
+
+    fn shard(&mut self, rank: usize, world_size: usize) -> Result<()> {
+        self.order.shard(rank, world_size)
     }
 }
 
@@ -343,6 +346,80 @@ mod tests {
         resumed.set_epoch(4, 11);
         let rest: Vec<Vec<usize>> = (2..4).map(|i| samples(&mut resumed, i)).collect();
         assert_eq!(rest, whole[2..]);
+    }
+
+    #[test]
+    fn sharded_ranks_split_the_epoch_with_equal_batch_counts() {
+        // 10 samples over 3 ranks in batches of 3: 4 samples each (batches of 3 and 1), 12 in all, so the
+        // first 2 samples of the epoch's order are seen twice.
+        let dev = Cpu::default();
+        let mut whole = data().loader(10, true, &dev).unwrap();
+        whole.set_epoch(2, 5);
+        let epoch = samples(&mut whole, 0);
+        let mut seen = Vec::new();
+        for rank in 0..3 {
+            let mut loader = data().loader(3, true, &dev).unwrap();
+            loader.shard(rank, 3).unwrap();
+            loader.set_epoch(2, 5);
+            assert_eq!(loader.num_batches(), 2, "rank {rank}");
+            assert_eq!((loader.batch_size(0), loader.batch_size(1)), (3, 1));
+            let share: Vec<usize> = (0..2).flat_map(|i| samples(&mut loader, i)).collect();
+            let strided: Vec<usize> = (0..4).map(|k| epoch[(rank + 3 * k) % 10]).collect();
+            assert_eq!(share, strided, "rank {rank} takes every third position");
+            seen.extend(share);
+        }
+        seen.sort_unstable();
+        let mut expected: Vec<usize> = epoch.iter().chain(&epoch[..2]).copied().collect();
+        expected.sort_unstable();
+        assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn the_ranks_batch_k_together_is_batch_k_of_one_loader_with_the_global_batch() {
+        // 12 samples, 2 ranks of batch 3: together, batch k is batch k of one loader of batch 6.
+        let features = (0..12).flat_map(|i| [i as f32, 100.0 + i as f32]).collect();
+        let targets = (0..12).map(|i| -(i as f32)).collect();
+        let data = TensorData::<Rank1<2>, Rank0>::new(features, targets).unwrap();
+        let dev = Cpu::default();
+        let mut one = data.loader(6, true, &dev).unwrap();
+        one.set_epoch(1, 9);
+        let mut ranks: Vec<_> = (0..2)
+            .map(|rank| {
+                let mut loader = data.loader(3, true, &dev).unwrap();
+                loader.shard(rank, 2).unwrap();
+                loader.set_epoch(1, 9);
+                loader
+            })
+            .collect();
+        assert!(ranks.iter().all(|r| r.num_batches() == one.num_batches()));
+        for k in 0..one.num_batches() {
+            let mut union: Vec<usize> = ranks.iter_mut().flat_map(|r| samples(r, k)).collect();
+            let mut global = samples(&mut one, k);
+            union.sort_unstable();
+            global.sort_unstable();
+            assert_eq!(union, global, "batch {k}");
+        }
+    }
+
+    #[test]
+    fn a_fresh_sharded_loader_resumes_at_any_batch() {
+        let dev = Cpu::default();
+        let mut first = data().loader(2, true, &dev).unwrap();
+        first.shard(1, 2).unwrap();
+        first.set_epoch(4, 11);
+        let whole: Vec<Vec<usize>> = (0..3).map(|i| samples(&mut first, i)).collect();
+        let mut resumed = data().loader(2, true, &dev).unwrap();
+        resumed.shard(1, 2).unwrap();
+        resumed.set_epoch(4, 11);
+        assert_eq!(samples(&mut resumed, 2), whole[2]);
+        // Resharding replaces the share: back to one process, the whole epoch.
+        first.shard(0, 1).unwrap();
+        assert_eq!(first.num_batches(), 5);
+        let err = first.shard(2, 2).unwrap_err();
+        assert!(
+            err.to_string().contains("rank 2 of a world size of 2"),
+            "{err}"
+        );
     }
 
     #[test]
