@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use super::{CkptPath, Trainer};
 use crate::checkpoint::{decode_checkpoint, encode_checkpoint, Checkpoint, TensorData};
 use crate::device::Backend;
-use crate::metrics::{MetricSpec, MetricValue};
+use crate::metrics::{MetricSpec, MetricValue, Reduce};
 use crate::module::{load_state_dict, state_dict, LightningModule};
 use crate::strategy::{ReduceOp, Strategy};
 use crate::{Error, Result};
@@ -152,9 +152,10 @@ pub(super) fn agree_on_batches(strategy: &dyn Strategy, loader: &str, n: usize) 
     Ok(())
 }
 
-/// The values one step logged, each replaced by its mean over the ranks weighted by the ranks'
-/// `weight`s (their batch sizes), and the ranks' total weight. A value logged on some ranks only is
-/// the mean over those. Unchanged in a single process.
+/// The values one step logged, each reduced over the ranks with the metric's own `reduce` (as
+/// Lightning's `sync_dist` does with `reduce_fx`): `"mean"` by the ranks' `weight`s (their batch
+/// sizes), `"sum"`, `"max"`, `"min"`; and the ranks' total weight. A value logged on some ranks only is
+/// reduced over those. Unchanged in a single process.
 pub(super) fn sync_logged(
     strategy: &dyn Strategy,
     registry: &[MetricSpec],
@@ -164,27 +165,48 @@ pub(super) fn sync_logged(
     if strategy.world_size() <= 1 {
         return Ok((values, weight));
     }
-    // Per registry entry: Σ value × weight, Σ weight; then the total weight.
+    // Summed, per registry entry: the value (× weight for a mean), the weight, the ranks that logged
+    // it; then the total weight. Maxima of the values of `max` entries and of the negated values of
+    // `min` entries, in a second collective when there are any.
     let n = registry.len();
-    let mut sums = vec![0.0; 2 * n + 1];
+    let mut sums = vec![0.0; 3 * n + 1];
+    let extremes = registry
+        .iter()
+        .any(|s| matches!(s.reduce, Reduce::Max | Reduce::Min));
+    let mut maxima = vec![f64::NEG_INFINITY; if extremes { n } else { 0 }];
     for (i, v) in &values {
-        if *i < n {
-            sums[2 * i] = v.as_f64() * weight;
-            sums[2 * i + 1] = weight;
+        let (Some(spec), v) = (registry.get(*i), v.as_f64()) else {
+            continue;
+        };
+        match spec.reduce {
+            Reduce::Mean => sums[3 * i] = v * weight,
+            Reduce::Sum => sums[3 * i] = v,
+            Reduce::Max => maxima[*i] = v,
+            Reduce::Min => maxima[*i] = -v,
         }
+        sums[3 * i + 1] = weight;
+        sums[3 * i + 2] = 1.0;
     }
-    sums[2 * n] = weight;
+    sums[3 * n] = weight;
     strategy.all_reduce(&mut sums, ReduceOp::Sum)?;
+    if extremes {
+        strategy.all_reduce(&mut maxima, ReduceOp::Max)?;
+    }
     let synced = registry
         .iter()
         .enumerate()
-        .filter(|&(i, _)| sums[2 * i + 1] > 0.0)
+        .filter(|&(i, _)| sums[3 * i + 2] > 0.0)
         .map(|(i, spec)| {
-            let mean = sums[2 * i] / sums[2 * i + 1];
-            (i, MetricValue::from_f64(mean, spec.kind))
+            let v = match spec.reduce {
+                Reduce::Mean => sums[3 * i] / sums[3 * i + 1],
+                Reduce::Sum => sums[3 * i],
+                Reduce::Max => maxima[i],
+                Reduce::Min => -maxima[i],
+            };
+            (i, MetricValue::from_f64(v, spec.kind))
         })
         .collect();
-    Ok((synced, sums[2 * n]))
+    Ok((synced, sums[3 * n]))
 }
 
 #[cfg(test)]
@@ -230,15 +252,37 @@ mod tests {
         MetricSpec::train("loss"),
         MetricSpec::train("only_there"),
         MetricSpec::train("count").kind(MetricKind::Int),
+        MetricSpec::train("correct").reduce(Reduce::Sum),
+        MetricSpec::train("worst").reduce(Reduce::Max),
+        MetricSpec::train("best").reduce(Reduce::Min),
     ];
 
     #[test]
-    fn logged_values_become_sample_weighted_means_over_the_ranks() {
-        // Here: loss 1.0 over 3 samples, count 4. There: loss 3.0 over 1 sample, only_there 7.0, count 6.
-        let there = Pair {
-            theirs: vec![3.0, 1.0, 7.0, 1.0, 6.0, 1.0, 1.0],
-        };
-        let here = vec![(0, MetricValue::F32(1.0)), (2, MetricValue::Int(4))];
+    fn logged_values_are_reduced_over_the_ranks_with_their_own_reduction() {
+        // Here, 3 samples: loss 1.0, count 4, correct 2, worst 0.5, best 0.25. There, 1 sample: loss
+        // 3.0, only_there 7.0, count 6, correct 1, worst 0.75, best 0.5; as rank 1 would send them:
+        // per entry (value, or value × weight for a mean), weight, 1; then the total weight; then the
+        // maxima (values of `max` entries, negated values of `min` entries).
+        let mut theirs = vec![
+            3.0, 1.0, 1.0, // loss
+            7.0, 1.0, 1.0, // only_there
+            6.0, 1.0, 1.0, // count
+            1.0, 1.0, 1.0, // correct
+            0.0, 1.0, 1.0, // worst
+            0.0, 1.0, 1.0, // best
+            1.0, // weight
+        ];
+        theirs.extend([f64::NEG_INFINITY; 4]);
+        theirs.extend([0.75, -0.5]);
+        // The second collective (the maxima) reads from the end of `theirs`.
+        let there = Tail { theirs };
+        let here = vec![
+            (0, MetricValue::F32(1.0)),
+            (2, MetricValue::Int(4)),
+            (3, MetricValue::F32(2.0)),
+            (4, MetricValue::F32(0.5)),
+            (5, MetricValue::F32(0.25)),
+        ];
         let (synced, weight) = sync_logged(&there, REG, here, 3.0).unwrap();
         assert_eq!(weight, 4.0);
         assert_eq!(
@@ -247,8 +291,49 @@ mod tests {
                 (0, MetricValue::F32(1.5)),
                 (1, MetricValue::F32(7.0)),
                 (2, MetricValue::F64(4.5)),
+                (3, MetricValue::F32(3.0)),
+                (4, MetricValue::F32(0.75)),
+                (5, MetricValue::F32(0.25)),
             ]
         );
+    }
+
+    /// Like [`Pair`], for collectives of different lengths: each takes its partner's values from the
+    /// end of `theirs` (the sums from the start, the shorter maxima from the tail).
+    struct Tail {
+        theirs: Vec<f64>,
+    }
+
+    impl Strategy for Tail {
+        fn rank(&self) -> usize {
+            0
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _: &mut Vec<u8>, _: usize) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
+            let theirs = match op {
+                ReduceOp::Sum => &self.theirs[..values.len()],
+                _ => &self.theirs[self.theirs.len() - values.len()..],
+            };
+            for (v, t) in values.iter_mut().zip(theirs) {
+                *v = match op {
+                    ReduceOp::Sum => *v + t,
+                    ReduceOp::Max => v.max(*t),
+                    _ => unreachable!("not used here"),
+                };
+            }
+            Ok(())
+        }
+        fn all_reduce_f32(&self, _: &mut [f32], _: ReduceOp) -> Result<()> {
+            Ok(())
+        }
     }
 
     #[test]
