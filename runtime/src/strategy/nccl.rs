@@ -242,3 +242,91 @@ impl ParamVisitor<Cuda> for Bucket<'_> {
         copied.map_err(driver_err("copy a gradient"))
     }
 }
+
+/// These need an NVIDIA GPU (and NCCL): `scripts/gpu-check.sh` runs them.
+#[cfg(test)]
+mod tests {
+    use dfdx::nn::{builders::Linear, DeviceBuildExt, ZeroGrads};
+
+    use super::*;
+    use crate::Backend;
+
+    /// Every gradient value of `module`, in the order of the flat buffer.
+    struct Read<'a> {
+        grads: &'a mut Gradients<f32, Cuda>,
+        flat: Vec<f32>,
+        fill_from: Option<f32>,
+    }
+
+    impl ParamVisitor<Cuda> for Read<'_> {
+        fn visit<S: Shape>(&mut self, _: String, param: &mut Tensor<S, f32, Cuda>) -> Result<()> {
+            let dev = param.device().clone();
+            let g = self.grads.get_or_alloc_mut(param)?;
+            if let Some(start) = &mut self.fill_from {
+                let values: Vec<f32> = (0..g.len()).map(|i| *start + i as f32).collect();
+                *start += values.len() as f32;
+                dev.host_to_vec(&values, g)?;
+            }
+            self.flat.extend(dev.vec_to_host(g)?);
+            Ok(())
+        }
+    }
+
+    fn read(
+        m: &mut impl TensorCollection<f32, Cuda>,
+        grads: &mut Gradients<f32, Cuda>,
+    ) -> Vec<f32> {
+        let mut r = Read {
+            grads,
+            flat: Vec::new(),
+            fill_from: None,
+        };
+        visit_params_mut(m, &mut r).unwrap();
+        r.flat
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU: run by scripts/gpu-check.sh"]
+    fn buckets_gather_and_scatter_values_across_parameter_boundaries() {
+        let dev = Cuda::seed_from_u64(0);
+        let cuda = Storage::<f32>::try_alloc_len(&dev, 1).unwrap().device();
+        // Weight 2x3 then bias 2: eight values, in buckets of 5 and 3 that split the weight.
+        let mut m = dev.build_module::<Linear<3, 2>, f32>();
+        let mut grads = m.alloc_grads();
+        let mut fill = Read {
+            grads: &mut grads,
+            flat: Vec::new(),
+            fill_from: Some(0.0),
+        };
+        visit_params_mut(&mut m, &mut fill).unwrap();
+        let flat: Vec<f32> = (0..8).map(|i| i as f32).collect();
+        assert_eq!(fill.flat, flat);
+        for (lo, len) in [(0, 5), (5, 3)] {
+            let mut buf = cuda.alloc_zeros::<f32>(len).unwrap();
+            visit_params_mut(&mut m, &mut Bucket::gather(&cuda, &mut grads, lo, &mut buf)).unwrap();
+            let got = cuda.dtoh_sync_copy(&buf).unwrap();
+            assert_eq!(got, flat[lo..lo + len], "bucket at {lo}");
+            let doubled: Vec<f32> = got.iter().map(|v| v * 2.0).collect();
+            cuda.htod_sync_copy_into(&doubled, &mut buf).unwrap();
+            visit_params_mut(
+                &mut m,
+                &mut Bucket::scatter(&cuda, &mut grads, lo, &mut buf),
+            )
+            .unwrap();
+        }
+        let doubled: Vec<f32> = flat.iter().map(|v| v * 2.0).collect();
+        assert_eq!(read(&mut m, &mut grads), doubled);
+    }
+
+    #[test]
+    #[ignore = "needs an NVIDIA GPU and NCCL: run by scripts/gpu-check.sh"]
+    fn nccl_averages_over_one_rank() {
+        let dev = Cuda::seed_from_u64(0);
+        let cuda = Storage::<f32>::try_alloc_len(&dev, 1).unwrap().device();
+        let comm = Comm::from_rank(cuda.clone(), 0, 1, Id::new().unwrap()).unwrap();
+        let send = cuda.htod_sync_copy(&[1.0f32, -2.0, 3.5]).unwrap();
+        let mut recv = cuda.alloc_zeros::<f32>(3).unwrap();
+        comm.all_reduce(&send, &mut recv, &ReduceOp::Avg).unwrap();
+        assert_eq!(cuda.dtoh_sync_copy(&recv).unwrap(), [1.0, -2.0, 3.5]);
+    }
+}
