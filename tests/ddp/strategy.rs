@@ -187,14 +187,14 @@ fn child_finalise() {
 }
 
 #[test]
-fn ddp_joins_an_mpi_the_program_initialised_and_leaves_it_running() {
+fn ddp_joins_an_mpi_the_program_initialised_and_leaves_finalising_it_to_the_program() {
     mpirun(2, test_name!(child_program_owns_mpi))
         .run()
         .assert_passed();
 }
 
 #[test]
-#[ignore = "child of `ddp_joins_an_mpi_the_program_initialised_and_leaves_it_running`, run under mpirun"]
+#[ignore = "child of `ddp_joins_an_mpi_the_program_initialised_and_leaves_finalising_it_to_the_program`, run under mpirun"]
 fn child_program_owns_mpi() {
     use fulgur::strategy::mpi::{self, traits::*};
     assert!(in_child());
@@ -211,8 +211,12 @@ fn child_program_owns_mpi() {
     let mut sum = 0;
     world.all_reduce_into(&1, &mut sum, mpi::collective::SystemOperation::sum());
     assert_eq!(sum, 2);
-    let rank = world.rank() as usize;
+    // A `Ddp` that outlives the program's MPI frees nothing when it drops after `MPI_Finalize`.
+    let late = Ddp::new().unwrap();
+    let rank = late.rank();
     drop(universe);
+    assert!(mpi::environment::is_finalized());
+    drop(late);
     passed_on(rank, 2);
 }
 

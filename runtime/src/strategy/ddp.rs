@@ -14,6 +14,7 @@
 //! finalised, an MPI library without the thread support fulgur needs.
 
 use std::io::Write as _;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, Mutex, MutexGuard, Once, PoisonError, Weak};
 
 use mpi::collective::SystemOperation;
@@ -75,9 +76,20 @@ struct World {
 
 /// What one collective needs, behind one lock: calls are serialised, as `MPI_THREAD_SERIALIZED` asks.
 struct Channel {
-    comm: SimpleCommunicator,
+    /// Freed on drop only while MPI runs: a program that finalised its own MPI before dropping its
+    /// last `Ddp` would otherwise end in an MPI error.
+    comm: ManuallyDrop<SimpleCommunicator>,
     scratch_f64: Vec<f64>,
     scratch_f32: Vec<f32>,
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if mpi_running() {
+            // SAFETY: `comm` is not used again; this is the only place that drops it.
+            unsafe { ManuallyDrop::drop(&mut self.comm) }
+        }
+    }
 }
 
 // SAFETY: the communicator is an MPI handle (a pointer in Open MPI) that MPI lets any thread use when
@@ -145,7 +157,7 @@ impl Ddp {
         }
         let world = Arc::new(World {
             channel: Mutex::new(Channel {
-                comm,
+                comm: ManuallyDrop::new(comm),
                 scratch_f64: Vec::new(),
                 scratch_f32: Vec::new(),
             }),
