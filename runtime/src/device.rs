@@ -94,8 +94,8 @@ impl Backend for dfdx::tensor::Cuda {
         Self::try_seed_from_u64(seed)
     }
 
-    /// Over NCCL, on the device, when the strategy has a communicator
-    /// ([`Ddp::with_nccl`](crate::strategy::Ddp::with_nccl)); else through the host.
+    /// Over NCCL, on the device, when the strategy has a communicator (`Ddp::with_nccl`, features
+    /// `cuda` and `mpi`); else through the host.
     fn average_grads<M: dfdx::nn::tensor_collection::TensorCollection<f32, Self>>(
         module: &mut M,
         grads: &mut dfdx::tensor::Gradients<f32, Self>,
