@@ -14,7 +14,7 @@ use crate::callbacks::Callback;
 use crate::checkpoint::Checkpoint;
 use crate::device::Backend;
 use crate::metrics::{MetricSpec, StepLog};
-use crate::optim::Optimizers;
+use crate::optim::{ManualOptimization, Optimizers};
 use crate::Result;
 
 pub use state_dict::{load_state_dict, param_shapes, state_dict};
@@ -157,6 +157,35 @@ pub trait LightningModule<D: Backend>: ModuleState<D> {
         grads: Gradients<f32, D>,
         log: &mut StepLog,
     ) -> Result<Loss<D>>;
+
+    /// Whether the training step steps the optimizers itself (Lightning's
+    /// `automatic_optimization = False`): the trainer then calls
+    /// [`manual_training_step`](Self::manual_training_step) instead of
+    /// [`training_step`](Self::training_step), takes no backward pass and no optimizer step of its own,
+    /// moves no scheduler, and counts every optimizer step in `global_step`. Several optimizers need it.
+    /// `accumulate_grad_batches` and `gradient_clip_val` are refused with it, as in Lightning.
+    const MANUAL_OPTIMIZATION: bool = false;
+
+    /// One training step in manual optimization (called only when
+    /// [`MANUAL_OPTIMIZATION`](Self::MANUAL_OPTIMIZATION) is `true`): the forward passes, their
+    /// gradients, and [`opt.step(index, self, &mut grads)`](ManualOptimization::step) for each optimizer
+    /// to update, as many times as the step needs.
+    fn manual_training_step(
+        &mut self,
+        batch: Self::Batch,
+        opt: &mut ManualOptimization<'_, Self, D>,
+        log: &mut StepLog,
+    ) -> Result<()> {
+        let _ = (batch, opt, log);
+        Err(crate::Error::config(
+            "manual_training_step",
+            format!(
+                "`{}` sets `MANUAL_OPTIMIZATION` but does not implement `manual_training_step`, which \
+                 the trainer calls for each training batch in manual optimization",
+                std::any::type_name::<Self>()
+            ),
+        ))
+    }
 
     /// One validation step. The default does nothing: validation then only runs the hooks.
     fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {

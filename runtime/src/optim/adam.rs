@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
 use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
+use super::select::Selection;
 use super::sgd::{check_kind, encode_config, WeightDecayRecord};
 use super::{Optimizer, ParamGroup, StateError};
 use crate::checkpoint::OptimizerState;
@@ -50,6 +51,7 @@ const SLOTS: [&str; 2] = ["exp_avg", "exp_avg_sq"];
 pub struct Adam<D: Backend> {
     cfg: AdamConfig,
     groups: Groups,
+    select: Selection,
     t: u64,
     moments: SlotState<D, 2>,
 }
@@ -60,6 +62,7 @@ impl<D: Backend> Adam<D> {
         Self {
             cfg,
             groups: Groups::new(cfg.lr),
+            select: Selection::default(),
             t: 0,
             moments: SlotState::new(SLOTS),
         }
@@ -85,6 +88,21 @@ impl<D: Backend> Adam<D> {
     /// The parameter groups, in the order they are tried.
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups.groups
+    }
+
+    /// Restricts the optimizer to the parameters whose names match `pattern` (the glob syntax of
+    /// [`ParamGroup`]); several calls add patterns. PyTorch's `Adam(self.generator.parameters())`: the
+    /// parameters no pattern selects are never updated by this optimizer and have no state in it, so
+    /// that two optimizers of one module (manual optimization) each move their own part. A pattern that
+    /// selects no parameter fails `fit` at start. Without a call, every trainable parameter is updated.
+    pub fn params(mut self, pattern: &str) -> Self {
+        self.select.add(pattern);
+        self
+    }
+
+    /// The patterns given to [`params`](Self::params), in order; empty when every parameter is updated.
+    pub fn selected_params(&self) -> Vec<&str> {
+        self.select.patterns()
     }
 
     /// The learning rate the next update applies to parameter `name`: its group's rate times the factor
@@ -115,7 +133,7 @@ impl<D: Backend> Adam<D> {
             kind: self.kind().to_string(),
             step: self.t,
             lr: self.cfg.lr,
-            config: encode_config(&AdamRecord::new(&self.cfg, &self.groups))?,
+            config: encode_config(&AdamRecord::new(&self.cfg, &self.groups, &self.select))?,
             params: self.moments.to_host()?,
         })
     }
@@ -141,6 +159,7 @@ fn kind_of(cfg: &AdamConfig) -> &'static str {
 struct AdamStep<'a, D: Backend> {
     cfg: &'a AdamConfig,
     groups: &'a Groups,
+    select: &'a Selection,
     t: i32,
     moments: &'a mut SlotState<D, 2>,
     grads: &'a mut Gradients<f32, D>,
@@ -148,6 +167,9 @@ struct AdamStep<'a, D: Backend> {
 
 impl<D: Backend> ParamVisitor<D> for AdamStep<'_, D> {
     fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()> {
+        if !self.select.selects(&name) {
+            return Ok(());
+        }
         let grad = self.grads.get_or_alloc_mut(&*param).map_err(device_err)?;
         let group = self.groups.resolve(&name, self.cfg.lr);
         let cfg = AdamConfig {
@@ -179,6 +201,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
             &mut AdamStep {
                 cfg: &self.cfg,
                 groups: &self.groups,
+                select: &self.select,
                 t: t_kernel,
                 moments: &mut self.moments,
                 grads,
@@ -200,6 +223,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
 
     fn check_params(&self, module: &M) -> Result<()> {
         let params = trainable_params::<M, D>(module);
+        self.select.check(params.keys().map(String::as_str))?;
         self.groups.check(params.keys().map(String::as_str))
     }
 
@@ -213,6 +237,9 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
         let cfg = match state.config.deserialized::<AdamRecord>() {
             Ok(rec) => {
                 groups = push_group_problem(&self.groups, rec.param_groups.as_ref(), &mut problems);
+                if let Err(e) = self.select.check_restored(rec.selected_params.as_deref()) {
+                    problems.push(e);
+                }
                 let cfg = AdamConfig {
                     lr: state.lr,
                     betas: rec.betas,
@@ -241,6 +268,11 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
                 i32::MAX
             ));
         }
+        for name in state.params.keys().filter(|n| !self.select.selects(n)) {
+            problems.push(format!(
+                "`{name}` has state, but none of the optimizer's `params` patterns selects it"
+            ));
+        }
         let moments = SlotState::from_host(SLOTS, module, state, problems)?;
         if let Some(cfg) = cfg {
             self.cfg = cfg;
@@ -263,16 +295,20 @@ struct AdamRecord {
     /// Absent without groups, so that such checkpoints read as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     param_groups: Option<GroupsRecord>,
+    /// The `params` patterns; absent when every parameter is updated, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    selected_params: Option<Vec<String>>,
 }
 
 impl AdamRecord {
-    fn new(cfg: &AdamConfig, groups: &Groups) -> Self {
+    fn new(cfg: &AdamConfig, groups: &Groups, select: &Selection) -> Self {
         Self {
             lr: cfg.lr,
             betas: cfg.betas,
             eps: cfg.eps,
             weight_decay: cfg.weight_decay.map(Into::into),
             param_groups: groups.record(),
+            selected_params: select.record(),
         }
     }
 }

@@ -69,12 +69,43 @@ pub trait LrScheduler: Send {
 #[error("{0}")]
 pub struct StateError(pub String);
 
-/// What `configure_optimizers` returns: an optimizer and an optional scheduler.
+/// What `configure_optimizers` returns: one optimizer or several, each with an optional scheduler.
+///
+/// Lightning's `configure_optimizers` returning a list of optimizers and schedulers. Several optimizers
+/// need manual optimization ([`LightningModule::MANUAL_OPTIMIZATION`](crate::module::LightningModule::MANUAL_OPTIMIZATION)):
+/// `fit` refuses them otherwise, as Lightning does. Give each its own parameters with
+/// [`Adam::params`] or [`Sgd::params`], or both move every parameter.
+///
+/// ```
+/// use dfdx::optim::{AdamConfig, SgdConfig};
+/// use fulgur_runtime::optim::{Adam, Optimizers, Sgd, StepLr};
+///
+/// # struct Gan;
+/// # impl dfdx::nn::tensor_collection::TensorCollection<f32, dfdx::tensor::Cpu> for Gan {
+/// #     type To<E2: dfdx::shapes::Dtype, D2: dfdx::tensor_ops::Device<E2>> = ();
+/// #     fn iter_tensors<V: dfdx::nn::tensor_collection::ModuleVisitor<Self, f32, dfdx::tensor::Cpu>>(
+/// #         _: &mut V,
+/// #     ) -> Result<Option<()>, V::Err> { Ok(Some(())) }
+/// # }
+/// type Dev = dfdx::tensor::Cpu;
+/// let opts: Optimizers<Gan, Dev> = Optimizers::new(Adam::new(AdamConfig::default()).params("generator.*"))
+///     .with_scheduler(StepLr::new(10, 0.5)) // the generator's
+///     .and(Sgd::new(SgdConfig::default()).params("discriminator.*"));
+/// assert_eq!(opts.len(), 2);
+/// assert!(opts.scheduler(0).is_some() && opts.scheduler(1).is_none());
+/// ```
 pub struct Optimizers<M, D: Backend> {
-    /// The optimizer.
+    /// The first optimizer.
     pub optimizer: Box<dyn Optimizer<M, D>>,
-    /// The learning-rate scheduler, if any.
+    /// The first optimizer's learning-rate scheduler, if any.
     pub scheduler: Option<Box<dyn LrScheduler>>,
+    more: Vec<Slot<M, D>>,
+}
+
+/// An optimizer after the first, with its scheduler.
+struct Slot<M, D: Backend> {
+    optimizer: Box<dyn Optimizer<M, D>>,
+    scheduler: Option<Box<dyn LrScheduler>>,
 }
 
 impl<M, D: Backend> Optimizers<M, D> {
@@ -83,24 +114,86 @@ impl<M, D: Backend> Optimizers<M, D> {
         Self {
             optimizer: Box::new(optimizer),
             scheduler: None,
+            more: Vec::new(),
         }
     }
 
-    /// Adds a learning-rate scheduler.
+    /// Adds a learning-rate scheduler to the optimizer added last.
     pub fn with_scheduler(mut self, scheduler: impl LrScheduler + 'static) -> Self {
-        self.scheduler = Some(Box::new(scheduler));
+        let scheduler = Some(Box::new(scheduler) as Box<dyn LrScheduler>);
+        match self.more.last_mut() {
+            Some(slot) => slot.scheduler = scheduler,
+            None => self.scheduler = scheduler,
+        }
         self
+    }
+
+    /// Adds another optimizer (index [`len`](Self::len) before the call); a following
+    /// [`with_scheduler`](Self::with_scheduler) gives it its scheduler.
+    #[allow(clippy::should_implement_trait)]
+    pub fn and(mut self, optimizer: impl Optimizer<M, D> + 'static) -> Self {
+        self.more.push(Slot {
+            optimizer: Box::new(optimizer),
+            scheduler: None,
+        });
+        self
+    }
+
+    /// The number of optimizers (at least 1).
+    pub fn len(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    /// Always `false`: there is at least one optimizer.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// Optimizer `index`, in the order they were added.
+    pub fn optimizer(&self, index: usize) -> Option<&dyn Optimizer<M, D>> {
+        match index {
+            0 => Some(&*self.optimizer),
+            i => self.more.get(i - 1).map(|s| &*s.optimizer),
+        }
+    }
+
+    /// The learning-rate scheduler of optimizer `index`, if it has one.
+    pub fn scheduler(&self, index: usize) -> Option<&dyn LrScheduler> {
+        match index {
+            0 => self.scheduler.as_deref(),
+            i => self.more.get(i - 1).and_then(|s| s.scheduler.as_deref()),
+        }
+    }
+
+    /// Optimizer `index` and its scheduler, mutably.
+    pub(crate) fn get_mut(
+        &mut self,
+        index: usize,
+    ) -> Option<(
+        &mut (dyn Optimizer<M, D> + 'static),
+        Option<&mut (dyn LrScheduler + 'static)>,
+    )> {
+        match index {
+            0 => Some((&mut *self.optimizer, self.scheduler.as_deref_mut())),
+            i => self
+                .more
+                .get_mut(i - 1)
+                .map(|s| (&mut *s.optimizer, s.scheduler.as_deref_mut())),
+        }
     }
 }
 
 mod adam;
 mod group;
+mod manual;
 pub(crate) mod named;
 mod scheduler;
+mod select;
 mod sgd;
 
 pub use adam::Adam;
 pub use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
 pub use group::ParamGroup;
+pub use manual::ManualOptimization;
 pub use scheduler::{CosineAnnealingLr, LinearWarmup, StepLr};
 pub use sgd::Sgd;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
 use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
+use super::select::Selection;
 use super::{Optimizer, ParamGroup, StateError};
 use crate::checkpoint::OptimizerState;
 use crate::device::Backend;
@@ -47,6 +48,7 @@ const SLOTS: [&str; 1] = ["momentum_buffer"];
 pub struct Sgd<D: Backend> {
     cfg: SgdConfig,
     groups: Groups,
+    select: Selection,
     steps: u64,
     velocity: SlotState<D, 1>,
 }
@@ -57,6 +59,7 @@ impl<D: Backend> Sgd<D> {
         Self {
             cfg,
             groups: Groups::new(cfg.lr),
+            select: Selection::default(),
             steps: 0,
             velocity: SlotState::new(SLOTS),
         }
@@ -72,6 +75,21 @@ impl<D: Backend> Sgd<D> {
     /// The parameter groups, in the order they are tried.
     pub fn groups(&self) -> &[ParamGroup] {
         &self.groups.groups
+    }
+
+    /// Restricts the optimizer to the parameters whose names match `pattern` (the glob syntax of
+    /// [`ParamGroup`]); several calls add patterns. PyTorch's `Sgd(self.generator.parameters())`: the
+    /// parameters no pattern selects are never updated by this optimizer and have no state in it, so
+    /// that two optimizers of one module (manual optimization) each move their own part. A pattern that
+    /// selects no parameter fails `fit` at start. Without a call, every trainable parameter is updated.
+    pub fn params(mut self, pattern: &str) -> Self {
+        self.select.add(pattern);
+        self
+    }
+
+    /// The patterns given to [`params`](Self::params), in order; empty when every parameter is updated.
+    pub fn selected_params(&self) -> Vec<&str> {
+        self.select.patterns()
     }
 
     /// The learning rate the next update applies to parameter `name`: its group's rate times the factor
@@ -108,7 +126,7 @@ impl<D: Backend> Sgd<D> {
             kind: "sgd".to_string(),
             step: self.steps,
             lr: self.cfg.lr,
-            config: encode_config(&SgdRecord::new(&self.cfg, &self.groups))?,
+            config: encode_config(&SgdRecord::new(&self.cfg, &self.groups, &self.select))?,
             params,
         })
     }
@@ -122,12 +140,16 @@ impl<D: Backend> Sgd<D> {
 struct SgdStep<'a, D: Backend> {
     cfg: &'a SgdConfig,
     groups: &'a Groups,
+    select: &'a Selection,
     velocity: &'a mut SlotState<D, 1>,
     grads: &'a mut Gradients<f32, D>,
 }
 
 impl<D: Backend> ParamVisitor<D> for SgdStep<'_, D> {
     fn visit<S: Shape>(&mut self, name: String, param: &mut Tensor<S, f32, D>) -> Result<()> {
+        if !self.select.selects(&name) {
+            return Ok(());
+        }
         let grad = self.grads.get_or_alloc_mut(&*param).map_err(device_err)?;
         let group = self.groups.resolve(&name, self.cfg.lr);
         let cfg = SgdConfig {
@@ -150,6 +172,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
             &mut SgdStep {
                 cfg: &self.cfg,
                 groups: &self.groups,
+                select: &self.select,
                 velocity: &mut self.velocity,
                 grads,
             },
@@ -170,6 +193,7 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
 
     fn check_params(&self, module: &M) -> Result<()> {
         let params = trainable_params::<M, D>(module);
+        self.select.check(params.keys().map(String::as_str))?;
         self.groups.check(params.keys().map(String::as_str))
     }
 
@@ -183,6 +207,9 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
         let cfg = match state.config.deserialized::<SgdRecord>() {
             Ok(rec) => {
                 groups = push_group_problem(&self.groups, rec.param_groups.as_ref(), &mut problems);
+                if let Err(e) = self.select.check_restored(rec.selected_params.as_deref()) {
+                    problems.push(e);
+                }
                 Some(SgdConfig {
                     lr: state.lr,
                     momentum: rec.momentum.map(Into::into),
@@ -194,6 +221,11 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
                 None
             }
         };
+        for name in state.params.keys().filter(|n| !self.select.selects(n)) {
+            problems.push(format!(
+                "`{name}` has state, but none of the optimizer's `params` patterns selects it"
+            ));
+        }
         let velocity = SlotState::from_host(SLOTS, module, state, problems)?;
         if let Some(cfg) = cfg {
             self.cfg = cfg;
@@ -237,15 +269,19 @@ struct SgdRecord {
     /// Absent without groups, so that such checkpoints read as before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     param_groups: Option<GroupsRecord>,
+    /// The `params` patterns; absent when every parameter is updated, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    selected_params: Option<Vec<String>>,
 }
 
 impl SgdRecord {
-    fn new(cfg: &SgdConfig, groups: &Groups) -> Self {
+    fn new(cfg: &SgdConfig, groups: &Groups, select: &Selection) -> Self {
         Self {
             lr: cfg.lr,
             momentum: cfg.momentum.map(Into::into),
             weight_decay: cfg.weight_decay.map(Into::into),
             param_groups: groups.record(),
+            selected_params: select.record(),
         }
     }
 }
