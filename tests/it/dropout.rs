@@ -254,3 +254,81 @@ fn fit_warns_once_when_resuming_with_dfdx_dropout() {
         warnings[0]
     );
 }
+
+const KILL_DIR: &str = "FULGUR_DROPOUT_KILL_DIR";
+
+/// Prints `step N` after every batch; from step 20 on, takes its time, so that the parent's kill lands
+/// inside the run.
+struct Announce;
+
+impl Callback for Announce {
+    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        let step = ctx.state().global_step;
+        println!("step {step}");
+        if step >= 20 {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+}
+
+/// The CNN with dropout trained towards 60 steps with `last.ckpt` saved at every step, to be killed.
+fn fit_saving_last(dir: &Path, ckpt: Option<CkptPath>) -> Trainer<ResumableCnn<Cpu>> {
+    let last = fulgur::callbacks::ModelCheckpoint::builder()
+        .dirpath(dir)
+        .save_top_k(0)
+        .save_last(true)
+        .every_n_train_steps(1)
+        .build()
+        .unwrap();
+    let mut t = Trainer::builder()
+        .max_steps(60)
+        .default_root_dir(dir)
+        .no_logger()
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .seed(1234)
+        .callback(last)
+        .callback(Announce)
+        .build()
+        .unwrap();
+    let (mut train, _) = loaders();
+    t.fit(module(0), &mut train, None, ckpt).unwrap();
+    t
+}
+
+#[test]
+#[ignore = "run in a child process by a_cnn_with_dropout_killed_and_resumed_ends_bit_identical"]
+fn child_trains_the_cnn_until_killed() {
+    let Some(dir) = std::env::var_os(KILL_DIR) else {
+        eprintln!("{KILL_DIR} is not set: nothing to do");
+        return;
+    };
+    fit_saving_last(Path::new(&dir), None);
+    eprintln!("fit returned before the child was killed");
+    std::process::exit(3);
+}
+
+#[test]
+fn a_cnn_with_dropout_killed_and_resumed_ends_bit_identical() {
+    // Guide: Models, dropout: a run killed with SIGKILL and resumed from `last` in a new process ends
+    // with the weights of a run that never stopped.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Child::spawn(
+        &test_name!(child_trains_the_cnn_until_killed),
+        &[(KILL_DIR, dir.path().into())],
+        None,
+    );
+    child
+        .wait_line("step 23", Duration::from_secs(300))
+        .unwrap_or_else(|e| panic!("{e}"));
+    child.kill().unwrap_or_else(|e| panic!("{e}"));
+    let killed_at = fulgur::checkpoint::read_checkpoint(dir.path().join("last.ckpt"))
+        .unwrap()
+        .global_step;
+    // `step 23` is printed before the checkpoint callback (which runs last) saves step 23.
+    assert!((22..60).contains(&killed_at), "killed at step {killed_at}");
+    let resumed = fit_saving_last(dir.path(), Some(CkptPath::Last));
+    assert_eq!(resumed.global_step(), 60);
+    assert_bit_identical(&straight::<ResumableCnn<Cpu>>(60), &weights(&resumed));
+}
