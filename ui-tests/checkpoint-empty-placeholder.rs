@@ -18,7 +18,7 @@ impl<D: Backend> Lit<D> {
     fn training_step(&mut self, _x: X<D>, _g: Gradients<f32, D>) -> Loss<D> { todo!() }
 
     #[log(val_loss)]
-    fn validation_step(&mut self, _x: X<D>) -> f32 { todo!() }
+    fn validation_step(&self, _x: X<D>) -> f32 { todo!() }
 }
 
 fn main() {}

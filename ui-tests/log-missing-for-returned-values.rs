@@ -16,7 +16,7 @@ impl<D: Backend> Lit<D> {
     #[log(train_loss)]
     fn training_step(&mut self, _x: X<D>, _g: Gradients<f32, D>) -> Loss<D> { todo!() }
 
-    fn validation_step(&mut self, _x: X<D>) -> (f32, f32) { todo!() }
+    fn validation_step(&self, _x: X<D>) -> (f32, f32) { todo!() }
 }
 
 fn main() {}

@@ -10,7 +10,7 @@ struct Lit<D: Backend> {
 
 impl<D: Backend> Lit<D> {
     #[log(val_loss)]
-    fn validation_step(&mut self, _x: X<D>) -> f32 { todo!() }
+    fn validation_step(&self, _x: X<D>) -> f32 { todo!() }
 }
 
 fn main() {}

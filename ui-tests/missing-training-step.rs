@@ -14,7 +14,7 @@ impl<D: Backend> Lit<D> {
     fn configure_optimizers(&self) -> Adam<D> { Adam::new(Default::default()) }
 
     #[log(val_loss)]
-    fn validation_step(&mut self, _x: X<D>) -> f32 { todo!() }
+    fn validation_step(&self, _x: X<D>) -> f32 { todo!() }
 }
 
 fn main() {}

@@ -188,7 +188,7 @@ impl<D: Backend> LitClassifier<D> {
     }
 
     #[log(val_loss, val_acc)]
-    fn validation_step(&mut self, batch: Batch<D>) -> (f32, f32) {
+    fn validation_step(&self, batch: Batch<D>) -> (f32, f32) {
         evaluate(&self.net, batch)
     }
 }

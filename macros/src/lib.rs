@@ -80,8 +80,8 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 /// | method | signature | becomes |
 /// |---|---|---|
 /// | `training_step` (required) | `(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>`, optionally with `batch_idx: usize` before or after `grads` | `training_step`; `B` is the module's `Batch` |
-/// | `validation_step`, `test_step` | `(&self, batch: B) -> values` (`&mut self` is accepted too), optionally with `batch_idx: usize` after `batch` | the trait's steps |
-/// | `predict_step` | `(&mut self, batch: B) -> P` | `predict_step`; `P` is the module's `Prediction` |
+/// | `validation_step`, `test_step` | `(&self, batch: B) -> values`, optionally with `batch_idx: usize` after `batch` | the trait's steps |
+/// | `predict_step` | `(&self, batch: B) -> P` | `predict_step`; `P` is the module's `Prediction` |
 /// | `configure_optimizers` (required) | `(&self) -> O` | `Optimizers::new(O)`, or `O` itself when it is `Optimizers<Self, D>` |
 /// | `configure_callbacks` | `(&self) -> Vec<Box<dyn Callback>>` (or a `Result` of it) | your callbacks, then the `#[checkpoint]` ones |
 /// | `on_train_batch_end`, `on_train_epoch_end`, `on_validation_epoch_end` | `(&mut self)` or `(&mut self, log: &mut StepLog)`, returning `()`, `Result<()>` or, with `#[log]`, values | the hooks |

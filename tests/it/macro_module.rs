@@ -85,7 +85,7 @@ impl<Dev: Backend> LitDigits<Dev> {
         Ok(correct as f32 / n as f32)
     }
 
-    fn predict_step(&mut self, batch: ClassificationBatch<64, 10, Dev>) -> Vec<usize> {
+    fn predict_step(&self, batch: ClassificationBatch<64, 10, Dev>) -> Vec<usize> {
         let logits = self.head.proj.forward(self.net.forward(batch.x));
         argmax_rows(&logits.as_vec())
     }
@@ -141,7 +141,7 @@ impl CpuOnly {
     }
 
     /// Returns nothing: logs nothing.
-    fn validation_step(&mut self, _batch: ClassificationBatch<64, 10, Cpu>) {}
+    fn validation_step(&self, _batch: ClassificationBatch<64, 10, Cpu>) {}
 }
 
 /// Records `(epoch, val_loss)` after each validation run of `fit`.
@@ -419,8 +419,9 @@ struct LightningStyle<D: Backend> {
     net: Built<Linear<64, 10>, D>,
     #[skip]
     train_indices: Vec<usize>,
+    /// `validation_step` takes `&self`: its bookkeeping goes through a cell.
     #[skip]
-    val_indices: Vec<usize>,
+    val_indices: std::cell::RefCell<Vec<usize>>,
     #[skip]
     val_runs: u64,
     #[skip]
@@ -445,12 +446,12 @@ impl<D: Backend> LightningStyle<D> {
         cross_entropy_with_logits_loss(self.net.forward_mut(batch.x.traced(grads)), batch.y)
     }
 
-    fn validation_step(&mut self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) {
-        self.val_indices.push(batch_idx);
+    fn validation_step(&self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) {
+        self.val_indices.borrow_mut().push(batch_idx);
     }
 
     #[log(test_index(reduce = "max"))]
-    fn test_step(&mut self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) -> usize {
+    fn test_step(&self, _batch: ClassificationBatch<64, 10, D>, batch_idx: usize) -> usize {
         batch_idx
     }
 
@@ -515,7 +516,7 @@ fn steps_receive_the_batch_index_and_hooks_log_what_they_return() {
     // The index of each batch, from 0 in every epoch and every validation run.
     let trained = trainer.take_module().unwrap();
     assert_eq!(trained.train_indices, [0, 1, 2, 0, 1, 2]);
-    assert_eq!(trained.val_indices, [0, 1, 0, 1]);
+    assert_eq!(*trained.val_indices.borrow(), [0, 1, 0, 1]);
     assert_eq!(trained.epochs_ended, 2);
 
     let mut trainer = Trainer::builder()

@@ -50,10 +50,9 @@ impl StepKind {
             StepKind::Training => {
                 "fn training_step(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>".into()
             }
-            // Evaluation takes `&self`, so a stray `forward_mut` cannot update batch-norm statistics;
-            // `&mut self` is accepted too (the runtime's trait method has it).
-            StepKind::Validation | StepKind::Test => format!("fn {}(&self, batch: B)", self.name()),
-            StepKind::Predict => "fn predict_step(&mut self, batch: B)".into(),
+            StepKind::Validation | StepKind::Test | StepKind::Predict => {
+                format!("fn {}(&self, batch: B)", self.name())
+            }
         }
     }
 
@@ -405,8 +404,8 @@ impl Module {
         }
         if let Some(kind) = step {
             let receiver = match kind {
-                StepKind::Validation | StepKind::Test => Receiver::Either,
-                _ => Receiver::Mut,
+                StepKind::Training => Receiver::Mut,
+                StepKind::Validation | StepKind::Test | StepKind::Predict => Receiver::Eval,
             };
             let params = params(cx, f, &kind.signature(), receiver);
             let (args, batch, grads) = if kind == StepKind::Predict {
@@ -575,8 +574,8 @@ impl Module {
 enum Receiver {
     Mut,
     Ref,
-    /// `&self` or `&mut self`: the evaluation steps.
-    Either,
+    /// `&self`, for the evaluation steps: they must not change the module.
+    Eval,
 }
 
 /// Checks the receiver and returns the other parameters.
@@ -601,8 +600,7 @@ fn params<'f>(
     }
     let expected = match receiver {
         Receiver::Mut => "`&mut self`",
-        Receiver::Ref => "`&self`",
-        Receiver::Either => "`&self` (or `&mut self`)",
+        Receiver::Ref | Receiver::Eval => "`&self`",
     };
     match f.sig.receiver() {
         None => cx.error_spanned_by(
@@ -610,11 +608,22 @@ fn params<'f>(
             format!("`{name}` needs a {expected} receiver, the runtime calls `{signature}`"),
         ),
         Some(r) => match &r.kind {
-            ReceiverKind::Reference(_, _, m) if receiver == Receiver::Ref && m.is_some() => cx
+            ReceiverKind::Reference(_, _, Some(_)) if receiver == Receiver::Ref => cx
                 .error_spanned_by(
                     r,
                     format!(
                     "`{name}` takes `&self`, found `&mut self`: the runtime calls `{signature}`"
+                ),
+                ),
+            // Evaluation runs the module as it is: a `forward_mut` there would update batch-norm
+            // running statistics (and draw dropout masks) from validation data.
+            ReceiverKind::Reference(_, _, Some(_)) if receiver == Receiver::Eval => cx
+                .error_spanned_by(
+                    r,
+                    format!(
+                    "`{name}` takes `&self`, found `&mut self`: evaluation must not change the module \
+                     (a `forward_mut` would update batch-norm running statistics), call `forward`; \
+                     the runtime calls `{signature}`"
                 ),
                 ),
             ReceiverKind::Reference(..) => {}

@@ -158,7 +158,7 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
         .map_or_else(|| quote!(__batch), |ty| quote_spanned!(ty.span()=> __batch));
     if step.kind == StepKind::Predict {
         return quote! {
-            fn predict_step(&mut self, __batch: Self::Batch) -> #rt::Result<Self::Prediction> {
+            fn predict_step(&self, __batch: Self::Batch) -> #rt::Result<Self::Prediction> {
                 ::core::result::Result::Ok(<#self_ty>::#ident(self, #batch)#question)
             }
         };
@@ -195,7 +195,7 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
         kind => {
             let method = quote::format_ident!("{}", kind.name());
             quote! {
-                fn #method(&mut self, __batch: Self::Batch, #log_param: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
+                fn #method(&self, __batch: Self::Batch, #log_param: &mut #rt::metrics::StepLog) -> #rt::Result<()> {
                     #bind
                     #(#logs)*
                     ::core::result::Result::Ok(())

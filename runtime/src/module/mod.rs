@@ -105,7 +105,7 @@ pub type Built<M, D> = <M as dfdx::nn::BuildOnDevice<D, f32>>::Built;
 ///         Ok(loss)
 ///     }
 ///
-///     fn validation_step(&mut self, batch: Batch<D>, log: &mut StepLog) -> Result<()> {
+///     fn validation_step(&self, batch: Batch<D>, log: &mut StepLog) -> Result<()> {
 ///         log.log("val_loss", mse_loss(self.net.forward(batch.x), batch.y).as_vec()[0]);
 ///         Ok(())
 ///     }
@@ -188,13 +188,16 @@ pub trait LightningModule<D: Backend>: ModuleState<D> {
     }
 
     /// One validation step. The default does nothing: validation then only runs the hooks.
-    fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
+    ///
+    /// It takes `&self`: evaluation must not change the module, and a `forward_mut` here (which would
+    /// update batch-norm running statistics from validation data) does not compile.
+    fn validation_step(&self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
         let _ = (batch, log);
         Ok(())
     }
 
-    /// One test step.
-    fn test_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
+    /// One test step. It takes `&self`, as [`validation_step`](Self::validation_step) does.
+    fn test_step(&self, batch: Self::Batch, log: &mut StepLog) -> Result<()> {
         let _ = (batch, log);
         Err(crate::Error::config(
             "test_step",
@@ -205,8 +208,8 @@ pub trait LightningModule<D: Backend>: ModuleState<D> {
         ))
     }
 
-    /// One prediction step.
-    fn predict_step(&mut self, batch: Self::Batch) -> Result<Self::Prediction> {
+    /// One prediction step. It takes `&self`, as [`validation_step`](Self::validation_step) does.
+    fn predict_step(&self, batch: Self::Batch) -> Result<Self::Prediction> {
         let _ = batch;
         Err(crate::Error::config(
             "predict_step",

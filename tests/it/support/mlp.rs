@@ -120,7 +120,7 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
         Ok(loss)
     }
 
-    fn validation_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
+    fn validation_step(&self, batch: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
         let (loss, acc) = self.evaluate(batch);
         log.log("val_loss", loss);
         log.log("val_acc", acc);
@@ -128,13 +128,13 @@ impl<D: Backend> LightningModule<D> for LitMlp<D> {
         Ok(())
     }
 
-    fn test_step(&mut self, batch: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
+    fn test_step(&self, batch: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
         let (_, acc) = self.evaluate(batch);
         log.log("test_acc", acc);
         Ok(())
     }
 
-    fn predict_step(&mut self, batch: Self::Batch) -> fulgur::Result<Vec<usize>> {
+    fn predict_step(&self, batch: Self::Batch) -> fulgur::Result<Vec<usize>> {
         let logits = self.head.forward(self.net.forward(batch.x));
         Ok(argmax_rows(&logits.as_vec()))
     }

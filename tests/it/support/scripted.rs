@@ -95,7 +95,7 @@ impl<D: Backend> LightningModule<D> for Scripted<D> {
         Ok(loss)
     }
 
-    fn validation_step(&mut self, _x: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
+    fn validation_step(&self, _x: Self::Batch, log: &mut StepLog) -> fulgur::Result<()> {
         if let Some((name, values)) = &self.script.val {
             let i = if self.script.val_by_epoch {
                 log.epoch() as usize
