@@ -90,6 +90,10 @@ pub struct TrainerState {
     /// The trainer's `keep_training_on_checkpoint_error`: checkpoint callbacks warn about I/O errors
     /// instead of failing.
     pub keep_training_on_checkpoint_error: bool,
+    /// Whether the module steps its optimizers itself (`LightningModule::MANUAL_OPTIMIZATION`); then
+    /// `global_step` counts every optimizer's steps, and checkpoint callbacks save on the step trigger
+    /// only (B.6).
+    pub manual_optimization: bool,
 }
 
 impl TrainerState {

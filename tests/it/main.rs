@@ -14,6 +14,7 @@ mod crash;
 mod disk_full;
 mod dropout;
 mod macro_module;
+mod manual;
 mod model_checkpoint;
 mod progress;
 mod resume;

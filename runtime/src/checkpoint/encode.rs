@@ -10,7 +10,8 @@ use xxhash_rust::xxh3::Xxh3;
 use super::hash::write_hashed;
 use super::wire::{key, major, LoopsRepr, SchedulerRepr, FALSE, MAGIC, TRAILER_LEN, TRUE};
 use super::{
-    Checkpoint, CheckpointError, DType, OptimizerState, TensorData, FORMAT_NAME, FORMAT_VERSION,
+    Checkpoint, CheckpointError, DType, OptimizerState, SchedulerState, TensorData, FORMAT_NAME,
+    FORMAT_VERSION,
 };
 
 /// Encodes `ckpt` into `writer` (magic, payload, trailer) and flushes it; `path_for_errors` only names
@@ -124,6 +125,7 @@ impl<W: Write> Sink<W> {
         let optional = [
             c.optimizer.is_some(),
             c.scheduler.is_some(),
+            !c.more_optimizers.is_empty(),
             c.hyper_parameters.is_some(),
         ];
         self.map(11 + optional.iter().filter(|&&x| x).count())?;
@@ -153,10 +155,20 @@ impl<W: Write> Sink<W> {
         }
         if let Some(s) = &c.scheduler {
             self.text(key::SCHEDULER)?;
-            self.value(&SchedulerRepr {
-                kind: &s.kind,
-                state: &s.state,
-            })?;
+            self.scheduler(s)?;
+        }
+        if !c.more_optimizers.is_empty() {
+            self.text(key::MORE_OPTIMIZERS)?;
+            self.head(major::ARRAY, c.more_optimizers.len() as u64)?;
+            for entry in &c.more_optimizers {
+                self.map(1 + usize::from(entry.scheduler.is_some()))?;
+                self.text(key::ENTRY_OPTIMIZER)?;
+                self.optimizer(&entry.optimizer)?;
+                if let Some(s) = &entry.scheduler {
+                    self.text(key::ENTRY_SCHEDULER)?;
+                    self.scheduler(s)?;
+                }
+            }
         }
         self.text(key::LOOPS)?;
         let l = &c.loops;
@@ -178,6 +190,13 @@ impl<W: Write> Sink<W> {
         }
         self.text(key::EXTRA)?;
         self.value(&c.extra)
+    }
+
+    fn scheduler(&mut self, s: &SchedulerState) -> io::Result<()> {
+        self.value(&SchedulerRepr {
+            kind: &s.kind,
+            state: &s.state,
+        })
     }
 
     fn optimizer(&mut self, o: &OptimizerState) -> io::Result<()> {
@@ -255,6 +274,82 @@ mod tests {
         let back = decoded(&encoded(&ckpt)).unwrap();
         assert_eq!(back.hyper_parameters, Some(Value::Null));
         assert_eq!(back.loops.metric_state, Some(Value::Null));
+    }
+
+    /// [`full_checkpoint`] with two more optimizers: an SGD with a scheduler, an Adam without one.
+    fn three_optimizers() -> Checkpoint {
+        let mut c = full_checkpoint();
+        let first = c.optimizer.clone().unwrap();
+        let sgd = OptimizerState {
+            kind: "sgd".into(),
+            step: 9,
+            lr: 0.5,
+            config: Value::Null,
+            params: [(
+                "net.0.bias".to_string(),
+                [(
+                    "momentum_buffer".to_string(),
+                    TensorData::from_f32(vec![2], vec![1.5, -2.0]),
+                )]
+                .into(),
+            )]
+            .into(),
+        };
+        c.more_optimizers = vec![
+            crate::checkpoint::OptimizerEntry {
+                optimizer: sgd,
+                scheduler: Some(crate::checkpoint::SchedulerState {
+                    kind: "cosine_annealing_lr".into(),
+                    state: Value::Integer(3.into()),
+                }),
+            },
+            crate::checkpoint::OptimizerEntry {
+                optimizer: first,
+                scheduler: None,
+            },
+        ];
+        c
+    }
+
+    #[test]
+    fn several_optimizers_round_trip_and_one_is_written_as_before() {
+        let c = three_optimizers();
+        let back = decoded(&encoded(&c)).unwrap();
+        assert_eq!(normalized(&back), normalized(&c));
+        assert_eq!(back.more_optimizers.len(), 2);
+
+        // One optimizer: no `more_optimizers` entry, the payload's map as long as ever (11 + 3 optional).
+        let one = encoded(&full_checkpoint());
+        assert!(!one.windows(15).any(|w| w == b"more_optimizers"));
+        assert_eq!(one[8], 0xa0 | 14, "a map of 14 entries");
+        assert!(decoded(&one).unwrap().more_optimizers.is_empty());
+        assert_eq!(encoded(&c)[8], 0xa0 | 15);
+    }
+
+    #[test]
+    fn damage_in_a_later_optimizer_names_its_entry() {
+        let c = three_optimizers();
+        let mut file = encoded(&c);
+        let at = position(&file, &1.5f32.to_le_bytes());
+        file[at] ^= 1;
+        let reason = corrupt_reason(decoded(&file));
+        assert_eq!(
+            reason,
+            "checksum mismatch in optimizer state `net.0.bias`.`momentum_buffer`"
+        );
+
+        // An entry without its optimizer, and an empty list, are refused.
+        let bytes = encoded(&c);
+        let key = position(&bytes, b"more_optimizers");
+        let mut renamed = bytes.clone();
+        let inner = key + position(&bytes[key..], b"optimizer\xa5".as_slice());
+        renamed[inner..inner + 9].copy_from_slice(b"optimizes");
+        let reason = corrupt_reason(decoded(&renamed));
+        assert!(
+            reason
+                .contains("`more_optimizers` entry 0 (optimizer 1) has an unknown key `optimizes`"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub(super) fn normalized(c: &Checkpoint) -> Checkpoint {
     };
     let mut c = c.clone();
     c.state_dict.values_mut().for_each(|t| *t = norm(t));
-    if let Some(o) = &mut c.optimizer {
+    let more = c.more_optimizers.iter_mut().map(|e| &mut e.optimizer);
+    for o in c.optimizer.iter_mut().chain(more) {
         o.params
             .values_mut()
             .flat_map(|s| s.values_mut())

@@ -34,6 +34,7 @@
 //! | `state_dict`       | map: text → *tensor*            | `state_dict`                           |
 //! | `optimizer`        | *optimizer*, absent when `None` | `optimizer`                            |
 //! | `scheduler`        | map `{kind: text, state: any}`, absent when `None` | `scheduler`         |
+//! | `more_optimizers`  | array of *optimizer entry*, absent when empty | `more_optimizers`        |
 //! | `loops`            | *loops*                         | `loops`                                |
 //! | `callbacks`        | map: text → any                 | `callbacks`                            |
 //! | `hyper_parameters` | any, absent when `None`         | `hyper_parameters`                     |
@@ -44,6 +45,11 @@
 //!   so that both sides hash while streaming.
 //! - *optimizer*: map `{kind: text, step: uint, lr: float, config: any,
 //!   params: map: parameter name → map: slot name → tensor}`.
+//! - *optimizer entry*: map `{optimizer: optimizer, scheduler: {kind: text, state: any}}`, `scheduler`
+//!   absent when `None`: the second and later optimizers of a module with several (manual
+//!   optimization), in the order `configure_optimizers` gives them, each with its scheduler; the first
+//!   is `optimizer` and `scheduler`, so a file of one optimizer has no `more_optimizers` and reads as
+//!   before (Lightning's lists `optimizer_states` and `lr_schedulers`).
 //! - *loops*: map `{epoch, batches_done, epoch_finished, global_step, total_batches, seed}` (uints and a
 //!   bool) plus `metric_state: any`, absent when `None`, and `world_size: uint` (above 1), absent for
 //!   one process.
@@ -87,8 +93,12 @@ pub struct Checkpoint {
     pub state_dict: BTreeMap<String, TensorData>,
     /// Optimizer state by parameter name; `None` in a weights-only file.
     pub optimizer: Option<OptimizerState>,
-    /// Learning-rate scheduler state; `None` when there is none or in a weights-only file.
+    /// Learning-rate scheduler state (of the first optimizer); `None` when there is none or in a
+    /// weights-only file.
     pub scheduler: Option<SchedulerState>,
+    /// The state of the second and later optimizers and their schedulers, in the order
+    /// `configure_optimizers` returns them; empty with one optimizer and in a weights-only file.
+    pub more_optimizers: Vec<OptimizerEntry>,
     /// Where the loops were, so that `fit` continues exactly there.
     pub loops: LoopState,
     /// Callback states keyed by each callback's state key; empty in a weights-only file.
@@ -112,6 +122,7 @@ impl Checkpoint {
             state_dict: BTreeMap::new(),
             optimizer: None,
             scheduler: None,
+            more_optimizers: Vec::new(),
             loops: LoopState::default(),
             callbacks: BTreeMap::new(),
             hyper_parameters: None,
@@ -134,6 +145,15 @@ pub struct OptimizerState {
     pub config: Value,
     /// Per parameter name, per state slot (`exp_avg`, `exp_avg_sq`, `momentum_buffer`): a tensor.
     pub params: BTreeMap<String, BTreeMap<String, TensorData>>,
+}
+
+/// An optimizer's state with its scheduler's, as [`Checkpoint::more_optimizers`] holds them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OptimizerEntry {
+    /// The optimizer's state.
+    pub optimizer: OptimizerState,
+    /// Its learning-rate scheduler's state; `None` when it has none.
+    pub scheduler: Option<SchedulerState>,
 }
 
 /// A learning-rate scheduler's state.

@@ -18,7 +18,8 @@ pub use error::CheckpointError;
 #[cfg(test)]
 pub(crate) use fixtures::scalars_after_tensors;
 pub use format::{
-    Checkpoint, LoopState, OptimizerState, SchedulerState, FORMAT_NAME, FORMAT_VERSION,
+    Checkpoint, LoopState, OptimizerEntry, OptimizerState, SchedulerState, FORMAT_NAME,
+    FORMAT_VERSION,
 };
 pub use tensor::{DType, TensorData, TensorSizeError};
 pub(crate) use write::{is_in_flight, temporary_name};

@@ -21,6 +21,7 @@ pub(super) mod key {
     pub const STATE_DICT: &str = "state_dict";
     pub const OPTIMIZER: &str = "optimizer";
     pub const SCHEDULER: &str = "scheduler";
+    pub const MORE_OPTIMIZERS: &str = "more_optimizers";
     pub const LOOPS: &str = "loops";
     pub const CALLBACKS: &str = "callbacks";
     pub const HYPER_PARAMETERS: &str = "hyper_parameters";
@@ -36,6 +37,9 @@ pub(super) mod key {
     pub const LR: &str = "lr";
     pub const CONFIG: &str = "config";
     pub const PARAMS: &str = "params";
+
+    pub const ENTRY_OPTIMIZER: &str = "optimizer";
+    pub const ENTRY_SCHEDULER: &str = "scheduler";
 }
 
 /// CBOR major types of the items the encoder and the decoder frame themselves (RFC 8949 §3.1).

@@ -222,7 +222,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         let cfg = self.config.clone();
         let module = self.module.as_ref().ok_or_else(no_module)?;
         let optimizers = module.configure_optimizers();
-        optimizers.optimizer.check_params(module)?;
+        check_optimization::<M, D>(&cfg, optimizers.len())?;
+        for i in 0..optimizers.len() {
+            if let Some(optimizer) = optimizers.optimizer(i) {
+                optimizer.check_params(module)?;
+            }
+        }
         self.optimizers = Some(optimizers);
         // A trainer that has trained before continues where it stopped, as Lightning's does: at its
         // epoch, batch and step, with the data-order seed it ran with (perhaps a checkpoint's). An epoch
@@ -250,6 +255,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             check_val_every_n_epoch: cfg.check_val_every_n_epoch,
             default_root_dir: cfg.default_root_dir.clone(),
             keep_training_on_checkpoint_error: cfg.keep_training_on_checkpoint_error,
+            manual_optimization: M::MANUAL_OPTIMIZATION,
             ..Default::default()
         };
         let (rank, world) = (self.strategy.rank(), self.strategy.world_size());
@@ -331,10 +337,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
 
         if resumed.is_none() {
-            if let Some(opt) = &mut self.optimizers {
-                if let Some(s) = &mut opt.scheduler {
-                    let lr = s.start(opt.optimizer.lr());
-                    opt.optimizer.set_lr(lr);
+            if let Some(opts) = &mut self.optimizers {
+                for i in 0..opts.len() {
+                    if let Some((optimizer, Some(s))) = opts.get_mut(i) {
+                        let lr = s.start(optimizer.lr());
+                        optimizer.set_lr(lr);
+                    }
                 }
             }
         }
@@ -420,6 +428,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     ) -> Result<BTreeMap<String, MetricValue>> {
         let batch_size = train.batch_size(index);
         let batch = train.batch(index)?;
+        if M::MANUAL_OPTIMIZATION {
+            return self.manual_train_batch(batch, batch_size, index);
+        }
         let module = self.module.as_mut().ok_or_else(no_module)?;
         let grads = match self.grads.take() {
             Some(g) => g,
@@ -466,6 +477,35 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         self.grads = Some(grads);
+        self.record(logged, Stage::Train, Some(batch_size))
+    }
+
+    /// One training batch in manual optimization: the module's `manual_training_step` steps the
+    /// optimizers and the schedulers itself; every optimizer step counts in `global_step`.
+    fn manual_train_batch(
+        &mut self,
+        batch: M::Batch,
+        batch_size: usize,
+        index: usize,
+    ) -> Result<BTreeMap<String, MetricValue>> {
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        let optimizers = self.optimizers.as_mut().ok_or_else(no_module)?;
+        let mut log = StepLog::new(M::METRICS, Stage::Train, batch_size)
+            .at(self.state.epoch, self.state.global_step)
+            .batch(index);
+        let mut opt = crate::optim::ManualOptimization::new(
+            optimizers,
+            &*self.strategy,
+            &mut self.grad_buffer,
+        );
+        let seed = dropout_seed(self.state.seed, self.strategy.rank());
+        let masks = crate::nn::DropoutScope::enter(seed, self.state.total_batches);
+        let stepped = module.manual_training_step(batch, &mut opt, &mut log);
+        drop(masks);
+        // The steps taken changed the weights, also when the step then failed.
+        self.state.global_step += opt.steps();
+        stepped?;
+        let logged = log.finish()?;
         self.record(logged, Stage::Train, Some(batch_size))
     }
 
@@ -699,6 +739,46 @@ fn warn_unresumable<M: LightningModule<D>, D: Backend>(path: &std::path::Path, r
             layers.join(", ")
         ));
     }
+}
+
+/// Lightning's checks of the optimization mode at fit start: several optimizers need manual
+/// optimization, which in turn does not accumulate nor clip gradients for the module.
+fn check_optimization<M: LightningModule<D>, D: Backend>(
+    cfg: &super::TrainerConfig,
+    optimizers: usize,
+) -> Result<()> {
+    let name = std::any::type_name::<M>();
+    if !M::MANUAL_OPTIMIZATION && optimizers > 1 {
+        return Err(Error::config(
+            "configure_optimizers",
+            format!(
+                "training with multiple optimizers is only supported with manual optimization: \
+                 `configure_optimizers` of `{name}` returns {optimizers} optimizers; set \
+                 `#[lightning_module(manual_optimization)]` (by hand: `const MANUAL_OPTIMIZATION: bool = true`) \
+                 and step each optimizer in the training step with `opt.step(index, self, &mut grads)`"
+            ),
+        ));
+    }
+    if M::MANUAL_OPTIMIZATION && cfg.accumulate_grad_batches > 1 {
+        return Err(Error::config(
+            "accumulate_grad_batches",
+            format!(
+                "automatic gradient accumulation is not supported for manual optimization: remove \
+                 `accumulate_grad_batches({})` or switch `{name}` to automatic optimization",
+                cfg.accumulate_grad_batches
+            ),
+        ));
+    }
+    if let (true, Some(v)) = (M::MANUAL_OPTIMIZATION, cfg.gradient_clip_val) {
+        return Err(Error::config(
+            "gradient_clip_val",
+            format!(
+                "automatic gradient clipping is not supported for manual optimization: remove \
+                 `gradient_clip_val({v})` or switch `{name}` to automatic optimization"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn no_module() -> Error {

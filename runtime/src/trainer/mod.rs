@@ -318,6 +318,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.module.take()
     }
 
+    /// The optimizers and schedulers of the running or last `fit` (Lightning's `trainer.optimizers`
+    /// and `trainer.lr_scheduler_configs`); `None` before `fit` and after the module is detached.
+    pub fn optimizers(&self) -> Option<&Optimizers<M, D>> {
+        self.optimizers.as_ref()
+    }
+
     /// The callbacks in the order they run (checkpoint callbacks last).
     pub fn callbacks(&self) -> &[Box<dyn Callback>] {
         self.callbacks.as_slice()
@@ -442,9 +448,18 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
             )
         })?);
         if !weights_only {
-            if let Some(opt) = self.optimizers {
-                ckpt.optimizer = Some(opt.optimizer.state_dict()?);
-                ckpt.scheduler = opt.scheduler.as_ref().map(|s| s.state_dict());
+            if let Some(opts) = self.optimizers {
+                ckpt.optimizer = Some(opts.optimizer.state_dict()?);
+                ckpt.scheduler = opts.scheduler.as_ref().map(|s| s.state_dict());
+                for i in 1..opts.len() {
+                    if let Some(optimizer) = opts.optimizer(i) {
+                        ckpt.more_optimizers
+                            .push(crate::checkpoint::OptimizerEntry {
+                                optimizer: optimizer.state_dict()?,
+                                scheduler: opts.scheduler(i).map(|s| s.state_dict()),
+                            });
+                    }
+                }
             }
             ckpt.callbacks = callbacks;
         }

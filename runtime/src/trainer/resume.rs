@@ -126,9 +126,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .into());
         }
         self.check_world_size(path, &ckpt)?;
-        if let Some((field, value, reason)) =
-            impossible_counter(&ckpt, self.state.num_training_batches)
-        {
+        if let Some((field, value, reason)) = impossible_counter(
+            &ckpt,
+            self.state.num_training_batches,
+            M::MANUAL_OPTIMIZATION,
+        ) {
             return Err(CheckpointError::ImpossibleCounter {
                 path: path.into(),
                 field,
@@ -230,35 +232,77 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     fn restore_optimizers(&mut self, ckpt: &Checkpoint, path: &Path) -> Result<()> {
         let module = self.module.as_ref().ok_or_else(no_module)?;
-        let opt = self.optimizers.as_mut().ok_or_else(no_module)?;
-        let mismatch = |what: &str, e: crate::optim::StateError| CheckpointError::StateMismatch {
-            path: path.into(),
-            reason: format!("the {what} state does not fit the configured {what}: {e}"),
-        };
-        let Some(state) = &ckpt.optimizer else {
+        let opts = self.optimizers.as_mut().ok_or_else(no_module)?;
+        let Some(first) = &ckpt.optimizer else {
             return Err(CheckpointError::WeightsOnly {
                 path: path.into(),
                 what: "optimizer",
             }
             .into());
         };
-        opt.optimizer
-            .load_state_dict(module, state)
-            .map_err(|e| mismatch("optimizer", e))?;
-        match (&mut opt.scheduler, &ckpt.scheduler) {
-            (Some(s), Some(state)) => s.load_state_dict(state).map_err(|e| mismatch("learning-rate scheduler", e))?,
-            (Some(_), None) => {
-                return Err(CheckpointError::StateMismatch {
-                    path: path.into(),
-                    reason: "a learning-rate scheduler is configured, but the checkpoint holds no scheduler state".into(),
+        let mismatch = |reason: String| CheckpointError::StateMismatch {
+            path: path.into(),
+            reason,
+        };
+        let (stored, configured) = (1 + ckpt.more_optimizers.len(), opts.len());
+        if stored != configured {
+            let count = |n: usize| match n {
+                1 => "1 optimizer".to_string(),
+                n => format!("{n} optimizers"),
+            };
+            return Err(mismatch(format!(
+                "the checkpoint holds the state of {}, but `configure_optimizers` returns {}: configure the \
+                 optimizers the checkpoint was trained with",
+                count(stored),
+                count(configured)
+            ))
+            .into());
+        }
+        let states = std::iter::once((first, ckpt.scheduler.as_ref())).chain(
+            ckpt.more_optimizers
+                .iter()
+                .map(|e| (&e.optimizer, e.scheduler.as_ref())),
+        );
+        for (i, (state, scheduler_state)) in states.enumerate() {
+            let Some((optimizer, scheduler)) = opts.get_mut(i) else {
+                continue;
+            };
+            // One optimizer keeps the words it always had; several are told apart by index.
+            let (optimizer_name, scheduler_name) = if configured == 1 {
+                (
+                    "optimizer".to_string(),
+                    "learning-rate scheduler".to_string(),
+                )
+            } else {
+                (
+                    format!("optimizer {i}"),
+                    format!("learning-rate scheduler of optimizer {i}"),
+                )
+            };
+            optimizer.load_state_dict(module, state).map_err(|e| {
+                mismatch(format!(
+                    "the {optimizer_name} state does not fit the configured {optimizer_name}: {e}"
+                ))
+            })?;
+            match (scheduler, scheduler_state) {
+                (Some(s), Some(state)) => s.load_state_dict(state).map_err(|e| {
+                    mismatch(format!(
+                        "the {scheduler_name} state does not fit the configured {scheduler_name}: {e}"
+                    ))
+                })?,
+                (Some(_), None) => {
+                    return Err(mismatch(format!(
+                        "a {scheduler_name} is configured, but the checkpoint holds no scheduler state for it"
+                    ))
+                    .into())
                 }
-                .into())
+                (None, Some(s)) => crate::warn(&format!(
+                    "the checkpoint holds the state of a `{}` {scheduler_name}, but none is configured now: \
+                     it is ignored",
+                    s.kind
+                )),
+                (None, None) => {}
             }
-            (None, Some(s)) => crate::warn(&format!(
-                "the checkpoint holds the state of a `{}` learning-rate scheduler, but none is configured now: it is ignored",
-                s.kind
-            )),
-            (None, None) => {}
         }
         Ok(())
     }
@@ -271,13 +315,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 const MAX_COUNTER: u64 = i64::MAX as u64;
 
 /// The first counter of `ckpt` that no run reaches, as (field, value, why), given the training batches
-/// per epoch of this `fit`. A counter is impossible when it is above [`MAX_COUNTER`]; when it contradicts
-/// the others (batches of the epoch or optimizer steps beyond the batches of the run, which include
-/// them; the header's `epoch` or `global_step` unlike the loop's, which are written equal); or when an
+/// per epoch of this `fit` and whether the module steps its optimizers itself. A counter is impossible
+/// when it is above [`MAX_COUNTER`]; when it contradicts the others (batches of the epoch beyond the
+/// batches of the run, which include them, or, in automatic optimization, optimizer steps beyond them:
+/// a manual step may take several; the header's `epoch` or `global_step` unlike the loop's, which are written equal); or when an
 /// unfinished epoch is further along than the epoch is long now (other data or `limit_train_batches`).
 fn impossible_counter(
     ckpt: &Checkpoint,
     num_training_batches: u64,
+    manual_optimization: bool,
 ) -> Option<(&'static str, u64, String)> {
     let loops = &ckpt.loops;
     let counters = [
@@ -310,7 +356,7 @@ fn impossible_counter(
             &format!("more than the {total} batches of the whole run (`loops.total_batches`)"),
         );
     }
-    if loops.global_step > total {
+    if loops.global_step > total && !manual_optimization {
         return inconsistent(
             "loops.global_step",
             loops.global_step,
@@ -406,7 +452,7 @@ mod tests {
         let found = |edit: fn(&mut Checkpoint), batches_per_epoch| {
             let mut c = ok.clone();
             edit(&mut c);
-            impossible_counter(&c, batches_per_epoch).map(|(field, value, _)| (field, value))
+            impossible_counter(&c, batches_per_epoch, false).map(|(field, value, _)| (field, value))
         };
         assert_eq!(found(|_| {}, 5), None);
         assert_eq!(
@@ -443,6 +489,13 @@ mod tests {
         assert_eq!(
             found(|c| (c.global_step, c.loops.global_step) = (13, 13), 5),
             Some(("loops.global_step", 13))
+        );
+        let mut manual = ok.clone();
+        (manual.global_step, manual.loops.global_step) = (13, 13);
+        assert_eq!(
+            impossible_counter(&manual, 5, true),
+            None,
+            "manual optimization may step several times per batch"
         );
         assert_eq!(found(|c| c.global_step = 8, 5), Some(("global_step", 8)));
         assert_eq!(found(|c| c.epoch = 1, 5), Some(("epoch", 1)));

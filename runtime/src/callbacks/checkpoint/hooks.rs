@@ -236,6 +236,20 @@ impl Callback for ModelCheckpoint {
         let state_skip = self.should_skip(s);
         let steps = self.cfg.every_n_train_steps;
         let step_skip = steps < 1 || s.global_step % steps != 0;
+        if s.manual_optimization {
+            // Lightning's branch for manual optimization (B.6): the step trigger alone, time ignored,
+            // and no deferral for a validation that follows.
+            if step_skip || state_skip {
+                return Ok(());
+            }
+            if let Some(monitor) = &self.cfg.monitor {
+                if !s.monitor_candidates().contains_key(monitor) {
+                    self.defer = true;
+                    return Ok(());
+                }
+            }
+            return self.run(ctx, Trigger::TopKAndLast);
+        }
         let now = (self.clock)();
         let mut time_skip = true;
         if let Some(interval) = self.cfg.train_time_interval {

@@ -11,8 +11,8 @@ use super::source::Source;
 use super::CheckpointHeader;
 use crate::checkpoint::wire::{key, major, LoopsRepr, SchedulerRepr, MAGIC, TRAILER_LEN};
 use crate::checkpoint::{
-    Checkpoint, CheckpointError, DType, LoopState, OptimizerState, SchedulerState, TensorData,
-    TensorSizeError, FORMAT_NAME, FORMAT_VERSION,
+    Checkpoint, CheckpointError, DType, LoopState, OptimizerEntry, OptimizerState, SchedulerState,
+    TensorData, TensorSizeError, FORMAT_NAME, FORMAT_VERSION,
 };
 
 /// Accumulates the payload's entries; each is set once.
@@ -26,6 +26,7 @@ struct Entries {
     state_dict: Option<BTreeMap<String, TensorData>>,
     optimizer: Option<OptimizerState>,
     scheduler: Option<SchedulerState>,
+    more_optimizers: Option<Vec<OptimizerEntry>>,
     loops: Option<LoopState>,
     callbacks: Option<BTreeMap<String, Value>>,
     hyper_parameters: Option<Value>,
@@ -144,13 +145,8 @@ impl<R: Read> Source<'_, R> {
                 _ if header_only => break,
                 key::STATE_DICT => e.state_dict = Some(self.state_dict()?),
                 key::OPTIMIZER => e.optimizer = Some(self.optimizer()?),
-                key::SCHEDULER => {
-                    let s: SchedulerRepr<String, Value> = self.value(&what)?;
-                    e.scheduler = Some(SchedulerState {
-                        kind: s.kind,
-                        state: s.state,
-                    });
-                }
+                key::SCHEDULER => e.scheduler = Some(self.scheduler(&what)?),
+                key::MORE_OPTIMIZERS => e.more_optimizers = Some(self.more_optimizers()?),
                 key::LOOPS => {
                     let l: LoopsRepr<Value> = self.value(&what)?;
                     if l.world_size == Some(0) {
@@ -189,6 +185,7 @@ impl<R: Read> Source<'_, R> {
             state_dict: e.state_dict.ok_or_else(|| missing(key::STATE_DICT))?,
             optimizer: e.optimizer,
             scheduler: e.scheduler,
+            more_optimizers: e.more_optimizers.unwrap_or_default(),
             loops: e.loops.ok_or_else(|| missing(key::LOOPS))?,
             callbacks: e.callbacks.ok_or_else(|| missing(key::CALLBACKS))?,
             hyper_parameters: e.hyper_parameters,
@@ -207,6 +204,51 @@ impl<R: Read> Source<'_, R> {
             tensors.insert(name, tensor);
         }
         Ok(tensors)
+    }
+
+    fn scheduler(&mut self, what: &str) -> Result<SchedulerState, CheckpointError> {
+        let s: SchedulerRepr<String, Value> = self.value(what)?;
+        Ok(SchedulerState {
+            kind: s.kind,
+            state: s.state,
+        })
+    }
+
+    fn more_optimizers(&mut self) -> Result<Vec<OptimizerEntry>, CheckpointError> {
+        let what = "`more_optimizers`";
+        let len = self.expect(major::ARRAY, what)?;
+        if len == 0 {
+            // Writers leave the entry out instead.
+            return Err(self.corrupt(format!("{what} is empty")));
+        }
+        let mut entries = Vec::new();
+        for i in 0..len {
+            // `i + 1`: the optimizer's index in `configure_optimizers`.
+            let entry_what = format!("{what} entry {i} (optimizer {})", i + 1);
+            let (mut optimizer, mut scheduler) = (None, None);
+            let mut seen = BTreeSet::new();
+            for _ in 0..self.map_len(&entry_what)? {
+                match self.key(&mut seen, &entry_what)?.as_str() {
+                    key::ENTRY_OPTIMIZER => optimizer = Some(self.optimizer()?),
+                    key::ENTRY_SCHEDULER => {
+                        scheduler = Some(self.scheduler(&format!("the scheduler of {entry_what}"))?)
+                    }
+                    other => {
+                        return Err(
+                            self.corrupt(format!("{entry_what} has an unknown key `{other}`"))
+                        )
+                    }
+                }
+            }
+            let optimizer = optimizer.ok_or_else(|| {
+                self.corrupt(format!("{entry_what} has no `{}`", key::ENTRY_OPTIMIZER))
+            })?;
+            entries.push(OptimizerEntry {
+                optimizer,
+                scheduler,
+            });
+        }
+        Ok(entries)
     }
 
     fn optimizer(&mut self) -> Result<OptimizerState, CheckpointError> {
