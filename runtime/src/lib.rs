@@ -33,16 +33,34 @@ pub(crate) fn set_prints(rank_zero: bool) {
     PRINTS.store(rank_zero, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Prints a warning on standard error (on rank 0 only).
+/// A warning (on rank 0 only): a `tracing` event at `WARN` level with target `fulgur`, which a
+/// subscriber the program installs may show, filter or drop. With no subscriber installed (none global
+/// and none scoped to this thread, or only `tracing`'s `NoSubscriber`), printed on standard error as
+/// `[fulgur] warning: <message>`.
 pub(crate) fn warn(message: &str) {
     if PRINTS.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("[fulgur] warning: {message}");
+        if has_subscriber() {
+            tracing::warn!(target: "fulgur", "{message}");
+        } else {
+            eprintln!("[fulgur] warning: {message}");
+        }
     }
 }
 
-/// Prints an informational line on standard error (on rank 0 only).
+/// An informational line (on rank 0 only): a `tracing` event at `INFO` level with target `fulgur`;
+/// with no subscriber installed, printed on standard error as `[fulgur] <message>`.
 pub(crate) fn info(message: &str) {
     if PRINTS.load(std::sync::atomic::Ordering::Relaxed) {
-        eprintln!("[fulgur] {message}");
+        if has_subscriber() {
+            tracing::info!(target: "fulgur", "{message}");
+        } else {
+            eprintln!("[fulgur] {message}");
+        }
     }
+}
+
+/// Whether the program installed a `tracing` subscriber that this thread's events reach. Not
+/// `tracing::dispatcher::has_been_set`, which stays `true` once any thread has set a scoped default.
+fn has_subscriber() -> bool {
+    !tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>())
 }

@@ -3,10 +3,10 @@ use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 
-use super::{yaml, Logger};
+use super::{next_version, yaml, Logger};
 use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
-use crate::{Error, Result};
+use crate::Result;
 
 /// Lightning's `CSVLogger`: `<root>/<name>/version_N/metrics.csv` and `hparams.yaml`, where `N` is one
 /// more than the highest existing version (0 for the first run).
@@ -49,31 +49,6 @@ impl CsvLogger {
     /// The path of `metrics.csv`.
     pub fn metrics_path(&mut self) -> Result<PathBuf> {
         Ok(self.log_dir()?.join("metrics.csv"))
-    }
-
-    fn next_version(&self) -> Result<u32> {
-        let dir = self.root.join(&self.name);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(source) => {
-                return Err(Error::Io {
-                    path: dir,
-                    op: "list",
-                    source,
-                })
-            }
-        };
-        let max = entries
-            .filter_map(|e| e.ok())
-            .filter(|e| e.path().is_dir())
-            .filter_map(|e| {
-                e.file_name()
-                    .to_str()
-                    .and_then(|n| n.strip_prefix("version_")?.parse::<u32>().ok())
-            })
-            .max();
-        Ok(max.map_or(0, |m| m + 1))
     }
 
     fn write_rows(&mut self, path: &Path, fs: RankZeroFs<'_>) -> Result<()> {
@@ -132,7 +107,7 @@ impl Logger for CsvLogger {
         if self.log_dir.is_none() {
             let version = match self.version {
                 Some(v) => v,
-                None => self.next_version()?,
+                None => next_version(&self.root.join(&self.name))?,
             };
             self.version = Some(version);
             self.log_dir = Some(
@@ -146,7 +121,7 @@ impl Logger for CsvLogger {
 
     fn log_hyperparams(&mut self, hparams: &Value, fs: RankZeroFs<'_>) -> Result<()> {
         let path = self.log_dir()?.join("hparams.yaml");
-        fs.write_file(&path, yaml::to_yaml(hparams).as_bytes())
+        fs.write_file(&path, yaml::hparams_yaml(hparams, &path)?.as_bytes())
     }
 
     fn log_metrics(

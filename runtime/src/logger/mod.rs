@@ -1,6 +1,10 @@
 //! Experiment loggers. The trainer sends them step and epoch metrics and the hyperparameters.
 
 mod csv;
+mod event_file;
+mod tensorboard;
+#[cfg(test)]
+mod warnings_tests;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -10,9 +14,10 @@ use ciborium::Value;
 
 use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
-use crate::Result;
+use crate::{Error, Result};
 
 pub use csv::CsvLogger;
+pub use tensorboard::TensorBoardLogger;
 
 /// An experiment logger. Writes go through the rank-zero gate passed to each call.
 ///
@@ -83,4 +88,30 @@ pub trait Logger: Send {
 
     /// Flushes what is buffered.
     fn save(&mut self, fs: RankZeroFs<'_>) -> Result<()>;
+}
+
+/// One more than the highest `version_N` directory in `dir` (0 when there is none), as Lightning's
+/// loggers number their runs.
+fn next_version(dir: &Path) -> Result<u32> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(source) => {
+            return Err(Error::Io {
+                path: dir.into(),
+                op: "list",
+                source,
+            })
+        }
+    };
+    let max = entries
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("version_")?.parse::<u32>().ok())
+        })
+        .max();
+    Ok(max.map_or(0, |m| m + 1))
 }
