@@ -70,3 +70,46 @@ fn warnings_and_information_are_tracing_events_with_target_fulgur() {
         ]
     );
 }
+
+/// Run by `stderr_has_the_line_only_without_a_subscriber` in a child process: one warning with no
+/// subscriber, one with a subscriber (which must not reach standard error).
+#[test]
+fn child_warns_with_and_without_a_subscriber() {
+    if std::env::var_os("FULGUR_WARNINGS_CHILD").is_none() {
+        return;
+    }
+    crate::warn("printed without a subscriber");
+    crate::info("information without a subscriber");
+    tracing::subscriber::with_default(Capture::default(), || {
+        crate::warn("captured by the subscriber");
+    });
+}
+
+/// The default output is unchanged with no subscriber, and a subscriber takes the line off stderr.
+#[test]
+fn stderr_has_the_line_only_without_a_subscriber() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "logger::warnings_tests::child_warns_with_and_without_a_subscriber",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("FULGUR_WARNINGS_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let fulgur: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("[fulgur]"))
+        .collect();
+    assert_eq!(
+        fulgur,
+        [
+            "[fulgur] warning: printed without a subscriber",
+            "[fulgur] information without a subscriber"
+        ],
+        "{stderr}"
+    );
+}
