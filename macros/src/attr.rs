@@ -702,3 +702,76 @@ pub fn parse_module_state(cx: &Ctxt, attr: &Attribute) -> Option<syn::ExprPath> 
     }
     build
 }
+
+// ---------------------------------------------------------------------------------------------------
+// #[lightning_module(manual_optimization)]
+
+/// The arguments of `#[lightning_module]`.
+#[derive(Default)]
+pub struct ModuleArgs {
+    /// `manual_optimization`: the training step steps the optimizers itself (Lightning's
+    /// `automatic_optimization = False`); the flag's token, for messages.
+    pub manual_optimization: Option<Ident>,
+}
+
+const MODULE_ARGS: &[&str] = &["manual_optimization"];
+
+pub fn parse_lightning_module(cx: &Ctxt, args: TokenStream) -> ModuleArgs {
+    let mut out = ModuleArgs::default();
+    if args.is_empty() {
+        return out;
+    }
+    let parser = Punctuated::<Meta, Token![,]>::parse_terminated;
+    let metas = match syn::parse::Parser::parse2(parser, args) {
+        Ok(metas) => metas,
+        Err(e) => {
+            cx.syn_error(e);
+            return out;
+        }
+    };
+    for meta in &metas {
+        let Some(key) = meta.path().get_ident() else {
+            cx.error_spanned_by(
+                meta.path(),
+                "expected `manual_optimization`, the only `#[lightning_module]` argument",
+            );
+            continue;
+        };
+        // A misspelled or ill-written flag still says what the user means: the module is modelled
+        // as manual, so that its `training_step` is not reported as well.
+        if key != "manual_optimization" {
+            match did_you_mean(&key.to_string(), MODULE_ARGS.iter().copied()) {
+                Some(s) => cx.error_spanned_by(
+                    key,
+                    format!("unknown `#[lightning_module]` argument `{key}`, did you mean `{s}`?"),
+                ),
+                None => {
+                    cx.error_spanned_by(
+                        key,
+                        format!(
+                            "unknown `#[lightning_module]` argument `{key}`, expected `manual_optimization`: \
+                             checkpoint policies go in `#[checkpoint(…)]` attributes"
+                        ),
+                    );
+                    continue;
+                }
+            }
+        }
+        let no_value =
+            "`manual_optimization` takes no value: `#[lightning_module(manual_optimization)]`";
+        match meta {
+            Meta::Path(_) => {}
+            Meta::List(l) => cx.error_at(l.delimiter.span().join(), no_value),
+            Meta::NameValue(nv) => cx.error_spanned_by(&nv.value, no_value),
+        }
+        if out.manual_optimization.is_some() {
+            cx.error_spanned_by(
+                key,
+                "duplicate `#[lightning_module]` argument `manual_optimization`",
+            );
+        } else {
+            out.manual_optimization = Some(key.clone());
+        }
+    }
+    out
+}

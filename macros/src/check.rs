@@ -4,7 +4,7 @@
 //! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter
 //! (`book/src/reference.md`), which numbers its sections the same way.
 
-use crate::ast::{Metric, Module, Source, Stage, StepKind};
+use crate::ast::{path_parts, Metric, Module, Source, Stage, StepKind};
 use crate::attr::{Arg, CheckpointAttr};
 use crate::ctxt::Ctxt;
 use fulgur_rules::checkpoint::{self, Mode, ValueKind};
@@ -55,7 +55,11 @@ fn check_required_methods(cx: &Ctxt, module: &Module) {
     };
     let steps = StepKind::ALL.map(StepKind::name);
     if module.step(StepKind::Training).is_none() {
-        missing("training_step", &StepKind::Training.signature(), &steps);
+        missing(
+            "training_step",
+            &StepKind::Training.signature(module.manual),
+            &steps,
+        );
     }
     if module.optimizers.is_none() {
         missing(
@@ -66,22 +70,38 @@ fn check_required_methods(cx: &Ctxt, module: &Module) {
     }
 }
 
-/// The trainer backpropagates the value `training_step` returns: it must return the loss.
+/// The trainer backpropagates the value `training_step` returns: it must return the loss. In manual
+/// optimization the step backpropagates and steps itself: a returned `Loss` would be logged, not
+/// optimized, which is what a step written for automatic optimization would expect.
 fn check_training_returns_loss(cx: &Ctxt, module: &Module) {
-    if let Some(step) = module.step(StepKind::Training) {
-        if step.ret.inner.is_none() {
+    let Some(step) = module.step(StepKind::Training) else {
+        return;
+    };
+    if module.manual {
+        let is_loss = |ty: &&syn::Type| path_parts(ty).is_some_and(|(i, _)| i == "Loss");
+        if let Some(loss) = step.ret.values.iter().find(is_loss) {
             cx.error_spanned_by(
-                &step.ret.tokens,
-                "`training_step` returns nothing, expected the loss (`-> Loss<D>`) for the optimizer",
+                loss,
+                "with `manual_optimization`, `training_step` returns the values its `#[log]` names, not a \
+                 `Loss<D>` for the trainer to backpropagate: step the optimizers in the step \
+                 (`opt.step(index, self, &mut grads)`) and return the loss's value (`loss.as_vec()[0]`)",
             );
         }
+        return;
+    }
+    if step.ret.inner.is_none() {
+        cx.error_spanned_by(
+            &step.ret.tokens,
+            "`training_step` returns nothing, expected the loss (`-> Loss<D>`) for the optimizer",
+        );
     }
 }
 
 /// `#[log]` names the returned values one to one; a value nobody names would be silently dropped.
 fn check_log_arity(cx: &Ctxt, module: &Module) {
     for logger in module.loggers() {
-        let training = logger.source == Source::Step(StepKind::Training);
+        // A training step returns its loss, which needs no name; a manual one returns metrics only.
+        let training = logger.source == Source::Step(StepKind::Training) && !module.manual;
         let no_loss = training && logger.ret.inner.is_none();
         if logger.log_broken || no_loss {
             continue;

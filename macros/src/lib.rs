@@ -65,7 +65,8 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 }
 
 /// Writes the `LightningModule` impl of a module from its inherent impl block, whose methods it
-/// recognizes by name. It takes no arguments.
+/// recognizes by name. Its one argument, `#[lightning_module(manual_optimization)]`, is Lightning's
+/// manual optimization: `training_step` receives the optimizers and steps them itself.
 ///
 /// **It reads** the impl (`impl<D: Backend> Lit<D>`, or `impl<D: Device<f32>> Lit<D>`, to which it adds
 /// `where D: Backend`; or a non-generic impl whose `training_step` names the device in
@@ -80,6 +81,7 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 /// | method | signature | becomes |
 /// |---|---|---|
 /// | `training_step` (required) | `(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>`, optionally with `batch_idx: usize` before or after `grads` | `training_step`; `B` is the module's `Batch` |
+/// | `training_step` with `manual_optimization` | `(&mut self, batch: B, opt: &mut ManualOptimization<'_, Self, D>) -> values`, optionally with `batch_idx: usize` before or after `opt` | `manual_training_step` and `MANUAL_OPTIMIZATION = true` |
 /// | `validation_step`, `test_step` | `(&self, batch: B) -> values`, optionally with `batch_idx: usize` after `batch` | the trait's steps |
 /// | `predict_step` | `(&self, batch: B) -> P` | `predict_step`; `P` is the module's `Prediction` |
 /// | `configure_optimizers` (required) | `(&self) -> O` | `Optimizers::new(O)`, or `O` itself when it is `Optimizers<Self, D>` |
@@ -88,7 +90,9 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 /// | `on_save_checkpoint` / `on_load_checkpoint` | `(&self, checkpoint: &mut Checkpoint)` / `(&mut self, checkpoint: &Checkpoint)` | the hooks |
 ///
 /// Any method may return `Result<T>` instead of `T`: the error is propagated. A training step returns the
-/// loss, or a tuple whose first element is the loss. A step's `batch_idx` counts the batches from 0 in each
+/// loss, or a tuple whose first element is the loss; with `manual_optimization` it returns what its
+/// `#[log]` names (training metrics), as `validation_step` does, and steps each optimizer with
+/// `opt.step(index, self, &mut grads)`. Evaluation steps take `&self`: they must not change the module. A step's `batch_idx` counts the batches from 0 in each
 /// training epoch and each validation or test run. Other methods are left alone.
 ///
 /// ```ignore

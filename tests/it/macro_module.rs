@@ -631,3 +631,89 @@ fn the_build_hook_configures_layers_from_the_hyperparameters() {
         ]
     );
 }
+
+/// Two parts, each moved by its own optimizer after its own backward pass, declared with
+/// `#[lightning_module(manual_optimization)]` (the hand-written equivalent is `manual::LitPair`).
+#[derive(ModuleState)]
+struct ManualPair<D: Backend> {
+    first: Built<Linear<64, 16>, D>,
+    second: Built<Linear<16, 10>, D>,
+}
+
+#[lightning_module(manual_optimization)]
+#[checkpoint(
+    monitor = "second_loss",
+    filename = "{epoch}-{second_loss:.3f}",
+    save_last = true
+)]
+impl<D: Backend> ManualPair<D> {
+    fn configure_optimizers(&self) -> fulgur::optim::Optimizers<Self, D> {
+        fulgur::optim::Optimizers::new(Adam::new(AdamConfig::default()).params("first.*"))
+            .and(Adam::new(AdamConfig::default()).params("second.*"))
+    }
+
+    /// The batch index may come before or after `opt`, as with `grads`.
+    #[log(first_loss(prog_bar), second_loss)]
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, D>,
+        batch_idx: usize,
+        opt: &mut fulgur::optim::ManualOptimization<'_, Self, D>,
+    ) -> fulgur::Result<(f32, f32)> {
+        let mut losses = [0.0; 2];
+        for (i, loss) in losses.iter_mut().enumerate() {
+            let x = batch.x.clone().traced(self.alloc_grads());
+            let out = self.second.forward_mut(self.first.forward_mut(x));
+            let ce = cross_entropy_with_logits_loss(out, batch.y.clone());
+            *loss = ce.as_vec()[0] + 0.0 * batch_idx as f32;
+            opt.step(i, self, &mut ce.backward())?;
+        }
+        Ok((losses[0], losses[1]))
+    }
+}
+
+#[test]
+fn manual_optimization_steps_each_optimizer_and_logs_train_metrics() {
+    type M = ManualPair<Cpu>;
+    assert!(<M as LightningModule<Cpu>>::MANUAL_OPTIMIZATION);
+    assert_eq!(
+        <M as LightningModule<Cpu>>::METRICS,
+        &[
+            MetricSpec::train("first_loss").prog_bar(),
+            MetricSpec::train("second_loss"),
+        ]
+    );
+    let (mut train, _) = loaders();
+    let module = M::from_hparams((), &Cpu::default()).unwrap();
+    let before = fulgur::module::state_dict(&module).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .limit_train_batches(3u64)
+        .no_logger()
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .default_root_dir(dir.path())
+        .build()
+        .unwrap();
+    trainer.fit(module, &mut train, None, None).unwrap();
+
+    // Two optimizer steps per batch, each counted; both parts moved.
+    assert_eq!(trainer.global_step(), 6);
+    let after = fulgur::module::state_dict(trainer.module().unwrap()).unwrap();
+    for name in ["first.weight", "second.weight"] {
+        assert_ne!(before[name], after[name], "`{name}` did not move");
+    }
+    // The manual step's metrics are train metrics: a checkpoint monitors one of them.
+    let second = trainer.callback_metrics()["second_loss"].as_f64();
+    let ckpt = trainer.checkpoint_callback().unwrap();
+    assert_eq!(ckpt.best_model_score(), Some(second));
+    let ckpt_dir = dir.path().join("checkpoints");
+    assert_eq!(
+        listing(&ckpt_dir),
+        [
+            format!("epoch=0-second_loss={second:.3}.ckpt"),
+            "last.ckpt".to_string()
+        ]
+    );
+}

@@ -71,7 +71,7 @@ fn device_param(cx: &Ctxt, generics: &Generics, what: &str) -> Result<Option<Ide
 }
 
 /// Last path segment of a type and its angle-bracketed type arguments: `Built<Mlp, D>` → (`Built`, [Mlp, D]).
-fn path_parts(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
+pub(crate) fn path_parts(ty: &Type) -> Option<(&Ident, Vec<&Type>)> {
     let Type::Path(p) = ty else { return None };
     if p.qself.is_some() {
         return None;

@@ -44,9 +44,14 @@ impl StepKind {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
 
-    /// The signature the runtime calls, for messages.
-    pub fn signature(self) -> String {
+    /// The signature the runtime calls, for messages; `manual`: under
+    /// `#[lightning_module(manual_optimization)]`.
+    pub fn signature(self, manual: bool) -> String {
         match self {
+            StepKind::Training if manual => {
+                "fn training_step(&mut self, batch: B, opt: &mut ManualOptimization<'_, Self, D>)"
+                    .into()
+            }
             StepKind::Training => {
                 "fn training_step(&mut self, batch: B, grads: Gradients<f32, D>) -> Loss<D>".into()
             }
@@ -180,6 +185,8 @@ pub enum StepArg {
     Batch,
     /// `grads: Gradients<f32, D>` of `training_step`.
     Grads,
+    /// `opt: &mut ManualOptimization<'_, Self, D>` of `training_step` in manual optimization.
+    Opt,
     /// `batch_idx: usize`, Lightning's index of the batch.
     BatchIdx,
 }
@@ -203,7 +210,8 @@ pub struct Step {
     pub kind: StepKind,
     pub ident: Ident,
     pub batch: Option<Type>,
-    /// `training_step`'s `grads` type, which names the device of a non-generic module.
+    /// `training_step`'s `grads` type (its `opt` type in manual optimization), which names the device
+    /// of a non-generic module.
     pub grads: Option<Type>,
     /// The parameters, in the order the method takes them.
     pub args: Vec<StepArg>,
@@ -243,6 +251,8 @@ pub struct Optimizers {
 
 pub struct Module {
     pub self_ty: Type,
+    /// `#[lightning_module(manual_optimization)]`.
+    pub manual: bool,
     pub generics: Generics,
     pub device: Option<Device>,
     pub steps: Vec<Step>,
@@ -290,7 +300,7 @@ pub fn kind_of(ty: &Type) -> Option<Kind> {
 
 impl Module {
     /// Removes the helper attributes from `item` and models it. `None` when it is no module impl.
-    pub fn from_ast(cx: &Ctxt, item: &mut ItemImpl) -> Option<Self> {
+    pub fn from_ast(cx: &Ctxt, item: &mut ItemImpl, manual: bool) -> Option<Self> {
         let mut checkpoints = Vec::new();
         let mut impl_logs = Vec::new();
         item.attrs.retain(|a| {
@@ -328,6 +338,7 @@ impl Module {
         let param = device_param(cx, &item.generics, "a `#[lightning_module]` impl");
         let mut module = Module {
             self_ty: (*item.self_ty).clone(),
+            manual,
             generics: item.generics.clone(),
             device: None,
             steps: Vec::new(),
@@ -407,12 +418,13 @@ impl Module {
                 StepKind::Training => Receiver::Mut,
                 StepKind::Validation | StepKind::Test | StepKind::Predict => Receiver::Eval,
             };
-            let params = params(cx, f, &kind.signature(), receiver);
+            let signature = kind.signature(self.manual);
+            let params = params(cx, f, &signature, receiver);
             let (args, batch, grads) = if kind == StepKind::Predict {
-                let batch = check_count(cx, f, params, 1, &kind.signature());
+                let batch = check_count(cx, f, params, 1, &signature);
                 (vec![StepArg::Batch], batch, None)
             } else {
-                step_args(cx, f, kind, &params)
+                step_args(cx, f, kind, &params, self.manual)
             };
             self.steps.push(Step {
                 kind,
@@ -493,12 +505,19 @@ impl Module {
         }
     }
 
-    /// A non-generic impl: the device from `training_step`'s `Gradients<f32, D>`.
+    /// A non-generic impl: the device from `training_step`'s `Gradients<f32, D>` (its
+    /// `&mut ManualOptimization<'_, Self, D>` in manual optimization).
     fn concrete_device(&self, cx: &Ctxt, item: &ItemImpl) -> Option<Device> {
         let training = self.step(StepKind::Training);
         let grads = training.and_then(|s| s.grads.as_ref());
-        match grads.and_then(path_parts) {
-            Some((i, args)) if i == "Gradients" && args.len() == 2 => {
+        let named = grads.map(|ty| match ty {
+            Type::Reference(r) => &*r.elem,
+            other => other,
+        });
+        match named.and_then(path_parts) {
+            Some((i, args))
+                if (i == "Gradients" || i == "ManualOptimization") && args.len() == 2 =>
+            {
                 Some(Device::Concrete(Box::new(args[1].clone())))
             }
             // A missing `training_step` or `grads` parameter is reported on its own.
@@ -506,8 +525,14 @@ impl Module {
             _ => {
                 cx.error_spanned_by(
                     &item.self_ty,
-                    "cannot tell the device of this module: make the impl generic over it \
-                     (`impl<D: Backend> Name<D>`) or name it in `training_step`'s `grads: Gradients<f32, Cpu>`",
+                    if self.manual {
+                        "cannot tell the device of this module: make the impl generic over it \
+                         (`impl<D: Backend> Name<D>`) or name it in `training_step`'s \
+                         `opt: &mut ManualOptimization<'_, Self, Cpu>`"
+                    } else {
+                        "cannot tell the device of this module: make the impl generic over it \
+                         (`impl<D: Backend> Name<D>`) or name it in `training_step`'s `grads: Gradients<f32, Cpu>`"
+                    },
                 );
                 None
             }
@@ -683,17 +708,27 @@ fn is_usize(ty: &Type) -> bool {
     matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.is_ident("usize"))
 }
 
+/// `ManualOptimization<…>` or a reference to it, as written.
+fn is_manual_optimization(ty: &Type) -> bool {
+    let ty = match ty {
+        Type::Reference(r) => &*r.elem,
+        other => other,
+    };
+    path_parts(ty).is_some_and(|(i, _)| i == "ManualOptimization")
+}
+
 /// The parameters of a training, validation or test step: the batch first, then `training_step`'s
-/// `grads`, and an optional `batch_idx: usize` (Lightning's), told from `grads` by its type. Returns
-/// them in order with the batch and `grads` types.
+/// `grads` (its `opt` in manual optimization), and an optional `batch_idx: usize` (Lightning's), told
+/// from `grads` by its type. Returns them in order with the batch and `grads` types.
 fn step_args(
     cx: &Ctxt,
     f: &ImplItemFn,
     kind: StepKind,
     params: &[&syn::PatType],
+    manual: bool,
 ) -> (Vec<StepArg>, Option<Type>, Option<Type>) {
     let name = &f.sig.ident;
-    let signature = kind.signature();
+    let signature = kind.signature(manual);
     let required = if kind == StepKind::Training { 2 } else { 1 };
     let takes = format!(
         "takes {required} {} besides `self` and optionally `batch_idx: usize`",
@@ -733,14 +768,17 @@ fn step_args(
             idx_seen = true;
             args.push(StepArg::BatchIdx);
         } else if kind == StepKind::Training && grads.is_none() && !is_usize(&p.ty) {
+            check_training_second(cx, &p.ty, manual);
             grads = Some((*p.ty).clone());
-            args.push(StepArg::Grads);
+            args.push(if manual { StepArg::Opt } else { StepArg::Grads });
         } else {
             let what = match &*p.pat {
                 syn::Pat::Ident(i) => format!("`{}`", i.ident),
                 _ => "this parameter".to_string(),
             };
-            let problem = if kind == StepKind::Training && grads.is_none() {
+            let problem = if kind == StepKind::Training && grads.is_none() && manual {
+                format!("{what} and no `opt: &mut ManualOptimization<'_, Self, D>`")
+            } else if kind == StepKind::Training && grads.is_none() {
                 format!("{what} and no `grads: Gradients<f32, D>`")
             } else {
                 format!("{} and {what} is no `usize`", params.len())
@@ -753,6 +791,35 @@ fn step_args(
         }
     }
     (args, batch, grads)
+}
+
+/// `training_step`'s parameter after the batch is what the trainer hands it: the gradients to trace the
+/// forward pass into, or in manual optimization the optimizers, which the step steps itself.
+fn check_training_second(cx: &Ctxt, ty: &Type, manual: bool) {
+    let is_gradients = path_parts(ty).is_some_and(|(i, _)| i == "Gradients");
+    if manual && is_gradients {
+        cx.error_spanned_by(
+            ty,
+            "with `manual_optimization`, `training_step` takes `opt: &mut ManualOptimization<'_, Self, D>`, \
+             not the gradients: compute each loss's gradients in the step (`self.alloc_grads()`) and \
+             apply them with `opt.step(index, self, &mut grads)`",
+        );
+    } else if manual && !matches!(ty, Type::Reference(r) if r.mutability.is_some()) {
+        if is_manual_optimization(ty) {
+            cx.error_spanned_by(
+                ty,
+                "`training_step` takes the optimizers by mutable reference: \
+                 `opt: &mut ManualOptimization<'_, Self, D>`",
+            );
+        }
+    } else if !manual && is_manual_optimization(ty) {
+        cx.error_spanned_by(
+            ty,
+            "`training_step` takes a `ManualOptimization`, which needs \
+             `#[lightning_module(manual_optimization)]`: without it the trainer steps the optimizer \
+             itself and hands the step `grads: Gradients<f32, D>`",
+        );
+    }
 }
 
 fn returned(output: &ReturnType, ident: &Ident) -> Returned {

@@ -112,7 +112,7 @@ fn on_impl(name: &str, mut imp: ItemImpl) -> TokenStream {
     // The stub impls of a failed `#[lightning_module]`; the module's own mistakes are reported once the
     // attribute is there.
     let cx = Ctxt::new();
-    let module = Module::from_ast(&cx, &mut imp);
+    let module = Module::from_ast(&cx, &mut imp, false);
     let _ = cx.check();
     fallback::module(&imp, module.as_ref(), error)
 }

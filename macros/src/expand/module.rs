@@ -8,7 +8,7 @@ use syn::{Item, ItemImpl};
 
 use super::{bound_device, dfdx, rt, support, with_backend};
 use crate::ast::{HookKind, Metric, Module, Returned, Stage, Step, StepArg, StepKind};
-use crate::attr::{CheckpointAttr, LogAttr, Reduce, Value};
+use crate::attr::{self, CheckpointAttr, LogAttr, Reduce, Value};
 use crate::check;
 use crate::ctxt::Ctxt;
 use crate::fallback;
@@ -24,12 +24,8 @@ pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
         }
     };
     let cx = Ctxt::new();
-    if !args.is_empty() {
-        cx.error_spanned_by(
-            &args,
-            "`#[lightning_module]` takes no arguments, checkpoint policies go in `#[checkpoint(…)]` attributes",
-        );
-    }
+    let args = attr::parse_lightning_module(&cx, args);
+    let manual = args.manual_optimization.is_some();
     let mut item = match item {
         Item::Impl(item) => item,
         other => {
@@ -41,7 +37,7 @@ pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
             return quote!(#other #errors);
         }
     };
-    let module = Module::from_ast(&cx, &mut item);
+    let module = Module::from_ast(&cx, &mut item, manual);
     if let Some(module) = &module {
         check::check_module(&cx, module);
     }
@@ -166,6 +162,7 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
     let args = step.args.iter().map(|a| match a {
         StepArg::Batch => batch.clone(),
         StepArg::Grads => quote!(__grads),
+        StepArg::Opt => quote!(__opt),
         StepArg::BatchIdx => quote!(__log.batch_idx()),
     });
     let call = quote!(<#self_ty>::#ident(self, #(#args),*)#question);
@@ -176,6 +173,36 @@ fn step(module: &Module, step: &Step, dev: &syn::Type) -> TokenStream {
         quote!(__log)
     };
     match step.kind {
+        StepKind::Training if module.manual => {
+            let dfdx = dfdx();
+            quote! {
+                const MANUAL_OPTIMIZATION: bool = true;
+
+                fn training_step(
+                    &mut self,
+                    _: Self::Batch,
+                    _: #dfdx::tensor::Gradients<f32, #dev>,
+                    _: &mut #rt::metrics::StepLog,
+                ) -> #rt::Result<#rt::module::Loss<#dev>> {
+                    ::core::result::Result::Err(#rt::Error::config(
+                        "training_step",
+                        "this module is a `#[lightning_module(manual_optimization)]`: the trainer calls \
+                         `manual_training_step`, which calls its `training_step` with the optimizers",
+                    ))
+                }
+
+                fn manual_training_step(
+                    &mut self,
+                    __batch: Self::Batch,
+                    __opt: &mut #rt::optim::ManualOptimization<'_, Self, #dev>,
+                    #log_param: &mut #rt::metrics::StepLog,
+                ) -> #rt::Result<()> {
+                    #bind
+                    #(#logs)*
+                    ::core::result::Result::Ok(())
+                }
+            }
+        }
         StepKind::Training => {
             let dfdx = dfdx();
             let loss = &values[0];
