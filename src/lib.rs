@@ -81,8 +81,8 @@
 //!
 //! - The guide (the repository's `book/`, an mdBook whose code compiles as doctests of this crate):
 //!   "Getting started", "The module DSL" and "What the macros generate", "The trainer",
-//!   "Checkpointing", "Resuming training", "Distributed training", "The checkpoint file", "Coming from
-//!   Lightning" and the "Reference" of every rule the code cites.
+//!   "Checkpointing", "Logging", "Resuming training", "Distributed training", "The checkpoint file",
+//!   "Coming from Lightning" and the "Reference" of every rule the code cites.
 //! - The examples (`cargo run --release --example 01-quickstart`), one small program per task.
 //! - [`prelude`]: what a module definition and a training script import; [`trainer`],
 //!   [`callbacks`], [`mod@checkpoint`], [`optim`], [`data`], [`logger`], [`metrics`] and [`strategy`]:
@@ -150,6 +150,8 @@ mod guide {
     mod checkpoint_file {}
     #[doc = include_str!("../book/src/checkpointing.md")]
     mod checkpointing {}
+    #[doc = include_str!("../book/src/logging.md")]
+    mod logging {}
     #[doc = include_str!("../book/src/coming-from-lightning.md")]
     mod coming_from_lightning {}
     #[doc = include_str!("../book/src/reference.md")]
