@@ -20,14 +20,13 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// by step and the hyperparameters for TensorBoard's HPARAMS tab, and `hparams.yaml` next to them.
 /// `N` is one more than the highest existing version (0 for the first run).
 ///
-/// ```no_run
-/// use fulgur_runtime::logger::TensorBoardLogger;
-/// use fulgur_runtime::trainer::Trainer;
+/// ```
+/// use fulgur_runtime::logger::{Logger, TensorBoardLogger};
 ///
-/// let trainer = Trainer::builder()
-///     .logger(TensorBoardLogger::new("runs"))
-///     .build()?;
-/// // Then: tensorboard --logdir runs/lightning_logs
+/// let root = std::env::temp_dir().join(format!("fulgur-doc-tensorboard-{}", std::process::id()));
+/// let mut logger = TensorBoardLogger::new(&root);
+/// assert_eq!(logger.log_dir()?, root.join("lightning_logs/version_0"));
+/// // In a run: `Trainer::builder().logger(logger)`; then `tensorboard --logdir <root>/lightning_logs`.
 /// # Ok::<(), fulgur_runtime::Error>(())
 /// ```
 ///
