@@ -59,6 +59,8 @@ fn main() -> fulgur::Result<()> {
     let mut builder = Trainer::builder()
         .max_epochs(5)
         .default_root_dir(&root)
+        // Under mpirun, standard output is a pipe, not a terminal: rank 0's lines below say more.
+        .enable_progress_bar(false)
         .strategy(ddp.clone())
         .callback(best_two);
     if rank == 0 {
