@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use ciborium::Value;
 use regex_lite::Regex;
-use unsafe_libyaml_norway as sys;
+use unsafe_libyaml_norway as unsafe_yaml;
 
 /// `hparams.yaml`'s text, an error naming `path` if it cannot be made.
 pub(crate) fn hparams_yaml(hparams: &Value, path: &std::path::Path) -> crate::Result<String> {
@@ -155,8 +155,10 @@ enum Event<'a> {
 /// libyaml's emitter writing into memory.
 struct Emitter {
     /// Boxed: libyaml keeps pointers into the emitter, so it must not move once initialised.
-    sys: Box<MaybeUninit<sys::yaml_emitter_t>>,
-    /// Boxed: the emitter holds a pointer to it (its output handler's data).
+    sys: Box<MaybeUninit<unsafe_yaml::yaml_emitter_t>>,
+    /// Boxed: the emitter holds a pointer to it (its output handler's data), so it must not move with
+    /// the `Emitter`.
+    #[allow(clippy::box_collection)]
     out: Box<Vec<u8>>,
 }
 
@@ -171,56 +173,57 @@ unsafe fn write_handler(data: *mut c_void, buffer: *mut u8, size: u64) -> i32 {
 
 impl Emitter {
     fn new() -> io::Result<Self> {
-        let mut sys = Box::new(MaybeUninit::<sys::yaml_emitter_t>::uninit());
+        let mut sys = Box::new(MaybeUninit::<unsafe_yaml::yaml_emitter_t>::uninit());
         let mut out = Box::new(Vec::new());
         // SAFETY: `yaml_emitter_initialize` fills the whole struct; the output's data pointer stays
         // valid as long as the box it points into, which the same `Emitter` owns.
         unsafe {
             let e = sys.as_mut_ptr();
-            if sys::yaml_emitter_initialize(e).fail {
+            if unsafe_yaml::yaml_emitter_initialize(e).fail {
                 return Err(io::Error::other("cannot initialise the YAML emitter"));
             }
-            sys::yaml_emitter_set_output(e, write_handler, ptr::from_mut(&mut *out).cast());
+            unsafe_yaml::yaml_emitter_set_output(e, write_handler, ptr::from_mut(&mut *out).cast());
         }
         Ok(Self { sys, out })
     }
 
     fn emit(&mut self, event: Event<'_>) -> io::Result<()> {
-        let mut ev = MaybeUninit::<sys::yaml_event_t>::uninit();
+        let mut ev = MaybeUninit::<unsafe_yaml::yaml_event_t>::uninit();
         let e = ev.as_mut_ptr();
         // SAFETY: every initialiser gets a valid event pointer and either null or NUL-terminated
         // tags and a value pointer with its length; libyaml copies them, and `yaml_emitter_emit` takes
         // the initialised event over.
         let ok = unsafe {
             let init = match event {
-                Event::StreamStart => {
-                    sys::yaml_stream_start_event_initialize(e, sys::YAML_UTF8_ENCODING)
-                }
-                Event::StreamEnd => sys::yaml_stream_end_event_initialize(e),
-                Event::DocumentStart => sys::yaml_document_start_event_initialize(
+                Event::StreamStart => unsafe_yaml::yaml_stream_start_event_initialize(
+                    e,
+                    unsafe_yaml::YAML_UTF8_ENCODING,
+                ),
+                Event::StreamEnd => unsafe_yaml::yaml_stream_end_event_initialize(e),
+                Event::DocumentStart => unsafe_yaml::yaml_document_start_event_initialize(
                     e,
                     ptr::null_mut(),
                     ptr::null_mut(),
                     ptr::null_mut(),
                     true,
                 ),
-                Event::DocumentEnd => sys::yaml_document_end_event_initialize(e, true),
-                Event::MappingStart => sys::yaml_mapping_start_event_initialize(
+                Event::DocumentEnd => unsafe_yaml::yaml_document_end_event_initialize(e, true),
+                Event::MappingStart => unsafe_yaml::yaml_mapping_start_event_initialize(
                     e,
                     ptr::null(),
                     ptr::null(),
                     true,
-                    sys::YAML_BLOCK_MAPPING_STYLE,
+                    unsafe_yaml::YAML_BLOCK_MAPPING_STYLE,
                 ),
-                Event::MappingEnd => sys::yaml_mapping_end_event_initialize(e),
-                Event::SequenceStart => sys::yaml_sequence_start_event_initialize(
+                Event::MappingEnd => unsafe_yaml::yaml_mapping_end_event_initialize(e),
+                Event::SequenceStart => unsafe_yaml::yaml_sequence_start_event_initialize(
                     e,
                     ptr::null(),
                     ptr::null(),
                     true,
-                    sys::YAML_BLOCK_SEQUENCE_STYLE,
+                    unsafe_yaml::YAML_BLOCK_SEQUENCE_STYLE,
                 ),
-                Event::SequenceEnd => sys::yaml_sequence_end_event_initialize(e),
+                Event::SequenceEnd => unsafe_yaml::yaml_sequence_end_event_initialize(e),
                 Event::Scalar {
                     text,
                     plain,
@@ -237,11 +240,11 @@ impl Emitter {
                         None => (ptr::null(), plain, true),
                     };
                     let style = if literal {
-                        sys::YAML_LITERAL_SCALAR_STYLE
+                        unsafe_yaml::YAML_LITERAL_SCALAR_STYLE
                     } else {
-                        sys::YAML_ANY_SCALAR_STYLE
+                        unsafe_yaml::YAML_ANY_SCALAR_STYLE
                     };
-                    sys::yaml_scalar_event_initialize(
+                    unsafe_yaml::yaml_scalar_event_initialize(
                         e,
                         ptr::null(),
                         tag_ptr,
@@ -253,7 +256,7 @@ impl Emitter {
                     )
                 }
             };
-            !init.fail && !sys::yaml_emitter_emit(self.sys.as_mut_ptr(), e).fail
+            !init.fail && !unsafe_yaml::yaml_emitter_emit(self.sys.as_mut_ptr(), e).fail
         };
         if ok {
             Ok(())
@@ -307,7 +310,7 @@ impl Emitter {
 
     fn finish(mut self) -> io::Result<String> {
         // SAFETY: the emitter was initialised in `new`.
-        if unsafe { sys::yaml_emitter_flush(self.sys.as_mut_ptr()).fail } {
+        if unsafe { unsafe_yaml::yaml_emitter_flush(self.sys.as_mut_ptr()).fail } {
             return Err(io::Error::other("cannot flush the YAML emitter"));
         }
         let bytes = std::mem::take(&mut *self.out);
@@ -318,7 +321,7 @@ impl Emitter {
 impl Drop for Emitter {
     fn drop(&mut self) {
         // SAFETY: initialised in `new` (an `Emitter` exists only then), deleted once, here.
-        unsafe { sys::yaml_emitter_delete(self.sys.as_mut_ptr()) }
+        unsafe { unsafe_yaml::yaml_emitter_delete(self.sys.as_mut_ptr()) }
     }
 }
 
