@@ -116,7 +116,9 @@ pub mod prelude {
     pub use fulgur_runtime::logger::CsvLogger;
     pub use fulgur_runtime::metrics::{MetricSpec, Reduce, Stage, StepLog};
     pub use fulgur_runtime::module::{Built, LightningModule, Loss, ModuleState};
-    pub use fulgur_runtime::optim::{Interval, LrScheduler, Optimizer, Optimizers};
+    pub use fulgur_runtime::optim::{
+        Interval, LrScheduler, ManualOptimization, Optimizer, Optimizers,
+    };
     pub use fulgur_runtime::trainer::{CkptPath, Trainer};
     pub use fulgur_runtime::{Error, Result};
     /// For hyperparameter structs; add `#[serde(crate = "fulgur::serde")]` when the crate does not
