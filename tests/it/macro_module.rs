@@ -717,3 +717,47 @@ fn manual_optimization_steps_each_optimizer_and_logs_train_metrics() {
         ]
     );
 }
+
+/// A non-generic manual module: the device comes from `opt`'s type, as from `grads`'s otherwise.
+#[derive(ModuleState)]
+struct ManualOnCpu {
+    net: Built<Linear<64, 10>, Cpu>,
+}
+
+#[lightning_module(manual_optimization)]
+impl ManualOnCpu {
+    fn configure_optimizers(&self) -> Adam<Cpu> {
+        Adam::new(AdamConfig::default())
+    }
+
+    fn training_step(
+        &mut self,
+        batch: ClassificationBatch<64, 10, Cpu>,
+        opt: &mut fulgur::optim::ManualOptimization<'_, Self, Cpu>,
+    ) -> fulgur::Result<()> {
+        let logits = self.net.forward_mut(batch.x.traced(self.alloc_grads()));
+        opt.step(
+            0,
+            self,
+            &mut cross_entropy_with_logits_loss(logits, batch.y).backward(),
+        )
+    }
+}
+
+#[test]
+fn a_manual_module_on_a_concrete_device_trains() {
+    const { assert!(<ManualOnCpu as LightningModule<Cpu>>::MANUAL_OPTIMIZATION) };
+    let (mut train, _) = loaders();
+    let mut trainer = Trainer::builder()
+        .max_epochs(1)
+        .limit_train_batches(2u64)
+        .no_logger()
+        .enable_checkpointing(false)
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .build()
+        .unwrap();
+    let module = ManualOnCpu::from_hparams((), &Cpu::default()).unwrap();
+    trainer.fit(module, &mut train, None, None).unwrap();
+    assert_eq!(trainer.global_step(), 2);
+}
