@@ -240,3 +240,44 @@ print("metrics", [m.name.tag for m in exp.experiment.metric_infos])
          metrics ['hp_metric']\n"
     );
 }
+
+/// Rank 1 of a data-parallel run logs the same calls and writes nothing: every write goes through the
+/// rank-zero gate.
+#[test]
+fn other_ranks_write_nothing() {
+    use crate::strategy::{ReduceOp, Strategy};
+    struct RankOne;
+    impl Strategy for RankOne {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, _data: &mut Vec<u8>, _root: usize) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce(&self, _values: &mut [f64], _op: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce_f32(&self, _values: &mut [f32], _op: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let fs = RankZeroFs::new(&RankOne);
+    let mut logger = TensorBoardLogger::new(dir.path());
+    logger.log_hyperparams(&hparams(), fs).unwrap();
+    logger
+        .log_metrics(&metrics(&[("train_loss", 0.5)]), 1, fs)
+        .unwrap();
+    logger.save(fs).unwrap();
+    logger
+        .log_metrics(&metrics(&[("train_loss", 0.25)]), 2, fs)
+        .unwrap();
+    logger.save(fs).unwrap();
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
