@@ -55,7 +55,9 @@ pub struct ManualOptimization<'a, M, D: Backend> {
 
 impl<'a, M: TensorCollection<f32, D>, D: Backend> ManualOptimization<'a, M, D> {
     /// The optimizers of one training step; gradients are averaged over the processes of `strategy`
-    /// through `grad_buffer` before each optimizer step.
+    /// through `grad_buffer` before each optimizer step. The trainer builds one per training batch,
+    /// after it has started every scheduler ([`LrScheduler::start`]) when `fit` began; outside a
+    /// trainer, start them yourself before [`scheduler_step`](Self::scheduler_step).
     pub fn new(
         optimizers: &'a mut Optimizers<M, D>,
         strategy: &'a dyn Strategy,
@@ -153,4 +155,70 @@ fn out_of_range(index: usize, len: usize) -> Error {
             len - 1
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use dfdx::prelude::*;
+
+    use super::*;
+    use crate::optim::{Sgd, StepLr};
+    use crate::strategy::SingleProcess;
+
+    fn sgd(lr: f64) -> Sgd<Cpu> {
+        Sgd::new(SgdConfig {
+            lr,
+            momentum: None,
+            weight_decay: None,
+        })
+    }
+
+    #[test]
+    fn each_index_steps_its_own_optimizer_and_a_missing_one_is_an_error() {
+        type P = Tensor<Rank1<2>, f32, Cpu>;
+        let dev = Cpu::default();
+        let mut p: P = dev.tensor([1.0, 1.0]);
+        let mut optimizers: Optimizers<P, Cpu> = Optimizers::new(sgd(0.5))
+            .and(sgd(0.25))
+            .with_scheduler(StepLr::new(1, 0.1));
+        // What `fit` does when it starts.
+        if let Some((o, Some(s))) = optimizers.get_mut(1) {
+            let lr = s.start(o.lr());
+            o.set_lr(lr);
+        }
+        let mut buffer = GradBuffer::default();
+        let mut opt = ManualOptimization::new(&mut optimizers, &SingleProcess, &mut buffer);
+        assert_eq!(opt.len(), 2);
+
+        let mut grads = p.trace(p.alloc_grads()).sum().backward();
+        opt.step(1, &mut p, &mut grads).unwrap();
+        assert_eq!(p.as_vec(), [0.75, 0.75]);
+        opt.step(0, &mut p, &mut grads).unwrap();
+        assert_eq!(p.as_vec(), [0.25, 0.25]);
+        assert_eq!(opt.steps(), 2);
+
+        assert_eq!(opt.lr(1).unwrap(), 0.25);
+        opt.scheduler_step(1).unwrap();
+        assert!((opt.lr(1).unwrap() - 0.025).abs() < 1e-12);
+        assert_eq!(opt.lr(0).unwrap(), 0.5);
+
+        let err = opt.step(2, &mut p, &mut grads).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "there is no optimizer 2: `configure_optimizers` returns 2 optimizers (indices 0 to 1)"
+        );
+        assert_eq!(opt.steps(), 2, "a refused step is not counted");
+        assert!(opt.lr(5).is_err() && opt.scheduler(5).is_err());
+        assert!(opt
+            .scheduler_step(7)
+            .unwrap_err()
+            .to_string()
+            .starts_with("there is no optimizer 7"));
+        let err = opt.scheduler_step(0).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("`scheduler_step(0)`: optimizer 0 has no learning-rate scheduler"),
+            "{err}"
+        );
+    }
 }

@@ -113,3 +113,66 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod optimizer_tests {
+    use dfdx::prelude::*;
+
+    use crate::optim::named::test_util::{batches, bits, train, Mlp};
+    use crate::optim::{Adam, Optimizer, Sgd};
+
+    #[test]
+    fn unselected_parameters_keep_their_values_and_have_no_state() {
+        let dev = Cpu::seed_from_u64(4);
+        let data = batches(&dev, 2);
+        let model = dev.build_module::<Mlp, f32>();
+        let before = bits(&model);
+
+        let mut adam_model = model.clone();
+        let mut adam = Adam::adamw(1e-2, 0.1).params("2.*");
+        train(&mut adam_model, &mut adam, &data);
+        let after = bits(&adam_model);
+        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert_eq!(moved, ["2.bias", "2.weight"]);
+        let state = adam.state_dict().unwrap();
+        assert!(state.params.keys().eq(["2.bias", "2.weight"]));
+
+        let mut sgd_model = model.clone();
+        let mut sgd = Sgd::new(SgdConfig {
+            lr: 0.1,
+            momentum: Some(Momentum::Classic(0.9)),
+            weight_decay: Some(WeightDecay::L2(0.1)),
+        })
+        .params("0.weight")
+        .params("2.bias");
+        train(&mut sgd_model, &mut sgd, &data);
+        let after = bits(&sgd_model);
+        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
+        assert_eq!(moved, ["0.weight", "2.bias"]);
+        assert_eq!(sgd.selected_params(), ["0.weight", "2.bias"]);
+
+        // Resuming with other patterns, or with state for a parameter now unselected, is refused.
+        let err = Adam::adamw(1e-2, 0.1)
+            .params("0.*")
+            .load_state_dict(&model, &state)
+            .unwrap_err();
+        assert!(
+            err.0
+                .contains("it updated `2.*`, but the configured optimizer updates `0.*`")
+                && err.0.contains(
+                    "`2.bias` has state, but none of the optimizer's `params` patterns selects it"
+                ),
+            "{}",
+            err.0
+        );
+        let err =
+            Optimizer::<_, Cpu>::check_params(&Adam::<Cpu>::adamw(1e-2, 0.1).params("3.*"), &model)
+                .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "the optimizer's parameter pattern `3.*` (`params`) selects no parameter"
+            ),
+            "{err}"
+        );
+    }
+}

@@ -14,6 +14,9 @@
 //! 4. the module's `on_train_batch_end`;
 //! 5. validation, when it is due at this batch.
 //!
+//! In manual optimization (`LightningModule::MANUAL_OPTIMIZATION`), step 1 is `manual_training_step`,
+//! which takes the optimizer steps itself (each adds one to `global_step`), and step 2 is left to it.
+//!
 //! A validation run: the callbacks' `on_validation_start`; per batch, `validation_step` then the
 //! callbacks' `on_validation_batch_end`; the module's `on_validation_epoch_end`; the callbacks'
 //! `on_validation_end`.
