@@ -102,6 +102,12 @@ pub struct Optimizers<M, D: Backend> {
     more: Vec<Slot<M, D>>,
 }
 
+/// An optimizer and its scheduler, mutably.
+pub(crate) type SlotMut<'a, M, D> = (
+    &'a mut (dyn Optimizer<M, D> + 'static),
+    Option<&'a mut (dyn LrScheduler + 'static)>,
+);
+
 /// An optimizer after the first, with its scheduler.
 struct Slot<M, D: Backend> {
     optimizer: Box<dyn Optimizer<M, D>>,
@@ -166,13 +172,7 @@ impl<M, D: Backend> Optimizers<M, D> {
     }
 
     /// Optimizer `index` and its scheduler, mutably.
-    pub(crate) fn get_mut(
-        &mut self,
-        index: usize,
-    ) -> Option<(
-        &mut (dyn Optimizer<M, D> + 'static),
-        Option<&mut (dyn LrScheduler + 'static)>,
-    )> {
+    pub(crate) fn get_mut(&mut self, index: usize) -> Option<SlotMut<'_, M, D>> {
         match index {
             0 => Some((&mut *self.optimizer, self.scheduler.as_deref_mut())),
             i => self
