@@ -168,7 +168,9 @@ fn pyyaml_reads_the_same_values() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("hparams.yaml");
-    std::fs::write(&path, to_yaml(&tricky_hparams()).unwrap()).unwrap();
+    let fs = crate::strategy::RankZeroFs::new(&crate::strategy::SingleProcess);
+    fs.write_file(&path, to_yaml(&tricky_hparams()).unwrap().as_bytes())
+        .unwrap();
     // One line per key: its type and its value (strings and bytes in hex, to compare exactly).
     let script = r#"
 import sys, yaml
