@@ -27,8 +27,9 @@ pub mod trainer;
 /// information: every rank takes the same decisions and would print the same lines.
 static PRINTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
-/// Whether this process prints warnings and information: only rank 0 of a strategy does (set when a
-/// trainer is built with the strategy).
+/// Whether this process prints warnings and information: only rank 0 of a data-parallel run does (set
+/// by `Ddp::new`).
+#[cfg_attr(not(feature = "mpi"), allow(dead_code))]
 pub(crate) fn set_prints(rank_zero: bool) {
     PRINTS.store(rank_zero, std::sync::atomic::Ordering::Relaxed);
 }

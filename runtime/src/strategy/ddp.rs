@@ -45,7 +45,7 @@ static WORLD: Mutex<Weak<World>> = Mutex::new(Weak::new());
 /// # }
 /// ```
 ///
-/// Launch with `mpirun -n 2 target/release/examples/09-ddp`; in a container that runs as root, add
+/// Launch with `mpirun -n 2 target/release/examples/11-ddp`; in a container that runs as root, add
 /// `--allow-run-as-root`, and `--oversubscribe` when there are fewer cores than ranks.
 ///
 /// `Ddp` is a cheap handle: clones, and every later `Ddp::new()` while one is alive, share one MPI
@@ -155,6 +155,8 @@ impl Ddp {
         if size > 1 {
             install_panic_hook();
         }
+        // Every rank takes the same decisions and would print the same warnings: rank 0 prints them.
+        crate::set_prints(rank == 0);
         let world = Arc::new(World {
             channel: Mutex::new(Channel {
                 comm: ManuallyDrop::new(comm),

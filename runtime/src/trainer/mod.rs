@@ -182,7 +182,6 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
     /// Checks the settings and builds the trainer.
     pub fn build(self) -> Result<Trainer<M, D>> {
         self.config.validate()?;
-        crate::set_prints(self.strategy.is_global_zero());
         let logger = match self.logger {
             Some(choice) => choice,
             None => {
