@@ -113,7 +113,7 @@ pub mod prelude {
         ClassificationBatch, ClassificationData, DataLoader, TensorBatch, TensorData,
     };
     pub use fulgur_runtime::device::Backend;
-    pub use fulgur_runtime::logger::CsvLogger;
+    pub use fulgur_runtime::logger::{CsvLogger, TensorBoardLogger};
     pub use fulgur_runtime::metrics::{MetricSpec, Reduce, Stage, StepLog};
     pub use fulgur_runtime::module::{Built, LightningModule, Loss, ModuleState};
     pub use fulgur_runtime::optim::{
