@@ -6,8 +6,8 @@
 //! PyTorch's DDP does with its 25 MiB buckets; the sums are divided by the world size and copied back.
 
 use dfdx::nn::tensor_collection::TensorCollection;
-use dfdx::shapes::Shape;
 use dfdx::shapes::HasShape;
+use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 
 use super::{ReduceOp, Strategy};
