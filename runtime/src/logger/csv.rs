@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 
-use super::{next_version, yaml, Logger};
+use super::{yaml, Logger, VersionDir};
 use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
 use crate::Result;
@@ -12,10 +12,7 @@ use crate::Result;
 /// more than the highest existing version (0 for the first run).
 #[derive(Debug)]
 pub struct CsvLogger {
-    root: PathBuf,
-    name: String,
-    version: Option<u32>,
-    log_dir: Option<PathBuf>,
+    dir: VersionDir,
     columns: Vec<String>,
     pending: Vec<BTreeMap<String, MetricValue>>,
     written: Vec<BTreeMap<String, MetricValue>>,
@@ -30,10 +27,7 @@ impl CsvLogger {
     /// Logs under `<root>/<name>/version_N`.
     pub fn with_name(root: impl Into<PathBuf>, name: impl Into<String>) -> Self {
         Self {
-            root: root.into(),
-            name: name.into(),
-            version: None,
-            log_dir: None,
+            dir: VersionDir::new(root.into(), name.into()),
             columns: Vec::new(),
             pending: Vec::new(),
             written: Vec::new(),
@@ -42,7 +36,7 @@ impl CsvLogger {
 
     /// Uses version `N` instead of the next free one.
     pub fn version(mut self, version: u32) -> Self {
-        self.version = Some(version);
+        self.dir.version = Some(version);
         self
     }
 
@@ -104,19 +98,7 @@ fn format_value(v: MetricValue) -> String {
 
 impl Logger for CsvLogger {
     fn log_dir(&mut self) -> Result<&Path> {
-        if self.log_dir.is_none() {
-            let version = match self.version {
-                Some(v) => v,
-                None => next_version(&self.root.join(&self.name))?,
-            };
-            self.version = Some(version);
-            self.log_dir = Some(
-                self.root
-                    .join(&self.name)
-                    .join(format!("version_{version}")),
-            );
-        }
-        Ok(self.log_dir.as_deref().unwrap_or(Path::new("")))
+        self.dir.resolve()
     }
 
     fn log_hyperparams(&mut self, hparams: &Value, fs: RankZeroFs<'_>) -> Result<()> {

@@ -8,7 +8,7 @@ mod warnings_tests;
 mod yaml;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 
@@ -88,6 +88,43 @@ pub trait Logger: Send {
 
     /// Flushes what is buffered.
     fn save(&mut self, fs: RankZeroFs<'_>) -> Result<()>;
+}
+
+/// A logger's directory, `<root>/<name>/version_N`: `N` as set, or one more than the highest existing
+/// version, decided the first time it is asked for and kept.
+#[derive(Debug)]
+struct VersionDir {
+    root: PathBuf,
+    name: String,
+    version: Option<u32>,
+    resolved: Option<PathBuf>,
+}
+
+impl VersionDir {
+    fn new(root: PathBuf, name: String) -> Self {
+        Self {
+            root,
+            name,
+            version: None,
+            resolved: None,
+        }
+    }
+
+    fn resolve(&mut self) -> Result<&Path> {
+        let dir = match self.resolved.take() {
+            Some(dir) => dir,
+            None => {
+                let runs = self.root.join(&self.name);
+                let version = match self.version {
+                    Some(v) => v,
+                    None => next_version(&runs)?,
+                };
+                self.version = Some(version);
+                runs.join(format!("version_{version}"))
+            }
+        };
+        Ok(self.resolved.insert(dir))
+    }
 }
 
 /// One more than the highest `version_N` directory in `dir` (0 when there is none), as Lightning's

@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ciborium::Value;
 
 use super::event_file::{self as ef, Event, SummaryValue, What};
-use super::{next_version, yaml, Logger};
+use super::{yaml, Logger, VersionDir};
 use crate::metrics::MetricValue;
 use crate::strategy::RankZeroFs;
 use crate::Result;
@@ -40,10 +40,7 @@ static FILE_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// [`default_hp_metric(false)`]: TensorBoardLogger::default_hp_metric
 #[derive(Debug)]
 pub struct TensorBoardLogger {
-    root: PathBuf,
-    name: String,
-    version: Option<u32>,
-    log_dir: Option<PathBuf>,
+    dir: VersionDir,
     default_hp_metric: bool,
     event_file: Option<PathBuf>,
     created: bool,
@@ -59,10 +56,7 @@ impl TensorBoardLogger {
     /// Logs under `<root>/<name>/version_N`.
     pub fn with_name(root: impl Into<PathBuf>, name: impl Into<String>) -> Self {
         Self {
-            root: root.into(),
-            name: name.into(),
-            version: None,
-            log_dir: None,
+            dir: VersionDir::new(root.into(), name.into()),
             default_hp_metric: true,
             event_file: None,
             created: false,
@@ -72,7 +66,7 @@ impl TensorBoardLogger {
 
     /// Uses version `N` instead of the next free one.
     pub fn version(mut self, version: u32) -> Self {
-        self.version = Some(version);
+        self.dir.version = Some(version);
         self
     }
 
@@ -335,19 +329,7 @@ fn now() -> std::time::Duration {
 
 impl Logger for TensorBoardLogger {
     fn log_dir(&mut self) -> Result<&Path> {
-        if self.log_dir.is_none() {
-            let version = match self.version {
-                Some(v) => v,
-                None => next_version(&self.root.join(&self.name))?,
-            };
-            self.version = Some(version);
-            self.log_dir = Some(
-                self.root
-                    .join(&self.name)
-                    .join(format!("version_{version}")),
-            );
-        }
-        Ok(self.log_dir.as_deref().unwrap_or(Path::new("")))
+        self.dir.resolve()
     }
 
     fn log_hyperparams(&mut self, hparams: &Value, fs: RankZeroFs<'_>) -> Result<()> {
