@@ -214,40 +214,6 @@ mod tests {
     use super::*;
     use crate::metrics::MetricKind;
 
-    /// Rank 0 of two, whose partner logged `theirs` (per registry entry: Σ value × weight, Σ weight,
-    /// then the total weight) and whose all-reduce applies `op` over the two.
-    struct Pair {
-        theirs: Vec<f64>,
-    }
-
-    impl Strategy for Pair {
-        fn rank(&self) -> usize {
-            0
-        }
-        fn world_size(&self) -> usize {
-            2
-        }
-        fn barrier(&self) -> Result<()> {
-            Ok(())
-        }
-        fn broadcast(&self, _: &mut Vec<u8>, _: usize) -> Result<()> {
-            Ok(())
-        }
-        fn all_reduce(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
-            for (v, t) in values.iter_mut().zip(&self.theirs) {
-                *v = match op {
-                    ReduceOp::Sum => *v + t,
-                    ReduceOp::Max => v.max(*t),
-                    _ => unreachable!("not used here"),
-                };
-            }
-            Ok(())
-        }
-        fn all_reduce_f32(&self, _: &mut [f32], _: ReduceOp) -> Result<()> {
-            Ok(())
-        }
-    }
-
     const REG: &[MetricSpec] = &[
         MetricSpec::train("loss"),
         MetricSpec::train("only_there"),
@@ -275,7 +241,7 @@ mod tests {
         theirs.extend([f64::NEG_INFINITY; 4]);
         theirs.extend([0.75, -0.5]);
         // The second collective (the maxima) reads from the end of `theirs`.
-        let there = Tail { theirs };
+        let there = Partner { theirs };
         let here = vec![
             (0, MetricValue::F32(1.0)),
             (2, MetricValue::Int(4)),
@@ -298,13 +264,13 @@ mod tests {
         );
     }
 
-    /// Like [`Pair`], for collectives of different lengths: each takes its partner's values from the
-    /// end of `theirs` (the sums from the start, the shorter maxima from the tail).
-    struct Tail {
+    /// Rank 0 of two, whose partner sent `theirs`: a sum takes the partner's values from the start of
+    /// `theirs`, a maximum from its end (so one `theirs` serves both collectives of one call).
+    struct Partner {
         theirs: Vec<f64>,
     }
 
-    impl Strategy for Tail {
+    impl Strategy for Partner {
         fn rank(&self) -> usize {
             0
         }
@@ -355,14 +321,14 @@ mod tests {
 
     #[test]
     fn loaders_of_unequal_length_are_refused_on_every_rank() {
-        let longer = Pair {
+        let longer = Partner {
             theirs: vec![12.0, -12.0],
         };
         let err = agree_on_batches(&longer, "training", 10)
             .unwrap_err()
             .to_string();
         assert!(err.contains("between 10 and 12 batches"), "{err}");
-        let same = Pair {
+        let same = Partner {
             theirs: vec![10.0, -10.0],
         };
         agree_on_batches(&same, "training", 10).unwrap();
