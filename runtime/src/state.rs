@@ -94,9 +94,29 @@ pub struct TrainerState {
     /// `global_step` counts every optimizer's steps, and checkpoint callbacks save on the step trigger
     /// only (B.6).
     pub manual_optimization: bool,
+    /// Lightning's `trainer.should_stop`: set by [`CallbackContext::request_stop`]
+    /// (`crate::callbacks::CallbackContext`), read through [`should_stop`](Self::should_stop).
+    pub(crate) stop_requested: std::cell::Cell<bool>,
+    /// `min_epochs` in force: a stop requested earlier is postponed until this many epochs ran.
+    pub min_epochs: Option<u64>,
+    /// `min_steps` in force: a stop requested earlier is postponed until this many steps were taken.
+    pub min_steps: Option<u64>,
 }
 
 impl TrainerState {
+    /// Whether a stop was requested (Lightning's `trainer.should_stop`); the trainer honours it after
+    /// the current batch once `min_epochs` and `min_steps` are reached.
+    pub fn should_stop(&self) -> bool {
+        self.stop_requested.get()
+    }
+
+    /// Whether `min_epochs` and `min_steps` are reached, so that a requested stop can end training
+    /// (Lightning's `_can_stop_early`).
+    pub fn can_stop_early(&self) -> bool {
+        self.min_epochs.is_none_or(|m| self.epoch >= m)
+            && self.min_steps.is_none_or(|m| self.global_step >= m)
+    }
+
     /// `callback_metrics` plus `epoch` and `step` (the global step), which are always available to
     /// monitor and to filename templates (B.3).
     pub fn monitor_candidates(&self) -> BTreeMap<String, MetricValue> {

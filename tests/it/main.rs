@@ -18,4 +18,5 @@ mod manual;
 mod model_checkpoint;
 mod progress;
 mod resume;
+mod stopping;
 mod trainer_loop;

@@ -231,6 +231,13 @@ impl CallbackContext<'_> {
         self.state
     }
 
+    /// Asks the trainer to stop, Lightning's `trainer.should_stop = True`: training ends after the
+    /// current batch (or, from an epoch-end hook, after this epoch), once `min_epochs` and `min_steps`
+    /// are reached; the end of fit runs as usual.
+    pub fn request_stop(&self) {
+        self.state.stop_requested.set(true);
+    }
+
     /// The process group.
     pub fn strategy(&self) -> &dyn Strategy {
         self.strategy

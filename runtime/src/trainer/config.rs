@@ -41,6 +41,8 @@ impl From<u64> for ValCheckInterval {
 pub struct TrainerConfig {
     pub(crate) max_epochs: Option<u64>,
     pub(crate) max_steps: Option<u64>,
+    pub(crate) min_epochs: Option<u64>,
+    pub(crate) min_steps: Option<u64>,
     pub(crate) limit_train_batches: Limit,
     pub(crate) limit_val_batches: Limit,
     pub(crate) limit_test_batches: Limit,
@@ -63,6 +65,8 @@ impl Default for TrainerConfig {
         Self {
             max_epochs: None,
             max_steps: None,
+            min_epochs: None,
+            min_steps: None,
             limit_train_batches: Limit::Fraction(1.0),
             limit_val_batches: Limit::Fraction(1.0),
             limit_test_batches: Limit::Fraction(1.0),
@@ -147,6 +151,19 @@ impl TrainerConfig {
                 "max_steps",
                 "`max_steps` must be at least 1 (leave it unset for no limit), got 0".into(),
             ));
+        }
+        for (name, min, max_name, max) in [
+            ("min_epochs", self.min_epochs, "max_epochs", self.max_epochs),
+            ("min_steps", self.min_steps, "max_steps", self.max_steps),
+        ] {
+            if let (Some(min), Some(max)) = (min, max) {
+                if min > max {
+                    errors.push((
+                        name,
+                        format!("`{name}` ({min}) must not exceed `{max_name}` ({max})"),
+                    ));
+                }
+            }
         }
         if errors.is_empty() {
             Ok(())

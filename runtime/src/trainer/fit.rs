@@ -251,6 +251,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             metric_registry: M::METRICS,
             max_epochs: cfg.effective_max_epochs(),
             max_steps: cfg.max_steps,
+            min_epochs: cfg.min_epochs,
+            min_steps: cfg.min_steps,
             val_check_interval: Some(cfg.val_check_interval),
             check_val_every_n_epoch: cfg.check_val_every_n_epoch,
             default_root_dir: cfg.default_root_dir.clone(),
@@ -365,7 +367,27 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .max_steps
             .is_some_and(|m| self.state.global_step >= m);
         let epochs_done = self.state.max_epochs.is_some_and(|m| self.state.epoch >= m);
-        steps_done || epochs_done || self.state.num_training_batches == 0
+        steps_done || epochs_done || self.state.num_training_batches == 0 || self.stop_now()
+    }
+
+    /// Lightning's rule for `trainer.should_stop`: a requested stop ends training once `min_epochs`
+    /// and `min_steps` are reached; before that it is postponed, with an info line.
+    fn stop_now(&self) -> bool {
+        if !self.state.should_stop() {
+            return false;
+        }
+        if self.state.can_stop_early() {
+            return true;
+        }
+        if self.strategy.is_global_zero() {
+            crate::info(&format!(
+                "Trainer was signaled to stop but the required `min_epochs={}` or `min_steps={}` has \
+                 not been met. Training will continue...",
+                self.state.min_epochs.map_or("None".into(), |m| m.to_string()),
+                self.state.min_steps.map_or("None".into(), |m| m.to_string()),
+            ));
+        }
+        false
     }
 
     fn run_epoch(
@@ -404,13 +426,12 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     self.run_eval(v, nv, Stage::Validation, false)?;
                 }
             }
-            if self
+            let steps_done = self
                 .state
                 .max_steps
-                .is_some_and(|m| self.state.global_step >= m)
-                && !is_last
-            {
-                // Stopped inside the epoch: the epoch-end hooks run (so checkpoint callbacks save the
+                .is_some_and(|m| self.state.global_step >= m);
+            if !is_last && (steps_done || self.stop_now()) {
+                // Stopped inside the epoch (`max_steps` or a stop request): the epoch-end hooks run (so checkpoint callbacks save the
                 // final state, as in Lightning), but the position is kept: a checkpoint resumes here.
                 return self.end_epoch(false);
             }

@@ -116,6 +116,10 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         max_epochs: u64 => max_epochs = Some;
         /// Stop after this many optimizer steps.
         max_steps: u64 => max_steps = Some;
+        /// Train at least this many epochs: a stop requested earlier is postponed until then.
+        min_epochs: u64 => min_epochs = Some;
+        /// Take at least this many optimizer steps: a stop requested earlier is postponed until then.
+        min_steps: u64 => min_steps = Some;
         /// Use this fraction (`f64`) or number (`u64`) of the training batches per epoch.
         limit_train_batches: impl Into<Limit> => limit_train_batches = Into::into;
         /// Use this fraction or number of the validation batches per validation run.
