@@ -379,7 +379,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if self.state.can_stop_early() {
             return true;
         }
-        if self.strategy.is_global_zero() {
+        // Once per epoch, as Lightning's fit loop says it when it checks at an epoch's end.
+        let epoch = Some(self.state.epoch);
+        if self.strategy.is_global_zero() && self.stop_postponed_in.replace(epoch) != epoch {
             crate::info(&format!(
                 "Trainer was signaled to stop but the required `min_epochs={}` or `min_steps={}` has \
                  not been met. Training will continue...",

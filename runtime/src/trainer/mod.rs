@@ -203,6 +203,7 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             grads: None,
             grad_buffer: GradBuffer::default(),
             train_accum: EpochAccumulator::default(),
+            stop_postponed_in: std::cell::Cell::new(None),
             _d: PhantomData,
         };
         trainer.install_callbacks(Vec::new())?;
@@ -229,6 +230,8 @@ pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     grads: Option<Gradients<f32, D>>,
     grad_buffer: GradBuffer,
     train_accum: EpochAccumulator,
+    /// The epoch in which a postponed stop request was last announced.
+    stop_postponed_in: std::cell::Cell<Option<u64>>,
     _d: PhantomData<D>,
 }
 
