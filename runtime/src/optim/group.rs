@@ -288,7 +288,7 @@ mod optimizer_tests {
     use dfdx::prelude::*;
 
     use super::ParamGroup;
-    use crate::optim::named::test_util::{batches, bits, through_bytes, train, Mlp};
+    use crate::optim::named::test_util::{batches, bits, moved, through_bytes, train, Mlp};
     use crate::optim::{Adam, LrScheduler, Optimizer, Sgd, StepLr};
 
     fn sgd(weight_decay: Option<WeightDecay>) -> Sgd<Cpu> {
@@ -297,18 +297,6 @@ mod optimizer_tests {
             momentum: Some(Momentum::Classic(0.9)),
             weight_decay,
         })
-    }
-
-    /// Which tensors of `after` differ from `before`.
-    fn moved(
-        before: &std::collections::BTreeMap<String, Vec<u32>>,
-        after: &std::collections::BTreeMap<String, Vec<u32>>,
-    ) -> Vec<String> {
-        after
-            .iter()
-            .filter(|(k, v)| before[*k] != **v)
-            .map(|(k, _)| k.clone())
-            .collect()
     }
 
     #[test]

@@ -385,6 +385,18 @@ pub(crate) mod test_util {
     }
 
     /// Every tensor of `m` (trainable or not) as bit patterns, by name.
+    /// Which tensors of `after` differ from `before` (both from [`bits`]).
+    pub(crate) fn moved(
+        before: &BTreeMap<String, Vec<u32>>,
+        after: &BTreeMap<String, Vec<u32>>,
+    ) -> Vec<String> {
+        after
+            .iter()
+            .filter(|(k, v)| before[*k] != **v)
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
     pub(crate) fn bits<M: TensorCollection<f32, Cpu>>(m: &M) -> BTreeMap<String, Vec<u32>> {
         struct Bits(BTreeMap<String, Vec<u32>>);
         impl TensorVisitor<f32, Cpu> for Bits {

@@ -118,7 +118,7 @@ mod tests {
 mod optimizer_tests {
     use dfdx::prelude::*;
 
-    use crate::optim::named::test_util::{batches, bits, train, Mlp};
+    use crate::optim::named::test_util::{batches, bits, moved, train, Mlp};
     use crate::optim::{Adam, Optimizer, Sgd};
 
     #[test]
@@ -131,9 +131,7 @@ mod optimizer_tests {
         let mut adam_model = model.clone();
         let mut adam = Adam::adamw(1e-2, 0.1).params("2.*");
         train(&mut adam_model, &mut adam, &data);
-        let after = bits(&adam_model);
-        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
-        assert_eq!(moved, ["2.bias", "2.weight"]);
+        assert_eq!(moved(&before, &bits(&adam_model)), ["2.bias", "2.weight"]);
         let state = adam.state_dict().unwrap();
         assert!(state.params.keys().eq(["2.bias", "2.weight"]));
 
@@ -146,9 +144,7 @@ mod optimizer_tests {
         .params("0.weight")
         .params("2.bias");
         train(&mut sgd_model, &mut sgd, &data);
-        let after = bits(&sgd_model);
-        let moved: Vec<&String> = after.keys().filter(|k| before[*k] != after[*k]).collect();
-        assert_eq!(moved, ["0.weight", "2.bias"]);
+        assert_eq!(moved(&before, &bits(&sgd_model)), ["0.weight", "2.bias"]);
         assert_eq!(sgd.selected_params(), ["0.weight", "2.bias"]);
 
         // Resuming with other patterns, or with state for a parameter now unselected, is refused.
