@@ -224,12 +224,14 @@ fn relative_to(target: &Path, base: &Path) -> PathBuf {
     out
 }
 
+/// Strategies for the runtime's unit tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod testing {
+    use super::{ReduceOp, Strategy};
+    use crate::Result;
 
-    /// Rank 1 of two: the gate must do nothing here.
-    struct RankOne;
+    /// Rank 1 of two whose collectives change nothing: the rank-zero gate must do nothing here.
+    pub(crate) struct RankOne;
 
     impl Strategy for RankOne {
         fn rank(&self) -> usize {
@@ -251,6 +253,12 @@ mod tests {
             Ok(())
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::RankOne;
+    use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(dir)

@@ -245,28 +245,7 @@ print("metrics", [m.name.tag for m in exp.experiment.metric_infos])
 /// rank-zero gate.
 #[test]
 fn other_ranks_write_nothing() {
-    use crate::strategy::{ReduceOp, Strategy};
-    struct RankOne;
-    impl Strategy for RankOne {
-        fn rank(&self) -> usize {
-            1
-        }
-        fn world_size(&self) -> usize {
-            2
-        }
-        fn barrier(&self) -> Result<()> {
-            Ok(())
-        }
-        fn broadcast(&self, _data: &mut Vec<u8>, _root: usize) -> Result<()> {
-            Ok(())
-        }
-        fn all_reduce(&self, _values: &mut [f64], _op: ReduceOp) -> Result<()> {
-            Ok(())
-        }
-        fn all_reduce_f32(&self, _values: &mut [f32], _op: ReduceOp) -> Result<()> {
-            Ok(())
-        }
-    }
+    use crate::strategy::testing::RankOne;
     let dir = tempfile::tempdir().unwrap();
     let fs = RankZeroFs::new(&RankOne);
     let mut logger = TensorBoardLogger::new(dir.path());
