@@ -3,6 +3,7 @@
 //! struct, a step the runtime cannot call); `check.rs` applies the rules between its parts.
 
 mod module;
+mod signature;
 mod state;
 
 pub use module::{HookKind, Metric, Module, Returned, Source, Stage, Step, StepArg, StepKind};

@@ -1,4 +1,5 @@
-//! The loops: fit (with sanity check, validation cadence and resume), validate, test, predict.
+//! The fit loop: sanity check, epochs and batches (automatic and manual optimization), validation
+//! cadence, resume, stop requests. The evaluation passes are in `eval.rs`.
 
 use std::collections::BTreeMap;
 
@@ -11,7 +12,7 @@ use super::parallel::{agree_on_batches, dropout_seed, sync_logged};
 use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
 use crate::device::Backend;
-use crate::metrics::{EpochAccumulator, MetricSpec, MetricValue, Stage, StepLog};
+use crate::metrics::{MetricSpec, MetricValue, Stage, StepLog};
 use crate::module::LightningModule;
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
@@ -20,7 +21,7 @@ use fulgur_rules::metrics::{epoch_key, step_key};
 #[path = "fit/clip.rs"]
 mod clip;
 
-fn all(_: &dyn Callback) -> bool {
+pub(super) fn all(_: &dyn Callback) -> bool {
     true
 }
 
@@ -124,93 +125,13 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         result
     }
 
-    /// Runs one validation pass over `val` with the attached module (or `module`, which is attached).
-    /// Returns the epoch-level validation metrics.
-    pub fn validate(
-        &mut self,
-        module: Option<M>,
-        val: &mut DynLoader<'_, M::Batch>,
-    ) -> Result<BTreeMap<String, MetricValue>> {
-        self.eval(module, val, Stage::Validation)
-    }
-
-    /// Runs one test pass over `test`; returns the epoch-level test metrics.
-    pub fn test(
-        &mut self,
-        module: Option<M>,
-        test: &mut DynLoader<'_, M::Batch>,
-    ) -> Result<BTreeMap<String, MetricValue>> {
-        self.eval(module, test, Stage::Test)
-    }
-
-    /// Runs `predict_step` over every batch of `loader`.
-    pub fn predict(
-        &mut self,
-        module: Option<M>,
-        loader: &mut DynLoader<'_, M::Batch>,
-    ) -> Result<Vec<M::Prediction>> {
-        if let Some(m) = module {
-            self.attach(m)?;
-        }
-        let module = self.module.as_mut().ok_or_else(no_module)?;
-        self.state.fn_ = TrainerFn::Predicting;
-        loader.set_epoch(0, self.state.seed);
-        let out = (0..loader.num_batches())
-            .map(|i| module.predict_step(loader.batch(i)?))
-            .collect();
-        self.state.fn_ = TrainerFn::Idle;
-        out
-    }
-
     /// Attaches `module` first, so that it stays with the trainer even when its callbacks fail to build.
-    fn attach(&mut self, module: M) -> Result<()> {
+    pub(super) fn attach(&mut self, module: M) -> Result<()> {
         self.optimizers = None;
         self.grads = None;
         let module = self.module.insert(module);
         let from_module = module.configure_callbacks()?;
         self.install_callbacks(from_module)
-    }
-
-    fn eval(
-        &mut self,
-        module: Option<M>,
-        loader: &mut DynLoader<'_, M::Batch>,
-        stage: Stage,
-    ) -> Result<BTreeMap<String, MetricValue>> {
-        if let Some(m) = module {
-            self.attach(m)?;
-        }
-        if self.module.is_none() {
-            return Err(no_module());
-        }
-        let (fn_, limit, what) = match stage {
-            Stage::Test => (
-                TrainerFn::Testing,
-                self.config.limit_test_batches,
-                "limit_test_batches",
-            ),
-            _ => (
-                TrainerFn::Validating,
-                self.config.limit_val_batches,
-                "limit_val_batches",
-            ),
-        };
-        self.state.fn_ = fn_;
-        self.state.metric_registry = M::METRICS;
-        let (rank, world) = (self.strategy.rank(), self.strategy.world_size());
-        let n = loader
-            .shard(rank, world)
-            .and_then(|()| agree_on_batches(&*self.strategy, what, loader.num_batches()))
-            .and_then(|()| limited(loader.num_batches() as u64, limit, what));
-        if let (Ok(n), Stage::Validation) = (&n, stage) {
-            self.state.num_val_batches = *n;
-        }
-        let result = n.and_then(|n| self.run_eval(loader, n, stage, false));
-        if let Err(error) = &result {
-            self.strategy.fail(error);
-        }
-        self.state.fn_ = TrainerFn::Idle;
-        result
     }
 
     fn run_fit(
@@ -618,7 +539,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         Ok(row)
     }
 
-    fn log_row(&mut self, mut row: BTreeMap<String, MetricValue>) -> Result<()> {
+    pub(super) fn log_row(&mut self, mut row: BTreeMap<String, MetricValue>) -> Result<()> {
         if let Some(logger) = &mut self.logger {
             row.insert("epoch".into(), MetricValue::Int(self.state.epoch as i64));
             logger.log_metrics(
@@ -630,95 +551,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         Ok(())
     }
 
-    /// One validation or test pass of `n` batches. Sanity runs leave `callback_metrics` untouched.
-    fn run_eval(
-        &mut self,
-        loader: &mut DynLoader<'_, M::Batch>,
-        n: u64,
-        stage: Stage,
-        sanity: bool,
-    ) -> Result<BTreeMap<String, MetricValue>> {
-        self.state.sanity_checking = sanity;
-        loader.set_epoch(0, self.state.seed);
-        let mut accum = EpochAccumulator::default();
-        let mut step_metrics = BTreeMap::new();
-        if stage == Stage::Validation {
-            self.call_callbacks(all, |c, ctx| c.on_validation_start(ctx))?;
-        }
-        let take = |strategy: &dyn crate::strategy::Strategy,
-                    accum: &mut EpochAccumulator,
-                    step_metrics: &mut BTreeMap<String, MetricValue>,
-                    log: StepLog,
-                    weight: f64|
-         -> Result<()> {
-            let (values, weight) = sync_logged(strategy, M::METRICS, log.finish()?, weight)?;
-            for (i, v) in values {
-                let Some(spec) = M::METRICS.get(i) else {
-                    continue;
-                };
-                if spec.on_step {
-                    let key = step_key(spec.name, spec.on_epoch);
-                    step_metrics.insert(key, v);
-                }
-                if spec.on_epoch {
-                    accum.add(spec.name, v.as_f64(), weight);
-                }
-            }
-            Ok(())
-        };
-        for i in 0..n as usize {
-            let batch_size = loader.batch_size(i);
-            let batch = loader.batch(i)?;
-            let mut log = StepLog::new(M::METRICS, stage, batch_size)
-                .at(self.state.epoch, self.state.global_step)
-                .batch(i);
-            let module = self.module.as_mut().ok_or_else(no_module)?;
-            match stage {
-                Stage::Test => module.test_step(batch, &mut log)?,
-                _ => module.validation_step(batch, &mut log)?,
-            }
-            take(
-                &*self.strategy,
-                &mut accum,
-                &mut step_metrics,
-                log,
-                batch_size as f64,
-            )?;
-            if stage == Stage::Validation {
-                self.call_callbacks(all, |c, ctx| c.on_validation_batch_end(ctx, i as u64))?;
-            }
-        }
-        let module = self.module.as_mut().ok_or_else(no_module)?;
-        if stage == Stage::Validation {
-            let mut log =
-                StepLog::new(M::METRICS, stage, 1).at(self.state.epoch, self.state.global_step);
-            module.on_validation_epoch_end(&mut log)?;
-            take(&*self.strategy, &mut accum, &mut step_metrics, log, 1.0)?;
-        }
-        let epoch_values = accum.compute(M::METRICS, stage);
-        let mut row = BTreeMap::new();
-        if !sanity {
-            self.state.callback_metrics.extend(step_metrics);
-            row = publish_epoch(
-                &mut self.state.callback_metrics,
-                M::METRICS,
-                epoch_values.clone(),
-            );
-        }
-        if stage == Stage::Validation {
-            if !sanity && n > 0 && self.state.fn_ == TrainerFn::Fitting {
-                self.state.validation_runs += 1;
-            }
-            self.call_callbacks(all, |c, ctx| c.on_validation_end(ctx))?;
-        }
-        if !sanity && !row.is_empty() {
-            self.log_row(row)?;
-        }
-        self.state.sanity_checking = false;
-        Ok(epoch_values)
-    }
-
-    fn call_callbacks(
+    pub(super) fn call_callbacks(
         &mut self,
         filter: impl Fn(&dyn Callback) -> bool,
         hook: impl FnMut(&mut dyn Callback, &mut crate::callbacks::CallbackContext<'_>) -> Result<()>,
@@ -731,7 +564,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 }
 
 /// Publishes epoch aggregates under Lightning's names; returns the logger row.
-fn publish_epoch(
+pub(super) fn publish_epoch(
     callback_metrics: &mut BTreeMap<String, MetricValue>,
     registry: &[MetricSpec],
     values: BTreeMap<String, MetricValue>,

@@ -29,6 +29,7 @@
 //! (`book/src/reference.md`), which numbers its sections the same way.
 
 mod config;
+mod eval;
 mod fit;
 mod parallel;
 mod resume;
