@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::metrics::{MetricSpec, MetricValue};
+use crate::optim::OptimizerFacts;
 
 /// What the trainer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,8 +61,16 @@ pub struct TrainerState {
     pub validation_runs: u64,
     /// The latest value of every logged metric: step values, then epoch aggregates.
     pub callback_metrics: BTreeMap<String, MetricValue>,
-    /// The module's metric registry.
+    /// The run's metric registry: the module's metrics (`LightningModule::METRICS`), then those the
+    /// callbacks declare ([`Callback::metrics`](crate::callbacks::Callback::metrics)).
     pub metric_registry: &'static [MetricSpec],
+    /// How many entries at the start of `metric_registry` are the module's.
+    pub(crate) module_metrics: usize,
+    /// Values callbacks logged during the hook that runs, by registry index, for the trainer to record.
+    pub(crate) logged: std::cell::RefCell<Vec<(usize, MetricValue)>>,
+    /// Every optimizer's name and settings in force (learning rate, momentum or betas, weight decay per
+    /// parameter group), in the order `configure_optimizers` returns them; empty outside `fit`.
+    pub optimizers: Vec<OptimizerFacts>,
     /// Training batches per epoch (after `limit_train_batches`).
     pub num_training_batches: u64,
     /// Validation batches per run (after `limit_val_batches`); 0 when there is no validation.
@@ -101,6 +110,8 @@ pub struct TrainerState {
     pub min_epochs: Option<u64>,
     /// `min_steps` in force: a stop requested earlier is postponed until this many steps were taken.
     pub min_steps: Option<u64>,
+    /// `log_every_n_steps` in force: the trainer logs step metrics every this many training batches.
+    pub log_every_n_steps: u64,
 }
 
 impl TrainerState {

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use ciborium::Value;
 
 use crate::checkpoint::Checkpoint;
+use crate::metrics::{MetricSpec, MetricValue};
 use crate::state::TrainerState;
 use crate::strategy::{RankZeroFs, Strategy};
 use crate::{Error, Result};
@@ -77,6 +78,22 @@ pub trait Callback: AsAny + Send {
         false
     }
 
+    /// The metrics this callback logs with [`CallbackContext::log`], asked for when `fit`, `validate`
+    /// or `test` starts, after `configure_optimizers` ([`TrainerState::optimizers`] is set) and before
+    /// [`setup`](Self::setup): checkpoint monitors and filename templates may name them, the progress
+    /// bar and the loggers show them, and with several processes they are reduced by their
+    /// [`reduce`](MetricSpec::reduce) like the module's. A name the module logs or another callback
+    /// declares is refused.
+    ///
+    /// A [`Stage::Train`](crate::metrics::Stage::Train) metric follows `on_step` (its latest value,
+    /// in the logger's row of the step) and `on_epoch` (aggregated over the training epoch, as the
+    /// module's); a validation-stage one takes the value logged last (log it from
+    /// [`on_validation_end`](Self::on_validation_end)). Names are `&'static str`: build one at run time
+    /// with [`metrics::intern`](crate::metrics::intern).
+    fn metrics(&self, ctx: &CallbackContext<'_>) -> Result<Vec<MetricSpec>> {
+        Ok(Vec::new())
+    }
+
     /// Called when `fit`, `validate`, `test` or `predict` starts, before any checkpoint is restored.
     fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         Ok(())
@@ -95,6 +112,11 @@ pub trait Callback: AsAny + Send {
     /// Called at the start of each training epoch, before its first batch (also when a resumed run
     /// starts inside the epoch: [`TrainerState::batches_done`] says where).
     fn on_train_epoch_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called before each training batch, before its `training_step`.
+    fn on_train_batch_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         Ok(())
     }
 
@@ -236,6 +258,35 @@ impl CallbackContext<'_> {
     /// are reached; the end of fit runs as usual.
     pub fn request_stop(&self) {
         self.state.stop_requested.set(true);
+    }
+
+    /// Logs `value` under `name`, one of the metrics this callback declared in
+    /// [`Callback::metrics`] (Lightning's `pl_module.log` from a callback). The trainer records it when
+    /// the hook returns; values logged during the sanity check are dropped, as Lightning drops them.
+    /// A name no callback declared is an error, with the declared names.
+    pub fn log(&self, name: &str, value: impl Into<MetricValue>) -> Result<()> {
+        let s = self.state;
+        let start = s.module_metrics.min(s.metric_registry.len());
+        let declared = &s.metric_registry[start..];
+        let Some(i) = declared.iter().position(|m| m.name == name) else {
+            let names = declared.iter().map(|m| m.name);
+            let hint = fulgur_rules::suggest::did_you_mean(name, names.clone())
+                .map_or(String::new(), |n| format!(", did you mean `{n}`?"));
+            let listing: Vec<String> = names.map(|n| format!("`{n}`")).collect();
+            let listing = if listing.is_empty() {
+                "none".to_string()
+            } else {
+                listing.join(", ")
+            };
+            return Err(Error::Metric(format!(
+                "a callback logged `{name}`, which no callback declares in `Callback::metrics`{hint} \
+                 (declared: {listing})"
+            )));
+        };
+        let kind = declared[i].kind;
+        let value = MetricValue::from_f64(value.into().as_f64(), kind);
+        s.logged.borrow_mut().push((start + i, value));
+        Ok(())
     }
 
     /// The process group.

@@ -1,6 +1,7 @@
 //! Metric declarations (the registry), step-level logging and epoch-level aggregation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
@@ -117,6 +118,33 @@ impl MetricSpec {
 /// `fulgur_rules::metrics::keys`).
 pub fn metric_keys(spec: &MetricSpec) -> Vec<String> {
     fulgur_rules::metrics::keys(spec.name, spec.on_step, spec.on_epoch)
+}
+
+/// `name` as a `&'static str`, for a [`MetricSpec`] whose name is built at run time (a callback's
+/// `lr-Adam`). Each distinct name is stored once for the life of the process, so declaring the same
+/// names at every `fit` costs nothing more.
+pub fn intern(name: &str) -> &'static str {
+    static NAMES: Mutex<BTreeSet<&'static str>> = Mutex::new(BTreeSet::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&known) = names.get(name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.insert(leaked);
+    leaked
+}
+
+/// `specs` as a `&'static` slice, stored once per distinct registry (a run's registry: the module's
+/// metrics and the callbacks'), like [`intern`].
+pub(crate) fn intern_registry(specs: Vec<MetricSpec>) -> &'static [MetricSpec] {
+    static REGISTRIES: Mutex<Vec<&'static [MetricSpec]>> = Mutex::new(Vec::new());
+    let mut known = REGISTRIES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&r) = known.iter().find(|r| ***r == specs[..]) {
+        return r;
+    }
+    let leaked: &'static [MetricSpec] = Box::leak(specs.into_boxed_slice());
+    known.push(leaked);
+    leaked
 }
 
 /// What a step hands to `log`: the values it logs, checked against the module's registry.

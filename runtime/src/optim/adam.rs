@@ -6,6 +6,7 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::facts::{decay_of, GroupFacts, OptimizerFacts};
 use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
 use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
 use super::select::Selection;
@@ -219,6 +220,20 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Adam<D> {
 
     fn state_dict(&self) -> Result<OptimizerState> {
         Self::state_dict(self)
+    }
+
+    fn facts(&self) -> OptimizerFacts {
+        let own = GroupFacts {
+            lr: self.cfg.lr,
+            momentum: None,
+            betas: Some((self.cfg.betas[0], self.cfg.betas[1])),
+            weight_decay: decay_of(self.cfg.weight_decay),
+        };
+        let name = match self.kind() {
+            "adamw" => "AdamW",
+            _ => "Adam",
+        };
+        OptimizerFacts::with_groups(name, own, &self.groups)
     }
 
     fn check_params(&self, module: &M) -> Result<()> {

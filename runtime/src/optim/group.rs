@@ -120,12 +120,18 @@ impl Groups {
 
     /// The rate and weight decay of parameter `name` when the optimizer's rate in force is `lr`.
     pub(crate) fn resolve(&self, name: &str, lr: f64) -> Resolved {
-        let Some(g) = self.groups.iter().find(|g| g.matches(name)) else {
-            return Resolved {
+        match self.groups.iter().find(|g| g.matches(name)) {
+            Some(g) => self.resolve_group(g, lr),
+            None => Resolved {
                 lr,
                 weight_decay: None,
-            };
-        };
+            },
+        }
+    }
+
+    /// The rate and weight decay of group `g` (one of these groups) when the optimizer's rate in force
+    /// is `lr`.
+    pub(crate) fn resolve_group(&self, g: &ParamGroup, lr: f64) -> Resolved {
         let lr = match g.lr {
             // A base rate of 0 gives no factor to measure; the group then keeps its own rate.
             Some(own) if self.base_lr != 0.0 => own * (lr / self.base_lr),

@@ -21,6 +21,14 @@ pub trait Optimizer<M, D: Backend> {
     /// Sets the learning rate (schedulers call this).
     fn set_lr(&mut self, lr: f64);
 
+    /// Its name and settings in force per parameter group, for callbacks (Lightning's
+    /// `LearningRateMonitor` reads them). The default knows only the learning rate, under the type's name.
+    fn facts(&self) -> OptimizerFacts {
+        let name = std::any::type_name::<Self>();
+        let short = name.split('<').next().unwrap_or(name);
+        OptimizerFacts::lr_only(short.rsplit("::").next().unwrap_or(short), self.lr())
+    }
+
     /// The state to store in a checkpoint, keyed by parameter name.
     fn state_dict(&self) -> Result<OptimizerState>;
 
@@ -163,6 +171,14 @@ impl<M, D: Backend> Optimizers<M, D> {
         }
     }
 
+    /// Every optimizer's [`facts`](Optimizer::facts), in order.
+    pub fn facts(&self) -> Vec<OptimizerFacts> {
+        (0..self.len())
+            .filter_map(|i| self.optimizer(i))
+            .map(|o| o.facts())
+            .collect()
+    }
+
     /// The learning-rate scheduler of optimizer `index`, if it has one.
     pub fn scheduler(&self, index: usize) -> Option<&dyn LrScheduler> {
         match index {
@@ -184,6 +200,7 @@ impl<M, D: Backend> Optimizers<M, D> {
 }
 
 mod adam;
+mod facts;
 mod group;
 mod manual;
 pub(crate) mod named;
@@ -193,6 +210,7 @@ mod sgd;
 
 pub use adam::Adam;
 pub use dfdx::optim::{AdamConfig, Momentum, SgdConfig, WeightDecay};
+pub use facts::{GroupFacts, OptimizerFacts};
 pub use group::ParamGroup;
 pub use manual::ManualOptimization;
 pub use scheduler::{CosineAnnealingLr, LinearWarmup, StepLr};

@@ -9,6 +9,7 @@ use dfdx::shapes::Shape;
 use dfdx::tensor::{Gradients, Tensor};
 use serde::{Deserialize, Serialize};
 
+use super::facts::{decay_of, momentum_of, GroupFacts, OptimizerFacts};
 use super::group::{push_group_problem, weight_decay, Groups, GroupsRecord};
 use super::named::{trainable_params, visit_params_mut, ParamVisitor, SlotState};
 use super::select::Selection;
@@ -189,6 +190,16 @@ impl<M: TensorCollection<f32, D>, D: Backend> Optimizer<M, D> for Sgd<D> {
 
     fn state_dict(&self) -> Result<OptimizerState> {
         Self::state_dict(self)
+    }
+
+    fn facts(&self) -> OptimizerFacts {
+        let own = GroupFacts {
+            lr: self.cfg.lr,
+            momentum: momentum_of(self.cfg.momentum),
+            betas: None,
+            weight_decay: decay_of(self.cfg.weight_decay),
+        };
+        OptimizerFacts::with_groups("SGD", own, &self.groups)
     }
 
     fn check_params(&self, module: &M) -> Result<()> {

@@ -76,7 +76,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             ),
         };
         self.state.fn_ = fn_;
-        self.state.metric_registry = M::METRICS;
+        self.declare_metrics()?;
         let (rank, world) = (self.strategy.rank(), self.strategy.world_size());
         let n = loader
             .shard(rank, world)

@@ -8,7 +8,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::config::limited;
-use super::parallel::{agree_on_batches, dropout_seed, sync_logged};
+use super::parallel::{agree_on_batches, dropout_seed};
 use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
 use crate::device::Backend;
@@ -16,7 +16,7 @@ use crate::metrics::{MetricSpec, MetricValue, Stage, StepLog};
 use crate::module::LightningModule;
 use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
-use fulgur_rules::metrics::{epoch_key, step_key};
+use fulgur_rules::metrics::epoch_key;
 
 #[path = "fit/clip.rs"]
 mod clip;
@@ -174,6 +174,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             max_steps: cfg.max_steps,
             min_epochs: cfg.min_epochs,
             min_steps: cfg.min_steps,
+            log_every_n_steps: cfg.log_every_n_steps,
             val_check_interval: Some(cfg.val_check_interval),
             check_val_every_n_epoch: cfg.check_val_every_n_epoch,
             default_root_dir: cfg.default_root_dir.clone(),
@@ -238,6 +239,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         }
         self.share_log_dir()?;
 
+        self.refresh_optimizer_facts();
+        self.declare_metrics()?;
         self.call_callbacks(all, |c, ctx| c.setup(ctx))?;
         let resumed = match self.resolve_shared(ckpt_path)? {
             Some((path, ckpt)) => {
@@ -269,6 +272,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
             }
         }
+        self.refresh_optimizer_facts();
         self.call_callbacks(all, |c, ctx| c.on_train_start(ctx))?;
 
         while !self.fit_done() {
@@ -326,7 +330,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             let index = self.state.batches_done;
             let is_last = index + 1 == n;
             self.state.is_last_batch = is_last;
+            self.call_callbacks(all, |c, ctx| c.on_train_batch_start(ctx))?;
             let step_row = self.train_batch(train, index as usize, is_last, accumulate)?;
+            self.refresh_optimizer_facts();
             self.state.batches_done = index + 1;
             self.state.total_batches += 1;
             if !step_row.is_empty() && self.state.total_batches % self.config.log_every_n_steps == 0
@@ -341,7 +347,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 .as_mut()
                 .ok_or_else(no_module)?
                 .on_train_batch_end(&mut log)?;
-            self.record(log.finish()?, Stage::Train, None)?;
+            self.record(log.finish()?, None)?;
 
             if self.val_due(index) {
                 if let Some(v) = val.as_deref_mut() {
@@ -421,7 +427,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         self.grads = Some(grads);
-        self.record(logged, Stage::Train, Some(batch_size))
+        self.record(logged, Some(batch_size))
     }
 
     /// One training batch in manual optimization: the module's `manual_training_step` steps the
@@ -450,7 +456,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         self.state.global_step += opt.steps();
         stepped?;
         let logged = log.finish()?;
-        self.record(logged, Stage::Train, Some(batch_size))
+        self.record(logged, Some(batch_size))
     }
 
     fn val_due(&self, index: u64) -> bool {
@@ -486,7 +492,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .as_mut()
             .ok_or_else(no_module)?
             .on_train_epoch_end(&mut log)?;
-        self.record(log.finish()?, Stage::Train, None)?;
+        self.record(log.finish()?, None)?;
         let epoch_row = self.publish_epoch_metrics();
         self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         if !epoch_row.is_empty() {
@@ -507,36 +513,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 
     /// Moves the training epoch aggregates into `callback_metrics`; returns the logger row.
     fn publish_epoch_metrics(&mut self) -> BTreeMap<String, MetricValue> {
-        let values = self.train_accum.compute(M::METRICS, Stage::Train);
-        publish_epoch(&mut self.state.callback_metrics, M::METRICS, values)
-    }
-
-    /// Applies a step's logged values: `callback_metrics`, epoch accumulation (weighted by
-    /// `batch_size`; hook values weigh 1). Returns the logger row of on-step values.
-    fn record(
-        &mut self,
-        values: Vec<(usize, MetricValue)>,
-        stage: Stage,
-        batch_size: Option<usize>,
-    ) -> Result<BTreeMap<String, MetricValue>> {
-        let weight = batch_size.unwrap_or(1) as f64;
-        let (values, weight) = sync_logged(&*self.strategy, M::METRICS, values, weight)?;
-        let mut row = BTreeMap::new();
-        for (i, v) in values {
-            let Some(spec) = M::METRICS.get(i) else {
-                continue;
-            };
-            if spec.on_step {
-                let key = step_key(spec.name, spec.on_epoch);
-                self.state.callback_metrics.insert(spec.name.to_string(), v);
-                self.state.callback_metrics.insert(key.clone(), v);
-                row.insert(key, v);
-            }
-            if spec.on_epoch && stage == Stage::Train {
-                self.train_accum.add(spec.name, v.as_f64(), weight);
-            }
-        }
-        Ok(row)
+        let registry = self.state.metric_registry;
+        let values = self.train_accum.compute(registry, Stage::Train);
+        publish_epoch(&mut self.state.callback_metrics, registry, values)
     }
 
     pub(super) fn log_row(&mut self, mut row: BTreeMap<String, MetricValue>) -> Result<()> {
@@ -549,17 +528,6 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             )?;
         }
         Ok(())
-    }
-
-    pub(super) fn call_callbacks(
-        &mut self,
-        filter: impl Fn(&dyn Callback) -> bool,
-        hook: impl FnMut(&mut dyn Callback, &mut crate::callbacks::CallbackContext<'_>) -> Result<()>,
-    ) -> Result<()> {
-        let mut callbacks = std::mem::take(&mut self.callbacks);
-        let result = callbacks.run(&self.state, &self.sink(), &*self.strategy, filter, hook);
-        self.callbacks = callbacks;
-        result
     }
 }
 

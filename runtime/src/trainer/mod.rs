@@ -31,6 +31,7 @@
 mod config;
 mod eval;
 mod fit;
+mod hooks;
 mod parallel;
 mod resume;
 
