@@ -6,6 +6,8 @@
 
 mod base;
 mod checkpoint;
+mod early_stopping;
+mod monitor;
 mod output;
 mod progress;
 mod set;
@@ -19,6 +21,7 @@ pub use checkpoint::{
     CheckpointConfig, FilenameTemplate, Mode, ModelCheckpoint, ModelCheckpointBuilder, SaveLast,
     TemplateError,
 };
+pub use early_stopping::{Decision, EarlyStopping, EarlyStoppingBuilder};
 pub use progress::{ProgressBar, ProgressMode};
 pub(crate) use set::{CallbackSet, Defaults};
 pub(crate) use summary::parameters;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::filename::FilenameTemplate;
+use crate::callbacks::monitor::python_str_repr;
 use crate::{Error, Result};
 
 // Shared with the macros, which read `mode` and `save_last` at compile time.
@@ -343,15 +344,6 @@ fn python_timedelta_repr(d: Duration) -> String {
         "datetime.timedelta(0)".into()
     } else {
         format!("datetime.timedelta({})", parts.join(", "))
-    }
-}
-
-/// Python's `repr(str)` for plain names: single quotes, or double quotes when the text has a `'`.
-fn python_str_repr(s: &str) -> String {
-    if s.contains('\'') && !s.contains('"') {
-        format!("\"{s}\"")
-    } else {
-        format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'"))
     }
 }
 

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use ciborium::Value;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{MetricKind, MetricValue, Stage};
+use super::monitor::KnownMetrics;
+use crate::metrics::MetricValue;
 use crate::state::TrainerState;
 use crate::{Error, Result};
-use fulgur_rules::metrics::{Known, Logged};
 use policy::{Book, Namer};
 
 pub use config::{CheckpointConfig, Mode, ModelCheckpointBuilder, SaveLast};
@@ -204,55 +204,24 @@ impl ModelCheckpoint {
     /// G.1: the monitor and every filename placeholder must be metrics `fit` produces, or `epoch`/`step`:
     /// the rule the macros check at compile time (`fulgur_rules::metrics`).
     fn check_against_registry(&self, state: &TrainerState) -> Result<()> {
-        let logged = state.metric_registry.iter().map(|spec| Logged {
-            name: spec.name,
-            on_step: spec.on_step,
-            on_epoch: spec.on_epoch,
-            test_only: spec.stage == Stage::Test,
-            kind: spec.kind,
-        });
-        let known = Known::new(logged, MetricKind::Int);
-        let listing = known.listing();
-        let unknown = |setting: &'static str, what: String, name: &str| {
-            let problem = if known.is_test_only(name) {
-                " is logged only by `test_step`, so it is never available during `fit`: use a training or \
-                 validation metric,"
-                    .to_string()
-            } else {
-                let hint = known
-                    .suggestion(name)
-                    .map_or(",".to_string(), |s| format!(", did you mean `{s}`?"));
-                format!(" names no metric the module logs{hint}")
-            };
-            Error::config(setting, format!("{what}{problem} known metrics: {listing}"))
-        };
+        let known = KnownMetrics::of(state);
         if let Some(m) = &self.cfg.monitor {
-            if !known.contains(m) {
-                return Err(unknown(
-                    "monitor",
-                    format!("`ModelCheckpoint(monitor = \"{m}\")`: `{m}`"),
-                    m,
-                ));
-            }
+            let what = format!("`ModelCheckpoint(monitor = \"{m}\")`: `{m}`");
+            known.check("monitor", what, m)?;
         }
         for (argument, template) in [
             ("filename", &self.cfg.filename),
             ("name_last", &self.cfg.name_last),
         ] {
             for field in template.fields() {
-                if !known.contains(field) {
-                    return Err(unknown(
-                        argument,
-                        format!(
-                            "`ModelCheckpoint({argument} = \"{}\")`: placeholder `{field}`",
-                            template.as_str()
-                        ),
-                        field,
-                    ));
-                }
+                let what = format!(
+                    "`ModelCheckpoint({argument} = \"{}\")`: placeholder `{field}`",
+                    template.as_str()
+                );
+                known.check(argument, what, field)?;
             }
             template
-                .check_kinds(|k| known.get(k).copied())
+                .check_kinds(|k| known.get(k))
                 .map_err(|e| Error::config(argument, format!("`ModelCheckpoint`: {e}")))?;
         }
         Ok(())
