@@ -6,6 +6,7 @@
 
 mod support;
 
+mod callback_metrics;
 mod checkpoint_loading;
 mod ckpt_path;
 mod corruption;

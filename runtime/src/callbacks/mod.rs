@@ -7,6 +7,7 @@
 mod base;
 mod checkpoint;
 mod early_stopping;
+mod lr_monitor;
 mod monitor;
 mod output;
 mod progress;
@@ -22,6 +23,7 @@ pub use checkpoint::{
     TemplateError,
 };
 pub use early_stopping::{Decision, EarlyStopping, EarlyStoppingBuilder};
+pub use lr_monitor::{LearningRateMonitor, LoggingInterval};
 pub use progress::{ProgressBar, ProgressMode};
 pub(crate) use set::{CallbackSet, Defaults};
 pub(crate) use summary::parameters;

@@ -174,8 +174,11 @@ impl<M, D: Backend> Optimizers<M, D> {
     /// Every optimizer's [`facts`](Optimizer::facts), in order.
     pub fn facts(&self) -> Vec<OptimizerFacts> {
         (0..self.len())
-            .filter_map(|i| self.optimizer(i))
-            .map(|o| o.facts())
+            .filter_map(|i| {
+                let mut facts = self.optimizer(i)?.facts();
+                facts.scheduler = self.scheduler(i).map(|s| s.interval());
+                Some(facts)
+            })
             .collect()
     }
 
