@@ -92,7 +92,7 @@
 /// CBOR values: the type of a checkpoint's `hyper_parameters`, `extra` and callback states.
 pub use ciborium;
 pub use dfdx;
-pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
+pub use fulgur_macros::{checkpoint, early_stopping, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
     callbacks, checkpoint, data, device, logger, metrics, module, nn, optim, strategy, trainer,
     Backend, Error, Result,
@@ -106,7 +106,7 @@ pub mod datasets;
 
 /// What a module definition and a training script need.
 pub mod prelude {
-    pub use fulgur_macros::{checkpoint, lightning_module, log, ModuleState};
+    pub use fulgur_macros::{checkpoint, early_stopping, lightning_module, log, ModuleState};
     pub use fulgur_runtime::callbacks::{Callback, CallbackContext, EarlyStopping};
     pub use fulgur_runtime::checkpoint::Checkpoint;
     pub use fulgur_runtime::data::{

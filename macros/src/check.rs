@@ -5,7 +5,7 @@
 //! (`book/src/reference.md`), which numbers its sections the same way.
 
 use crate::ast::{path_parts, Metric, Module, Source, Stage, StepKind};
-use crate::attr::{Arg, CheckpointAttr};
+use crate::attr::{Arg, CallbackAttr};
 use crate::ctxt::Ctxt;
 use fulgur_rules::checkpoint::{self, Mode, ValueKind};
 use fulgur_rules::metrics::{Known, Logged};
@@ -33,6 +33,13 @@ pub fn check_module(cx: &Ctxt, module: &Module) {
         }
     }
     check_distinct_state_keys(cx, &module.checkpoints);
+    for stopping in &module.early_stoppings {
+        check_monitor_given(cx, stopping, &known);
+        for metric in stopping.strings_of(ValueKind::Metric) {
+            check_monitor(cx, &metric, &known);
+        }
+    }
+    check_distinct_early_stopping_keys(cx, &module.early_stoppings);
 }
 
 /// The runtime cannot train a module without a step and an optimizer.
@@ -273,7 +280,7 @@ fn check_template(cx: &Ctxt, arg: &Arg<String>, known: &Known<Option<Kind>>) {
 }
 
 /// Lightning: "Invalid value for save_top_k" and "No quantity for top_k to track" (B.1).
-fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
+fn check_top_k(cx: &Ctxt, ckpt: &CallbackAttr) {
     let Some(k) = ckpt.int("top_k") else { return };
     if k.value < -1 {
         cx.error_spanned_by(
@@ -299,7 +306,7 @@ fn check_top_k(cx: &Ctxt, ckpt: &CheckpointAttr) {
 const COUNTED_TRIGGERS: [&str; 2] = ["every_n_train_steps", "every_n_epochs"];
 
 /// Lightning: "Invalid value for every_n_train_steps / every_n_epochs" (B.1).
-fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
+fn check_non_negative(cx: &Ctxt, ckpt: &CallbackAttr) {
     for arg in COUNTED_TRIGGERS.into_iter().filter_map(|k| ckpt.int(k)) {
         if arg.value < 0 {
             cx.error_spanned_by(
@@ -314,7 +321,7 @@ fn check_non_negative(cx: &Ctxt, ckpt: &CheckpointAttr) {
 }
 
 /// Lightning: "Combination of parameters … should be mutually exclusive" (B.1).
-fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
+fn check_one_trigger(cx: &Ctxt, ckpt: &CallbackAttr) {
     let mut on: Vec<(usize, syn::Ident)> = COUNTED_TRIGGERS
         .into_iter()
         .filter_map(|k| ckpt.int(k))
@@ -339,7 +346,7 @@ fn check_one_trigger(cx: &Ctxt, ckpt: &CheckpointAttr) {
 }
 
 /// The runtime refuses remote directories (`s3://…`).
-fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
+fn check_dirpath(cx: &Ctxt, ckpt: &CallbackAttr) {
     if let Some(d) = ckpt.string("dirpath") {
         if d.value.contains("://") {
             cx.error_spanned_by(
@@ -351,8 +358,8 @@ fn check_dirpath(cx: &Ctxt, ckpt: &CheckpointAttr) {
 }
 
 /// Two callbacks with Lightning's same state key would overwrite each other's saved state (B.11).
-fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CheckpointAttr]) {
-    let key = |c: &CheckpointAttr| {
+fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CallbackAttr]) {
+    let key = |c: &CallbackAttr| {
         let steps = c.int("every_n_train_steps").map(|a| a.value);
         let epochs = c.int("every_n_epochs").map(|a| a.value);
         let time = c.duration("train_time_interval").map(|a| a.value);
@@ -371,6 +378,45 @@ fn check_distinct_state_keys(cx: &Ctxt, ckpts: &[CheckpointAttr]) {
             cx.error_at(
                 c.span,
                 "this `#[checkpoint]` has the same `monitor`, `mode` and trigger as an earlier one, so both \
+                 would save their state under one key: change one of them",
+            );
+        }
+    }
+}
+
+/// Lightning's `EarlyStopping` has no default metric to watch: `monitor` is a required argument.
+fn check_monitor_given(cx: &Ctxt, stopping: &CallbackAttr, known: &Known<Option<Kind>>) {
+    if !stopping.written("monitor") {
+        cx.error_at(
+            stopping.span,
+            format!(
+                "`#[early_stopping]` needs a `monitor`, the metric it watches: \
+                 `#[early_stopping(monitor = \"…\")]`, known metrics: {}",
+                known.listing()
+            ),
+        );
+    }
+}
+
+/// Two `EarlyStopping`s with Lightning's same state key, `EarlyStopping{'monitor': …, 'mode': …}`, would
+/// overwrite each other's saved state.
+fn check_distinct_early_stopping_keys(cx: &Ctxt, stoppings: &[CallbackAttr]) {
+    let key = |s: &CallbackAttr| {
+        let monitor = s.string("monitor")?.value;
+        let mode = match s.mode("mode") {
+            Some(m) => m.value,
+            // A rejected mode is reported already: no guess at the key.
+            None if s.written("mode") => return None,
+            None => Mode::Min,
+        };
+        Some((monitor, mode))
+    };
+    for (i, s) in stoppings.iter().enumerate() {
+        let Some(k) = key(s) else { continue };
+        if stoppings[..i].iter().any(|o| key(o).as_ref() == Some(&k)) {
+            cx.error_at(
+                s.span,
+                "this `#[early_stopping]` has the same `monitor` and `mode` as an earlier one, so both \
                  would save their state under one key: change one of them",
             );
         }

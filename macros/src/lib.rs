@@ -1,5 +1,5 @@
 //! Procedural macros of fulgur: `#[derive(ModuleState)]`, `#[lightning_module]` with its helper
-//! attributes `#[log]` and `#[checkpoint]`. Use them through the `fulgur` crate, which re-exports them;
+//! attributes `#[log]`, `#[checkpoint]` and `#[early_stopping]`. Use them through the `fulgur` crate, which re-exports them;
 //! its guide ("The module DSL", "What the macros generate") describes them at length.
 
 mod ast;
@@ -70,12 +70,12 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 ///
 /// **It reads** the impl (`impl<D: Backend> Lit<D>`, or `impl<D: Device<f32>> Lit<D>`, to which it adds
 /// `where D: Backend`; or a non-generic impl whose `training_step` names the device in
-/// `Gradients<f32, Cpu>`), the `#[log(...)]` on its methods and the `#[checkpoint(...)]` attributes
-/// written above or below it. **It writes** the impl back with those helper attributes removed, your
+/// `Gradients<f32, Cpu>`), the `#[log(...)]` on its methods and the `#[checkpoint(...)]` and
+/// `#[early_stopping(...)]` attributes written above or below it. **It writes** the impl back with those helper attributes removed, your
 /// methods unchanged, and a `LightningModule<D>` impl that calls them by path: `Batch` is
 /// `training_step`'s batch type, `Prediction` what `predict_step` returns (`()` without it), `METRICS`
-/// the metrics the `#[log]`s declare, and `configure_callbacks` builds one `ModelCheckpoint` per
-/// `#[checkpoint]`, after your own callbacks. The checks between these parts (a monitor or a filename
+/// the metrics the `#[log]`s declare, and `configure_callbacks` builds one `EarlyStopping` per
+/// `#[early_stopping]` and one `ModelCheckpoint` per `#[checkpoint]`, after your own callbacks. The checks between these parts (a monitor or a filename
 /// placeholder that names no logged metric, a step without its loss, …) are compile errors.
 ///
 /// | method | signature | becomes |
@@ -85,7 +85,7 @@ pub fn derive_module_state(input: TokenStream) -> TokenStream {
 /// | `validation_step`, `test_step` | `(&self, batch: B) -> values`, optionally with `batch_idx: usize` after `batch` | the trait's steps |
 /// | `predict_step` | `(&self, batch: B) -> P` | `predict_step`; `P` is the module's `Prediction` |
 /// | `configure_optimizers` (required) | `(&self) -> O` | `Optimizers::new(O)`, or `O` itself when it is `Optimizers<Self, D>` |
-/// | `configure_callbacks` | `(&self) -> Vec<Box<dyn Callback>>` (or a `Result` of it) | your callbacks, then the `#[checkpoint]` ones |
+/// | `configure_callbacks` | `(&self) -> Vec<Box<dyn Callback>>` (or a `Result` of it) | your callbacks, then the `#[early_stopping]` and `#[checkpoint]` ones |
 /// | `on_train_batch_end`, `on_train_epoch_end`, `on_validation_epoch_end` | `(&mut self)` or `(&mut self, log: &mut StepLog)`, returning `()`, `Result<()>` or, with `#[log]`, values | the hooks |
 /// | `on_save_checkpoint` / `on_load_checkpoint` | `(&self, checkpoint: &mut Checkpoint)` / `(&mut self, checkpoint: &Checkpoint)` | the hooks |
 ///
@@ -196,4 +196,27 @@ pub fn log(args: TokenStream, input: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn checkpoint(args: TokenStream, input: TokenStream) -> TokenStream {
     expand::misplaced::helper("checkpoint", args.into(), input.into()).into()
+}
+
+/// Declares an `EarlyStopping` on a `#[lightning_module]` impl (written above or below it, which
+/// consumes it): `#[early_stopping(argument = value, …)]`, one callback per attribute, built with
+/// `EarlyStopping::builder()` and the builder method each argument names, after your own callbacks.
+/// Values are literals, checked at compile time: `monitor` is required and must name a metric that
+/// `fit` logs (or `epoch`, `step`), `mode` is `"min"` or `"max"`, `patience` is at least 0, and two
+/// `#[early_stopping]`s cannot watch the same metric in the same mode (they would share one state key).
+///
+#[doc = fulgur_rules::early_stopping_args_markdown!()]
+///
+/// An unknown argument gets a suggestion, also from other libraries' names (`delta` → `min_delta`).
+///
+/// ```ignore
+/// #[lightning_module]
+/// #[early_stopping(monitor = "val_loss", patience = 3, min_delta = 0.001)]
+/// impl<D: Backend> LitDigits<D> {
+///     // …
+/// }
+/// ```
+#[proc_macro_attribute]
+pub fn early_stopping(args: TokenStream, input: TokenStream) -> TokenStream {
+    expand::misplaced::helper("early_stopping", args.into(), input.into()).into()
 }

@@ -89,6 +89,8 @@ pub enum ValueKind {
     Int,
     /// An integer literal, at least 0.
     Count,
+    /// A number: a float or an integer literal, possibly negative (`#[early_stopping]`'s thresholds).
+    Float,
     /// `true`, `false` or `"link"`: a [`SaveLast`].
     SaveLast,
     /// `"min"` or `"max"`: a [`Mode`].
@@ -104,7 +106,8 @@ pub struct Argument {
     pub key: &'static str,
     /// What the key takes.
     pub kind: ValueKind,
-    /// The `ModelCheckpointBuilder` method that receives the value.
+    /// The builder method that receives the value (`ModelCheckpointBuilder`'s, or
+    /// `EarlyStoppingBuilder`'s for [`early_stopping::ARGUMENTS`](crate::early_stopping::ARGUMENTS)).
     pub method: &'static str,
     /// Other names users write for this argument.
     pub aliases: &'static [&'static str],
@@ -114,7 +117,7 @@ pub struct Argument {
 
 macro_rules! arguments {
     ($($key:ident: $kind:ident => $method:ident, [$($alias:literal),*], $doc:literal;)*) => {
-        /// Every `#[checkpoint]` argument, in the table's order.
+        /// Every argument of the table, in its order.
         pub const ARGUMENTS: &[Argument] = &[$(
             Argument {
                 key: stringify!($key),
@@ -183,6 +186,9 @@ macro_rules! __value_syntax {
     };
     (Count) => {
         "integer ≥ 0"
+    };
+    (Float) => {
+        "number"
     };
     (SaveLast) => {
         "`true`, `false` or `\"link\"`"

@@ -4,6 +4,7 @@
 //!
 //! - [`checkpoint`]: the `#[checkpoint]` arguments (key, value, builder method), [`Mode`] and
 //!   [`SaveLast`];
+//! - [`early_stopping`]: the `#[early_stopping]` arguments, read as the checkpoint's are;
 //! - [`metrics`]: the names a `monitor` or a filename placeholder may use;
 //! - [`template`]: parsing and checking checkpoint filename templates, and [`number`]: printing their
 //!   numbers as Python does;
@@ -11,7 +12,10 @@
 
 #![warn(missing_docs)]
 
+// `#[macro_use]`: `early_stopping` builds its `ARGUMENTS` with the macro that builds the checkpoint's.
+#[macro_use]
 pub mod checkpoint;
+pub mod early_stopping;
 pub mod metrics;
 pub mod number;
 pub mod suggest;

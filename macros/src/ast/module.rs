@@ -6,7 +6,7 @@ use syn::{Generics, Ident, ImplItem, ImplItemFn, ItemImpl, Type};
 
 use super::signature::{check_count, params, returned, step_args, Receiver};
 use super::{device_param, path_parts, Device};
-use crate::attr::{self, CheckpointAttr, LogAttr, Reduce};
+use crate::attr::{self, Callback, CallbackAttr, LogAttr, Reduce};
 use crate::ctxt::Ctxt;
 use fulgur_rules::suggest::did_you_mean;
 use fulgur_rules::template::Kind;
@@ -258,7 +258,10 @@ pub struct Module {
     pub hooks: Vec<Hook>,
     pub optimizers: Option<Optimizers>,
     pub user_callbacks: Option<Ident>,
-    pub checkpoints: Vec<CheckpointAttr>,
+    /// The `#[checkpoint]`s, in the order written.
+    pub checkpoints: Vec<CallbackAttr>,
+    /// The `#[early_stopping]`s, in the order written.
+    pub early_stoppings: Vec<CallbackAttr>,
     pub method_names: Vec<Ident>,
 }
 
@@ -300,11 +303,11 @@ pub fn kind_of(ty: &Type) -> Option<Kind> {
 impl Module {
     /// Removes the helper attributes from `item` and models it. `None` when it is no module impl.
     pub fn from_ast(cx: &Ctxt, item: &mut ItemImpl, manual: bool) -> Option<Self> {
-        let mut checkpoints = Vec::new();
+        let mut callbacks = Vec::new();
         let mut impl_logs = Vec::new();
         item.attrs.retain(|a| {
-            if attr::is(a, "checkpoint") {
-                checkpoints.extend(attr::parse_checkpoint(cx, a));
+            if let Some(callback) = Callback::of(a) {
+                callbacks.extend(attr::parse_callback(cx, callback, a));
                 false
             } else if attr::is(a, "log") {
                 impl_logs.push(attr::path_span(a));
@@ -323,8 +326,7 @@ impl Module {
             // The attribute is the mistake: its methods' `#[log]`s must not report themselves as well.
             for impl_item in &mut item.items {
                 if let ImplItem::Fn(f) = impl_item {
-                    f.attrs
-                        .retain(|a| !attr::is(a, "log") && !attr::is(a, "checkpoint"));
+                    f.attrs.retain(|a| !attr::is_helper(a));
                 }
             }
             cx.error_spanned_by(
@@ -335,6 +337,9 @@ impl Module {
             return None;
         }
         let param = device_param(cx, &item.generics, "a `#[lightning_module]` impl");
+        let (checkpoints, early_stoppings) = callbacks
+            .into_iter()
+            .partition(|c: &CallbackAttr| c.callback == Callback::Checkpoint);
         let mut module = Module {
             self_ty: (*item.self_ty).clone(),
             manual,
@@ -345,6 +350,7 @@ impl Module {
             optimizers: None,
             user_callbacks: None,
             checkpoints,
+            early_stoppings,
             method_names: Vec::new(),
         };
         for impl_item in &mut item.items {
@@ -354,10 +360,13 @@ impl Module {
                 if attr::is(a, "log") {
                     logs.push(a.clone());
                     false
-                } else if attr::is(a, "checkpoint") {
+                } else if let Some(callback) = Callback::of(a) {
                     cx.error_at(
                         attr::path_span(a),
-                        "`#[checkpoint]` goes on the `impl` block, not on a method",
+                        format!(
+                            "`#[{}]` goes on the `impl` block, not on a method",
+                            callback.name()
+                        ),
                     );
                     false
                 } else {

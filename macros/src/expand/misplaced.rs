@@ -1,4 +1,4 @@
-//! `#[log]` and `#[checkpoint]` outside a `#[lightning_module]` impl. Inside one they are consumed by
+//! `#[log]`, `#[checkpoint]` and `#[early_stopping]` outside a `#[lightning_module]` impl. Inside one they are consumed by
 //! `#[lightning_module]` and never expand; reaching these macros means they are misplaced, or written
 //! above `#[lightning_module]`, which only needs reordering.
 //!
@@ -12,7 +12,7 @@ use quote::{quote, ToTokens};
 use syn::{FnArg, ImplItem, Item, ItemImpl};
 
 use crate::ast::Module;
-use crate::attr;
+use crate::attr::{self, Callback};
 use crate::ctxt::Ctxt;
 use crate::fallback;
 
@@ -59,11 +59,11 @@ pub fn helper(name: &str, args: TokenStream, input: TokenStream) -> TokenStream 
 
 fn where_it_goes(name: &str, what: &str) -> String {
     match name {
-        "checkpoint" => format!(
-            "`#[checkpoint]` on {what}: it goes on the `impl` block annotated with `#[lightning_module]`"
+        "log" => format!(
+            "`#[log]` on {what}: it goes on a step method of the `impl` block annotated with `#[lightning_module]`"
         ),
         _ => format!(
-            "`#[log]` on {what}: it goes on a step method of the `impl` block annotated with `#[lightning_module]`"
+            "`#[{name}]` on {what}: it goes on the `impl` block annotated with `#[lightning_module]`"
         ),
     }
 }
@@ -75,24 +75,27 @@ fn error_after(input: TokenStream, msg: String) -> TokenStream {
 
 /// An impl block without `#[lightning_module]`.
 fn on_impl(name: &str, mut imp: ItemImpl) -> TokenStream {
-    imp.attrs
-        .retain(|a| !attr::is(a, "log") && !attr::is(a, "checkpoint"));
+    imp.attrs.retain(|a| !attr::is_helper(a));
     for item in &mut imp.items {
         if let ImplItem::Fn(f) = item {
-            f.attrs
-                .retain(|a| !attr::is(a, "log") && !attr::is(a, "checkpoint"));
+            f.attrs.retain(|a| !attr::is_helper(a));
         }
     }
     if imp.trait_.is_some() {
-        let msg = match name {
-            "checkpoint" => "`#[checkpoint]` on a trait impl: it goes on the module's inherent impl \
-                             annotated with `#[lightning_module]`; a hand-written `LightningModule` \
-                             returns its `ModelCheckpoint`s from `configure_callbacks`",
-            _ => "`#[log]` on a trait impl: it goes on a step method of the module's inherent impl \
-                  annotated with `#[lightning_module]`; a hand-written `LightningModule` declares its \
-                  metrics in `METRICS`",
+        let callback = Callback::ALL.into_iter().find(|c| c.name() == name);
+        let msg = match callback {
+            Some(c) => format!(
+                "`#[{name}]` on a trait impl: it goes on the module's inherent impl annotated with \
+                 `#[lightning_module]`; a hand-written `LightningModule` returns its `{}`s from \
+                 `configure_callbacks`",
+                c.type_name()
+            ),
+            None => "`#[log]` on a trait impl: it goes on a step method of the module's inherent impl \
+                     annotated with `#[lightning_module]`; a hand-written `LightningModule` declares its \
+                     metrics in `METRICS`"
+                .to_string(),
         };
-        return error_after(imp.into_token_stream(), msg.to_string());
+        return error_after(imp.into_token_stream(), msg);
     }
     let error = syn::Error::new(
         Span::call_site(),

@@ -1,5 +1,6 @@
 //! `#[lightning_module]`: the user's impl (helper attributes removed) and the `LightningModule` impl
-//! that calls its methods, logs what the steps return and builds the `#[checkpoint]` callbacks.
+//! that calls its methods, logs what the steps return and builds the `#[checkpoint]` and
+//! `#[early_stopping]` callbacks.
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
@@ -8,11 +9,11 @@ use syn::{Item, ItemImpl};
 
 use super::{bound_device, dfdx, rt, support, with_backend};
 use crate::ast::{HookKind, Metric, Module, Returned, Stage, Step, StepArg, StepKind};
-use crate::attr::{self, CheckpointAttr, LogAttr, Reduce, Value};
+use crate::attr::{self, Callback, CallbackAttr, LogAttr, Reduce, Value};
 use crate::check;
 use crate::ctxt::Ctxt;
 use crate::fallback;
-use fulgur_rules::checkpoint::{self, SaveLast};
+use fulgur_rules::checkpoint::{Mode, SaveLast};
 use fulgur_rules::template::Kind;
 
 pub fn lightning_module(args: TokenStream, input: TokenStream) -> TokenStream {
@@ -280,10 +281,16 @@ fn configure_optimizers(module: &Module, dev: &syn::Type) -> TokenStream {
     }
 }
 
-/// One `ModelCheckpoint` per `#[checkpoint]`, after the user's own callbacks.
+/// One callback per callback attribute, after the user's own callbacks: the `EarlyStopping`s, then the
+/// `ModelCheckpoint`s (which the trainer runs last in any case, as Lightning does).
 fn configure_callbacks(module: &Module) -> Option<TokenStream> {
     let (rt, support) = (rt(), support());
-    if module.checkpoints.is_empty() && module.user_callbacks.is_none() {
+    let declared: Vec<&CallbackAttr> = module
+        .early_stoppings
+        .iter()
+        .chain(&module.checkpoints)
+        .collect();
+    if declared.is_empty() && module.user_callbacks.is_none() {
         return None;
     }
     let self_ty = &module.self_ty;
@@ -291,8 +298,8 @@ fn configure_callbacks(module: &Module) -> Option<TokenStream> {
         Some(ident) => quote!(#support::IntoCallbacks::into_callbacks(<#self_ty>::#ident(self))?),
         None => quote!(::std::vec::Vec::new()),
     };
-    let pushes = module.checkpoints.iter().map(|c| {
-        let builder = checkpoint_builder(c);
+    let pushes = declared.into_iter().map(|c| {
+        let builder = callback_builder(c);
         quote!(__callbacks.push(::std::boxed::Box::new(#builder.build()?));)
     });
     Some(quote! {
@@ -308,35 +315,53 @@ fn configure_callbacks(module: &Module) -> Option<TokenStream> {
 
 /// `ModelCheckpoint::builder().monitor("val_loss").save_top_k(2)…`: for each argument given, in the
 /// table's order, the builder method its row names.
-fn checkpoint_builder(c: &CheckpointAttr) -> TokenStream {
+fn callback_builder(c: &CallbackAttr) -> TokenStream {
     let rt = rt();
-    let mut b = quote!(#rt::callbacks::ModelCheckpoint::builder());
-    for row in checkpoint::ARGUMENTS {
+    let ty = quote::format_ident!("{}", c.callback.type_name());
+    let mut b = quote!(#rt::callbacks::#ty::builder());
+    for row in c.callback.arguments() {
         if let Some((_, arg)) = c.args.iter().find(|(given, _)| given.key == row.key) {
             let method = quote::format_ident!("{}", row.method);
-            let value = builder_value(&arg.value);
+            let value = builder_value(c.callback, &arg.value);
             b.extend(quote!(.#method(#value)));
         }
     }
     b
 }
 
-/// A value as the builder method takes it (the runtime's test `every_checkpoint_argument_calls_an_
-/// existing_builder_method` passes each kind's form).
-fn builder_value(value: &Value) -> TokenStream {
+/// A value as the builder method takes it (the tests `every_checkpoint_argument_calls_an_existing_
+/// builder_method` of the runtime and `every_early_stopping_argument_calls_an_existing_builder_method`
+/// of the facade pass each kind's form).
+fn builder_value(callback: Callback, value: &Value) -> TokenStream {
     let rt = rt();
     match value {
         Value::Str(s) => quote!(#s),
         Value::Bool(b) => quote!(#b),
         Value::Int(i) => proc_macro2::Literal::i64_unsuffixed(*i).into_token_stream(),
         Value::Count(n) => proc_macro2::Literal::u64_unsuffixed(*n).into_token_stream(),
+        Value::Float(x) => {
+            let abs = proc_macro2::Literal::f64_unsuffixed(x.abs());
+            if x.is_sign_negative() {
+                quote!(-#abs)
+            } else {
+                quote!(#abs)
+            }
+        }
         Value::SaveLast(SaveLast::Yes) => quote!(true),
         Value::SaveLast(SaveLast::No) => quote!(false),
         Value::SaveLast(SaveLast::Link) => quote!(#rt::callbacks::SaveLast::Link),
-        Value::Mode(m) => {
-            let m = m.as_str();
-            quote!(#m)
-        }
+        // `ModelCheckpoint` checks its mode when built, as Lightning does; `EarlyStopping` takes the
+        // shared `Mode`.
+        Value::Mode(m) => match callback {
+            Callback::Checkpoint => {
+                let m = m.as_str();
+                quote!(#m)
+            }
+            Callback::EarlyStopping => match m {
+                Mode::Min => quote!(#rt::callbacks::Mode::Min),
+                Mode::Max => quote!(#rt::callbacks::Mode::Max),
+            },
+        },
         Value::Duration(d) => {
             let (secs, nanos) = (d.secs, d.nanos);
             quote!(::core::time::Duration::new(#secs, #nanos))
@@ -400,38 +425,83 @@ mod tests {
     use super::*;
     use fulgur_rules::checkpoint::ValueKind;
 
-    /// Every row of the shared table is read by `#[checkpoint]` and becomes a call of its builder method,
-    /// with the value in the form the runtime's test `every_checkpoint_argument_calls_an_existing_builder_
-    /// method` passes; a key added to the table needs no edit here.
-    #[test]
-    fn every_checkpoint_argument_is_parsed_and_calls_its_builder_method() {
+    /// What the test writes for a value of `kind`, and what the expansion passes to the builder.
+    fn written_and_generated(callback: Callback, kind: ValueKind) -> (TokenStream, TokenStream) {
         let rt = rt();
-        for row in checkpoint::ARGUMENTS {
-            let (written, generated) = match row.kind {
-                ValueKind::Str => (quote!("x"), quote!("x")),
-                ValueKind::Template => (quote!("{epoch}"), quote!("{epoch}")),
-                ValueKind::Metric => (quote!("epoch"), quote!("epoch")),
-                ValueKind::Bool => (quote!(true), quote!(true)),
-                ValueKind::Int => (quote!(-1), quote!(-1)),
-                ValueKind::Count => (quote!(1), quote!(1)),
-                ValueKind::SaveLast => (quote!("link"), quote!(#rt::callbacks::SaveLast::Link)),
-                ValueKind::Mode => (quote!("max"), quote!("max")),
-                ValueKind::Duration => (
-                    quote!("1s"),
-                    quote!(::core::time::Duration::new(1u64, 0u32)),
-                ),
-            };
+        match kind {
+            ValueKind::Str => (quote!("x"), quote!("x")),
+            ValueKind::Template => (quote!("{epoch}"), quote!("{epoch}")),
+            ValueKind::Metric => (quote!("epoch"), quote!("epoch")),
+            ValueKind::Bool => (quote!(true), quote!(true)),
+            ValueKind::Int => (quote!(-1), quote!(-1)),
+            ValueKind::Count => (quote!(1), quote!(1)),
+            ValueKind::Float => (quote!(-1e-3), quote!(-0.001)),
+            ValueKind::SaveLast => (quote!("link"), quote!(#rt::callbacks::SaveLast::Link)),
+            ValueKind::Mode if callback == Callback::Checkpoint => (quote!("max"), quote!("max")),
+            ValueKind::Mode => (quote!("max"), quote!(#rt::callbacks::Mode::Max)),
+            ValueKind::Duration => (
+                quote!("1s"),
+                quote!(::core::time::Duration::new(1u64, 0u32)),
+            ),
+        }
+    }
+
+    /// Every row of the callback's shared table is read by its attribute and becomes a call of its
+    /// builder method, with the value in the form the builder tests pass; a key added to the table needs
+    /// no edit here.
+    fn every_argument_is_parsed_and_calls_its_builder_method(callback: Callback) {
+        let name = quote::format_ident!("{}", callback.name());
+        for row in callback.arguments() {
+            let (written, generated) = written_and_generated(callback, row.kind);
             let key = quote::format_ident!("{}", row.key);
-            let attr: syn::Attribute = syn::parse_quote!(#[checkpoint(#key = #written)]);
+            let attr: syn::Attribute = syn::parse_quote!(#[#name(#key = #written)]);
             let cx = Ctxt::new();
-            let parsed = crate::attr::parse_checkpoint(&cx, &attr);
+            let parsed = crate::attr::parse_callback(&cx, callback, &attr);
             if let Err(errors) = cx.check() {
                 panic!("`{}`: {errors}", row.key);
             }
-            let built = checkpoint_builder(&parsed.expect("parsed")).to_string();
+            let built = callback_builder(&parsed.expect("parsed")).to_string();
+            let ty = quote::format_ident!("{}", callback.type_name());
+            let builder = quote!(callbacks::#ty::builder()).to_string();
+            assert!(built.contains(&builder), "`{}`: {built}", row.key);
             let method = quote::format_ident!("{}", row.method);
             let call = quote!(.#method(#generated)).to_string();
             assert!(built.ends_with(&call), "`{}`: {built}", row.key);
         }
+    }
+
+    #[test]
+    fn every_checkpoint_argument_is_parsed_and_calls_its_builder_method() {
+        every_argument_is_parsed_and_calls_its_builder_method(Callback::Checkpoint);
+    }
+
+    #[test]
+    fn every_early_stopping_argument_is_parsed_and_calls_its_builder_method() {
+        every_argument_is_parsed_and_calls_its_builder_method(Callback::EarlyStopping);
+    }
+
+    /// The brief's example, whole: integers and floats in the forms the builder takes, the mode as the
+    /// shared enum.
+    #[test]
+    fn an_early_stopping_becomes_its_builder_calls_in_the_tables_order() {
+        let attr: syn::Attribute = syn::parse_quote!(
+            #[early_stopping(mode = "max", patience = 3, min_delta = 0.001, monitor = "val_acc", stopping_threshold = 1)]
+        );
+        let cx = Ctxt::new();
+        let parsed = crate::attr::parse_callback(&cx, Callback::EarlyStopping, &attr);
+        assert!(cx.check().is_ok());
+        let rt = rt();
+        let expected = quote!(
+            #rt::callbacks::EarlyStopping::builder()
+                .monitor("val_acc")
+                .min_delta(0.001)
+                .patience(3)
+                .mode(#rt::callbacks::Mode::Max)
+                .stopping_threshold(1.0)
+        );
+        assert_eq!(
+            callback_builder(&parsed.expect("parsed")).to_string(),
+            expected.to_string()
+        );
     }
 }

@@ -1,0 +1,25 @@
+use fulgur::dfdx::prelude::*;
+use fulgur::optim::Adam;
+use fulgur::prelude::*;
+
+type X<D> = Tensor<Rank1<2>, f32, D>;
+
+#[derive(ModuleState)]
+struct Lit<D: Backend> {
+    net: Built<Linear<2, 1>, D>,
+}
+
+#[early_stopping(monitor = "val_loss")]
+impl<D: Backend> Lit<D> {
+    fn configure_optimizers(&self) -> Adam<D> { Adam::new(Default::default()) }
+
+    #[log(train_loss)]
+    fn training_step(&mut self, _x: X<D>, _g: Gradients<f32, D>) -> Loss<D> { todo!() }
+
+    #[log(val_loss)]
+    fn validation_step(&self, _x: X<D>) -> f32 { todo!() }
+}
+
+fn main() {
+    let _ = Trainer::<Lit<Cpu>>::builder().build();
+}
