@@ -5,7 +5,8 @@
 //! cargo run --release --example 13-early-stopping
 //! ```
 //!
-//! `EarlyStopping` watches `val_loss` once per epoch: a value lower than the best so far by more than
+//! `#[early_stopping]` on the module adds an `EarlyStopping` that watches `val_loss` once per epoch
+//! (the compiler checks that the module logs it): a value lower than the best so far by more than
 //! `min_delta` resets its count, and after `patience` epochs without such an improvement it asks the
 //! trainer to stop. A `StepLr` scheduler halves the learning rate every 4 epochs and a
 //! `LearningRateMonitor` logs it as `lr-Adam`, next to the module's metrics, through a
@@ -21,7 +22,7 @@ use fulgur::logger::TensorBoardLogger;
 use fulgur::optim::{Optimizers, StepLr};
 use fulgur::prelude::*;
 
-/// The digits classifier of the quickstart, with a learning-rate schedule.
+/// The digits classifier of the quickstart, with a learning-rate schedule and early stopping.
 #[derive(ModuleState)]
 struct LitClassifier<D: Backend> {
     net: Built<Mlp, D>,
@@ -30,6 +31,9 @@ struct LitClassifier<D: Backend> {
 }
 
 #[lightning_module]
+// Lightning: EarlyStopping(monitor="val_loss", min_delta=0.005, patience=3, verbose=True), checked at
+// compile time: a `monitor` that no `#[log]` declares does not build.
+#[early_stopping(monitor = "val_loss", min_delta = 0.005, patience = 3, verbose = true)]
 impl<D: Backend> LitClassifier<D> {
     fn configure_optimizers(&self) -> Optimizers<Self, D> {
         // PyTorch: StepLR(optimizer, step_size=4, gamma=0.5), stepped once per epoch.
@@ -78,13 +82,6 @@ fn main() -> fulgur::Result<()> {
     let dev = config.device();
     let (mut train, mut val) = common::digits(&dev)?;
 
-    // Lightning: EarlyStopping(monitor="val_loss", min_delta=0.005, patience=3, verbose=True)
-    let early_stopping = EarlyStopping::builder()
-        .monitor("val_loss")
-        .min_delta(0.005)
-        .patience(3)
-        .verbose(true)
-        .build()?;
     let max_epochs = 50;
     let mut trainer = Trainer::builder()
         .max_epochs(max_epochs)
@@ -92,15 +89,15 @@ fn main() -> fulgur::Result<()> {
         .logger(TensorBoardLogger::new(&root))
         .enable_progress_bar(false)
         .enable_model_summary(false)
-        // Hooks run in this order: the epoch's line, then the early-stopping decision about it.
+        // Before the module's `EarlyStopping`: the epoch's line, then the decision about it.
         .callback(PrintEpoch)
-        .callback(early_stopping)
         .callback(LearningRateMonitor::new())
         .seed(0)
         .build()?;
     let model = LitClassifier::from_hparams(config, &dev)?;
     trainer.fit(model, &mut train, Some(&mut val), None)?;
 
+    // The callback the attribute added, as `fit` left it.
     let Some(early) = trainer.callback::<EarlyStopping>() else {
         return Err(fulgur::Error::user(
             "the trainer has no `EarlyStopping` callback",
