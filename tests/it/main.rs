@@ -14,7 +14,7 @@ mod corruption;
 mod crash;
 mod disk_full;
 mod dropout;
-mod macro_early_stopping;
+mod early_stopping;
 mod macro_module;
 mod manual;
 mod model_checkpoint;
