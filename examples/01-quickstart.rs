@@ -144,7 +144,7 @@ fn main() -> fulgur::Result<()> {
     // Rebuild the module from the file alone: hyperparameters, then weights.
     let restored = LitClassifier::<Cpu>::load_from_checkpoint(&path, &dev)?;
     let mut evaluator = Trainer::builder().no_logger().build()?;
-    let metrics = evaluator.validate(Some(restored), &mut val)?;
+    let metrics = evaluator.validate(Some(restored), &mut val, None)?;
     println!(
         "reloaded model: val_loss {:.4}  val_acc {:.3}",
         metrics["val_loss"].as_f64(),

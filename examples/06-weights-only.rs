@@ -93,7 +93,7 @@ fn main() -> fulgur::Result<()> {
     let metrics = Trainer::builder()
         .no_logger()
         .build()?
-        .validate(Some(restored), &mut val)?;
+        .validate(Some(restored), &mut val, None)?;
     println!(
         "reloaded best model: val_loss {:.4}  val_acc {:.3} (the final model: {:.3})",
         metrics["val_loss"].as_f64(),

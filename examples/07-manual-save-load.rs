@@ -92,7 +92,7 @@ fn main() -> fulgur::Result<()> {
     let metrics = Trainer::builder()
         .no_logger()
         .build()?
-        .validate(Some(reloaded), &mut val)?;
+        .validate(Some(reloaded), &mut val, None)?;
     println!(
         "\nreloaded: val_loss {:.4}  val_acc {:.3}; after fit: val_loss {:.4}  val_acc {:.3}",
         metrics["val_loss"].as_f64(),

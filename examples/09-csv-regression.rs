@@ -362,7 +362,7 @@ fn main() -> fulgur::Result<()> {
         .enable_progress_bar(false)
         .enable_model_summary(false)
         .build()?;
-    let metrics = evaluator.validate(Some(restored), &mut val_loader)?;
+    let metrics = evaluator.validate(Some(restored), &mut val_loader, None)?;
     let reloaded = metrics["val_loss"].as_f64();
     println!("best checkpoint reloaded, validated through TensorData: val_loss {reloaded:.4}");
     if (reloaded - score).abs() > 1e-6 * score.abs().max(1.0) {

@@ -121,7 +121,7 @@ fn main() -> fulgur::Result<()> {
     let best = best.to_path_buf();
     let restored = LitCnn::<Cpu>::load_from_checkpoint(&best, &dev)?;
     let mut evaluator = Trainer::builder().no_logger().build()?;
-    let metrics = evaluator.validate(Some(restored), &mut val)?;
+    let metrics = evaluator.validate(Some(restored), &mut val, None)?;
     println!(
         "reloaded: val_loss {:.4}  val_acc {:.4}",
         metrics["val_loss"].as_f64(),

@@ -102,7 +102,7 @@ fn main() -> fulgur::Result<()> {
             .enable_progress_bar(false)
             .enable_model_summary(false)
             .build()?
-            .validate(Some(restored), &mut val)?;
+            .validate(Some(restored), &mut val, None)?;
         println!(
             "rank {rank}: reloaded model: val_loss {:.4}  val_acc {:.3}",
             metrics["val_loss"].as_f64(),

@@ -8,11 +8,13 @@ pub mod checkpoint;
 pub mod device;
 mod error;
 pub mod optim;
+mod seed;
 mod state;
 
 pub use device::Backend;
 pub(crate) use error::device_err;
 pub use error::{Error, Result};
+pub use seed::{global_seed, seed_everything, seeded_device, SEED_ENV};
 
 pub mod callbacks;
 pub mod data;

@@ -112,6 +112,10 @@ pub struct TrainerState {
     pub min_steps: Option<u64>,
     /// `log_every_n_steps` in force: the trainer logs step metrics every this many training batches.
     pub log_every_n_steps: u64,
+    /// Lightning's `trainer.fast_dev_run`: a quick check of the loops (`TrainerBuilder::fast_dev_run`),
+    /// in which logging and checkpointing are suppressed; checkpoint and early-stopping callbacks do
+    /// nothing.
+    pub fast_dev_run: bool,
 }
 
 impl TrainerState {

@@ -317,12 +317,12 @@ fn fields_are_named_and_built_as_declared() {
 fn steps_test_and_predict_through_the_trainer() {
     let (_, mut val) = loaders();
     let mut trainer = Trainer::builder().no_logger().build().unwrap();
-    let metrics = trainer.test(Some(new_module()), &mut val).unwrap();
+    let metrics = trainer.test(Some(new_module()), &mut val, None).unwrap();
     let acc = metrics["test_acc"].as_f64();
     assert!((0.0..=1.0).contains(&acc), "{acc}");
-    let metrics = trainer.validate(None, &mut val).unwrap();
+    let metrics = trainer.validate(None, &mut val, None).unwrap();
     assert_eq!(metrics["val/correct"].kind(), MetricKind::Int);
-    let predictions = trainer.predict(None, &mut val).unwrap();
+    let predictions = trainer.predict(None, &mut val, None).unwrap();
     let (_, val_set) = fulgur::datasets::digits().unwrap().split(0.2, 7).unwrap();
     assert_eq!(
         predictions.iter().map(Vec::len).sum::<usize>(),
@@ -524,7 +524,7 @@ fn steps_receive_the_batch_index_and_hooks_log_what_they_return() {
         .no_logger()
         .build()
         .unwrap();
-    let tested = trainer.test(Some(trained), &mut val).unwrap();
+    let tested = trainer.test(Some(trained), &mut val, None).unwrap();
     assert_eq!(tested["test_index"].as_f64(), 2.0);
 }
 

@@ -312,7 +312,7 @@ fn metrics_follow_lightnings_names_and_epoch_means() {
     // The validation mean over 2 batches of 64 equals the trainer's `validate` result.
     let (_, mut val) = loaders();
     let mut t = t;
-    let again = t.validate(None, &mut val).unwrap();
+    let again = t.validate(None, &mut val, None).unwrap();
     assert_eq!(again["val_loss"], t.callback_metrics()["val_loss"]);
 }
 
@@ -418,9 +418,9 @@ fn test_and_predict_use_the_attached_module() {
     let events = Events::default();
     let mut t = run(base().max_epochs(1).num_sanity_val_steps(0), &events);
     let (_, mut val) = loaders();
-    let metrics = t.test(None, &mut val).unwrap();
+    let metrics = t.test(None, &mut val, None).unwrap();
     assert!(metrics.contains_key("test_acc"));
-    let preds = t.predict(None, &mut val).unwrap();
+    let preds = t.predict(None, &mut val, None).unwrap();
     assert_eq!(preds.iter().map(Vec::len).sum::<usize>(), 359);
 }
 

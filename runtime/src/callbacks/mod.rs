@@ -13,6 +13,7 @@ mod output;
 mod progress;
 mod set;
 mod summary;
+mod timer;
 
 #[doc(hidden)]
 pub use base::AsAny;
@@ -28,3 +29,4 @@ pub use progress::{ProgressBar, ProgressMode};
 pub(crate) use set::{CallbackSet, Defaults};
 pub(crate) use summary::parameters;
 pub use summary::ModelSummary;
+pub use timer::Timer;

@@ -158,6 +158,7 @@ pub struct StepLog {
     global_step: u64,
     values: Vec<(usize, MetricValue)>,
     errors: Vec<String>,
+    stop: bool,
 }
 
 impl StepLog {
@@ -171,6 +172,7 @@ impl StepLog {
             global_step: 0,
             values: Vec::new(),
             errors: Vec::new(),
+            stop: false,
         }
     }
 
@@ -228,6 +230,19 @@ impl StepLog {
     /// The batch size used to weight this step's values in epoch means.
     pub fn batch_size(&self) -> usize {
         self.batch_size
+    }
+
+    /// Asks the trainer to stop training (Lightning's `self.trainer.should_stop = True` in a module):
+    /// training ends after the current batch (or, from `on_train_epoch_end`, after this epoch), once
+    /// `min_epochs` and `min_steps` are reached; the end of `fit` runs as usual. Outside `fit` it has no
+    /// effect.
+    pub fn request_stop(&mut self) {
+        self.stop = true;
+    }
+
+    /// Whether the step or hook called [`request_stop`](Self::request_stop).
+    pub(crate) fn stop_requested(&self) -> bool {
+        self.stop
     }
 
     pub(crate) fn finish(self) -> Result<Vec<(usize, MetricValue)>, crate::Error> {

@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::ValCheckInterval;
 use crate::{Error, Result};
@@ -58,6 +59,8 @@ pub struct TrainerConfig {
     pub(crate) keep_training_on_checkpoint_error: bool,
     pub(crate) enable_progress_bar: bool,
     pub(crate) enable_model_summary: bool,
+    pub(crate) max_time: Option<Duration>,
+    pub(crate) fast_dev_run: u64,
 }
 
 impl Default for TrainerConfig {
@@ -82,11 +85,32 @@ impl Default for TrainerConfig {
             keep_training_on_checkpoint_error: false,
             enable_progress_bar: true,
             enable_model_summary: true,
+            max_time: None,
+            fast_dev_run: 0,
         }
     }
 }
 
 impl TrainerConfig {
+    /// Lightning's `fast_dev_run = n` (`_init_debugging_flags`): n training, validation, test and predict
+    /// batches, one epoch of at most n steps, validation at its end, no sanity check. Applied after
+    /// [`validate`](Self::validate), so that the user's own limits are still checked, and overriding
+    /// them as Lightning does.
+    pub(crate) fn apply_fast_dev_run(&mut self) {
+        let n = self.fast_dev_run;
+        if n == 0 {
+            return;
+        }
+        self.limit_train_batches = Limit::Batches(n);
+        self.limit_val_batches = Limit::Batches(n);
+        self.limit_test_batches = Limit::Batches(n);
+        self.max_steps = Some(n);
+        self.max_epochs = Some(1);
+        self.num_sanity_val_steps = 0;
+        self.val_check_interval = ValCheckInterval::Fraction(1.0);
+        self.check_val_every_n_epoch = Some(1);
+    }
+
     /// Lightning's rule: with neither limit set, train for 1000 epochs.
     pub(crate) fn effective_max_epochs(&self) -> Option<u64> {
         match (self.max_epochs, self.max_steps) {

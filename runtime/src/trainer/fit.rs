@@ -8,6 +8,7 @@ use dfdx::tensor::Gradients;
 use dfdx::tensor_ops::Backward;
 
 use super::config::limited;
+use super::eval::finish_log;
 use super::parallel::{agree_on_batches, dropout_seed};
 use super::{CkptPath, DynLoader, Trainer, TrainerFn, ValCheckInterval};
 use crate::callbacks::Callback;
@@ -179,6 +180,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             check_val_every_n_epoch: cfg.check_val_every_n_epoch,
             default_root_dir: cfg.default_root_dir.clone(),
             keep_training_on_checkpoint_error: cfg.keep_training_on_checkpoint_error,
+            fast_dev_run: cfg.fast_dev_run > 0,
             manual_optimization: M::MANUAL_OPTIMIZATION,
             ..Default::default()
         };
@@ -347,7 +349,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 .as_mut()
                 .ok_or_else(no_module)?
                 .on_train_batch_end(&mut log)?;
-            self.record(log.finish()?, None)?;
+            self.record(finish_log(&self.state, log)?, None)?;
 
             if self.val_due(index) {
                 if let Some(v) = val.as_deref_mut() {
@@ -398,7 +400,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         drop(masks);
         let loss = loss?;
         // A logging mistake fails the step before it changes anything.
-        let logged = log.finish()?;
+        let logged = finish_log(&self.state, log)?;
         let loss = if accumulate > 1 {
             loss * (1.0 / accumulate as f32)
         } else {
@@ -455,7 +457,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         // The steps taken changed the weights, also when the step then failed.
         self.state.global_step += opt.steps();
         stepped?;
-        let logged = log.finish()?;
+        let logged = finish_log(&self.state, log)?;
         self.record(logged, Some(batch_size))
     }
 
@@ -492,7 +494,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .as_mut()
             .ok_or_else(no_module)?
             .on_train_epoch_end(&mut log)?;
-        self.record(log.finish()?, None)?;
+        self.record(finish_log(&self.state, log)?, None)?;
         let epoch_row = self.publish_epoch_metrics();
         self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
         if !epoch_row.is_empty() {

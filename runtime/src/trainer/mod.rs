@@ -43,7 +43,7 @@ use ciborium::Value;
 use dfdx::tensor::{Cpu, Gradients};
 
 use crate::callbacks::{
-    Callback, CallbackSet, CheckpointSink, Defaults, ModelCheckpoint, ParameterInfo,
+    Callback, CallbackSet, CheckpointSink, Defaults, ModelCheckpoint, ParameterInfo, Timer,
 };
 use crate::checkpoint::{Checkpoint, LoopState};
 use crate::data::DataLoader;
@@ -58,7 +58,8 @@ use crate::{Error, Result};
 pub use crate::state::{TrainerFn, TrainerState, ValCheckInterval};
 pub use config::{Limit, TrainerConfig};
 
-/// Which checkpoint `fit` resumes from.
+/// Which checkpoint `fit` resumes from, or whose weights `validate`, `test` and `predict` use
+/// (Lightning's `ckpt_path`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CkptPath {
     /// The newest intact "last" checkpoint of the checkpoint callbacks, by the global step stored inside
@@ -99,6 +100,7 @@ pub struct TrainerBuilder<M, D: Backend = Cpu> {
     callbacks: Vec<Box<dyn Callback>>,
     logger: Option<Option<Box<dyn Logger>>>,
     strategy: Box<dyn Strategy>,
+    seed: Option<u64>,
     _m: PhantomData<fn() -> (M, D)>,
 }
 
@@ -140,8 +142,6 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         gradient_clip_val: f64 => gradient_clip_val = Some;
         /// Where logs and checkpoints go when no other path is given (default: the working directory).
         default_root_dir: impl Into<PathBuf> => default_root_dir = Into::into;
-        /// The seed of the data order (default 0). A resumed run keeps the seed stored in its checkpoint.
-        seed: u64 => seed = std::convert::identity;
         /// Whether checkpoint callbacks are allowed (default `true`).
         enable_checkpointing: bool => enable_checkpointing = std::convert::identity;
         /// Send step metrics to the logger every N training batches (default 50).
@@ -159,6 +159,25 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         /// when `fit` starts (default `true`). A `ModelSummary` given as a callback replaces the default
         /// one.
         enable_model_summary: bool => enable_model_summary = std::convert::identity;
+        /// Stop training once it has lasted this long (Lightning's `max_time`): the trainer adds a
+        /// [`Timer`](crate::callbacks::Timer) that checks after every training batch and requests a stop,
+        /// so `min_epochs` and `min_steps` still apply and the end of `fit` runs as usual. A `Timer` given
+        /// as a callback takes precedence (with an info line). A resumed run counts the time of the run
+        /// it resumes.
+        max_time: std::time::Duration => max_time = Some;
+        /// Lightning's `fast_dev_run`: with `n` above 0 (Lightning's `True` is 1), run `n` training and
+        /// `n` validation batches in one epoch, no sanity check, and `n` batches in `validate`, `test` and
+        /// `predict`, with logging and checkpointing suppressed (no logger, checkpoint callbacks save
+        /// nothing): a quick check that the whole loop runs. 0 (the default) turns it off.
+        fast_dev_run: u64 => fast_dev_run = std::convert::identity;
+    }
+
+    /// The seed of the data order and of `fulgur::nn`'s dropout masks. Without it, the seed of
+    /// [`seed_everything`](crate::seed_everything) when one was set before `build`, else 0. A resumed run
+    /// keeps the seed stored in its checkpoint.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
     }
 
     /// Adds a callback.
@@ -186,8 +205,27 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
     }
 
     /// Checks the settings and builds the trainer.
-    pub fn build(self) -> Result<Trainer<M, D>> {
+    pub fn build(mut self) -> Result<Trainer<M, D>> {
         self.config.validate()?;
+        self.config.seed = crate::seed::trainer_seed(self.seed);
+        let fast_dev_run = self.config.fast_dev_run;
+        if fast_dev_run > 0 {
+            self.config.apply_fast_dev_run();
+            self.logger = Some(None);
+            crate::info(&format!(
+                "Running in `fast_dev_run` mode: will run the requested loop using {fast_dev_run} \
+                 batch(es). Logging and checkpointing is suppressed."
+            ));
+        }
+        if let Some(duration) = self.config.max_time {
+            if self.callbacks.iter().any(|c| c.as_any().is::<Timer>()) {
+                crate::info(
+                    "Ignoring `Trainer(max_time=...)`, callbacks list already contains a Timer.",
+                );
+            } else {
+                self.callbacks.push(Box::new(Timer::new(duration)));
+            }
+        }
         let logger = match self.logger {
             Some(choice) => choice,
             None => {
@@ -195,11 +233,14 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             }
         };
         let mut trainer = Trainer {
+            state: TrainerState {
+                fast_dev_run: fast_dev_run > 0,
+                ..TrainerState::default()
+            },
             config: self.config,
             callbacks: CallbackSet::new(self.callbacks),
             logger,
             strategy: self.strategy,
-            state: TrainerState::default(),
             module: None,
             optimizers: None,
             grads: None,
@@ -245,6 +286,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             callbacks: Vec::new(),
             logger: None,
             strategy: Box::new(SingleProcess),
+            seed: None,
             _m: PhantomData,
         }
     }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CkptPath, Trainer};
+use super::{CkptPath, Trainer, TrainerFn};
 use crate::callbacks::ModelCheckpoint;
 use crate::checkpoint::{read_checkpoint, read_checkpoint_header, Checkpoint, CheckpointError};
 use crate::device::Backend;
@@ -26,6 +26,20 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         p: CkptPath,
     ) -> Result<Option<(PathBuf, Checkpoint)>> {
         self.state.resumed_by_path = matches!(p, CkptPath::Path(_));
+        let fn_ = self.fn_name();
+        let (what, instead, fallback) = if self.state.fn_ == TrainerFn::Fitting {
+            (
+                "resume",
+                "start from scratch",
+                "training starts from scratch",
+            )
+        } else {
+            (
+                "load",
+                "use the module's current weights",
+                "the module's current weights are used",
+            )
+        };
         match p {
             CkptPath::Path(path) => {
                 let ckpt = read_checkpoint(&path)?;
@@ -36,7 +50,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 let Some((first_key, first_paths)) = ckpt_callbacks.first() else {
                     return Err(Error::config(
                         "ckpt_path",
-                        "`fit(ckpt_path = \"best\")` is set but no checkpoint callback is configured",
+                        format!("`{fn_}(ckpt_path = \"best\")` is set but no checkpoint callback is configured"),
                     ));
                 };
                 if ckpt_callbacks.len() > 1 {
@@ -48,9 +62,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
                 let ranked = first_paths.best.clone();
                 if ranked.is_empty() {
+                    if self.state.fast_dev_run {
+                        return Err(Error::config("ckpt_path", format!(
+                            "you cannot execute `{fn_}(ckpt_path = \"best\")` with `fast_dev_run`, which saves no \
+                             checkpoint: pass an exact checkpoint path to `{fn_}(ckpt_path = ...)`"
+                        )));
+                    }
                     return Err(Error::config(
                         "ckpt_path",
-                        "`fit(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model",
+                        format!("`{fn_}(ckpt_path = \"best\")` is set but the checkpoint callback has not saved a best model"),
                     ));
                 }
                 let mut problems = Vec::new();
@@ -66,7 +86,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     }
                 }
                 Err(Error::config("ckpt_path", format!(
-                    "`fit(ckpt_path = \"best\")`: none of the checkpoint callback's top-k files can be loaded:\n  {}",
+                    "`{fn_}(ckpt_path = \"best\")`: none of the checkpoint callback's top-k files can be loaded:\n  {}",
                     problems.join("\n  ")
                 )))
             }
@@ -87,9 +107,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 if newest.is_none() && found > 0 {
                     // Training from scratch would silently discard them.
                     return Err(Error::config("ckpt_path", format!(
-                        "`fit(ckpt_path = \"last\")`: none of the {found} checkpoint files found can be loaded, \
-                         so there is nothing to resume from; repair or move them, or pass no `ckpt_path` to \
-                         start from scratch:\n  {}",
+                        "`{fn_}(ckpt_path = \"last\")`: none of the {found} checkpoint files found can be loaded, \
+                         so there is nothing to {what} from; repair or move them, or pass no `ckpt_path` to \
+                         {instead}:\n  {}",
                         problems.join("\n  ")
                     )));
                 }
@@ -106,14 +126,73 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                         format!(" (searched {})", dirs.join(", "))
                     };
                     crate::warn(&format!(
-                        "`fit(ckpt_path = \"last\")` is set, but there is no checkpoint to resume from{searched}: \
-                         training starts from scratch (hint: a logger's default directory changes with every \
-                         `version_N`; give the `ModelCheckpoint` a fixed `dirpath` to resume across runs)"
+                        "`{fn_}(ckpt_path = \"last\")` is set, but there is no checkpoint to {what} from{searched}: \
+                         {fallback} (hint: a logger's default directory changes with every \
+                         `version_N`; give the `ModelCheckpoint` a fixed `dirpath` to find it across runs)"
                     ));
                 }
                 Ok(newest)
             }
         }
+    }
+
+    /// The name of the running entry point, for messages: `fit`, `validate`, `test` or `predict`.
+    fn fn_name(&self) -> &'static str {
+        match self.state.fn_ {
+            TrainerFn::Validating => "validate",
+            TrainerFn::Testing => "test",
+            TrainerFn::Predicting => "predict",
+            TrainerFn::Fitting | TrainerFn::Idle => "fit",
+        }
+    }
+
+    /// Lightning's choice of weights for `validate`, `test` and `predict` (`_select_ckpt_path`, C.3):
+    /// `ckpt_path`'s, loaded into the attached module (its `on_load_checkpoint`, then its weights,
+    /// strictly; nothing else is restored); with no `ckpt_path`, a module passed to the call keeps its
+    /// weights, and the attached one takes the first checkpoint callback's best file when it has one,
+    /// with Lightning's warning, else keeps its weights (where Lightning would fail).
+    pub(super) fn load_eval_weights(
+        &mut self,
+        module_provided: bool,
+        ckpt_path: Option<CkptPath>,
+    ) -> Result<()> {
+        let fn_ = self.fn_name();
+        let ckpt_path = match ckpt_path {
+            Some(p) => p,
+            None if module_provided => return Ok(()),
+            None => {
+                let has_best = self
+                    .callbacks
+                    .checkpoint_paths()
+                    .first()
+                    .is_some_and(|(_, p)| !p.best.is_empty());
+                if !has_best {
+                    return Ok(());
+                }
+                crate::warn(&format!(
+                    "`.{fn_}(ckpt_path=None)` was called without a model. The best model of the previous \
+                     `fit` call will be used. You can pass `.{fn_}(ckpt_path='best')` to use the best model \
+                     or `.{fn_}(ckpt_path='last')` to use the last model. If you pass a value, this warning \
+                     will be silenced."
+                ));
+                CkptPath::Best
+            }
+        };
+        // Only `fit` keeps the file it resumed from; choosing weights here changes nothing about it.
+        let kept = self.state.resumed_by_path;
+        let resolved = self.resolve_shared(Some(ckpt_path));
+        self.state.resumed_by_path = kept;
+        let Some((path, ckpt)) = resolved? else {
+            return Ok(());
+        };
+        let module = self.module.as_mut().ok_or_else(no_module)?;
+        module.on_load_checkpoint(&ckpt)?;
+        load_state_dict(module, &ckpt.state_dict, true, &path)?;
+        crate::info(&format!(
+            "Loaded model weights from the checkpoint at {}",
+            path.display()
+        ));
+        Ok(())
     }
 
     /// Restores module, optimizer, scheduler, loops and callbacks from `path` (C.4).

@@ -45,6 +45,7 @@ impl ModelCheckpoint {
     fn should_skip(&self, s: &TrainerState) -> bool {
         s.fn_ != TrainerFn::Fitting
             || s.sanity_checking
+            || s.fast_dev_run
             || self.book.last_global_step_saved == s.global_step
     }
 
@@ -309,6 +310,7 @@ impl Callback for ModelCheckpoint {
         let s = ctx.state();
         // G.3: after `fit`, `last` holds the final state.
         if self.cfg.save_last != SaveLast::No
+            && !s.fast_dev_run
             && s.total_batches > 0
             && self.book.last_file_step != Some(s.global_step)
         {
@@ -321,6 +323,7 @@ impl Callback for ModelCheckpoint {
         let s = ctx.state();
         if !self.cfg.save_on_exception
             || s.sanity_checking
+            || s.fast_dev_run
             || self.book.last_global_step_saved == s.global_step
         {
             return Ok(());
