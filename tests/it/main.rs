@@ -23,3 +23,4 @@ mod progress;
 mod resume;
 mod stopping;
 mod trainer_loop;
+mod trainer_options;
