@@ -361,10 +361,13 @@ fn a_path_loads_that_checkpoints_weights_before_validate_test_and_predict() {
 }
 
 #[test]
-fn without_a_module_after_fit_the_best_checkpoint_is_used_and_with_one_its_own_weights() {
+fn without_a_module_after_fit_the_best_checkpoint_is_used_with_one_its_own_weights_and_last_the_newest(
+) {
     let dir = tempfile::tempdir().unwrap();
     let best = dir.path().join("best.ckpt");
     let saved = saved_after(2, &best);
+    let last = dir.path().join("last.ckpt");
+    let saved_last = saved_after(3, &last);
     let mut t = Trainer::builder()
         .no_logger()
         .enable_progress_bar(false)
@@ -375,6 +378,7 @@ fn without_a_module_after_fit_the_best_checkpoint_is_used_and_with_one_its_own_w
         .max_epochs(1)
         .callback(Known(CheckpointPaths {
             best: vec![best.clone()],
+            last: vec![last.clone()],
             ..Default::default()
         }))
         .build()
@@ -399,6 +403,9 @@ fn without_a_module_after_fit_the_best_checkpoint_is_used_and_with_one_its_own_w
         saved,
         "the best file's weights"
     );
+
+    t.test(None, &mut val, Some(CkptPath::Last)).unwrap();
+    assert_eq!(weight_bits(t.module().unwrap()), saved_last);
 }
 
 #[test]
