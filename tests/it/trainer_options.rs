@@ -202,7 +202,6 @@ fn fast_dev_run_runs_n_batches_of_one_epoch_and_writes_nothing() {
         .default_root_dir(dir.path())
         .max_epochs(10)
         .enable_progress_bar(false)
-        .callback(ModelCheckpoint::builder().save_last(true).build().unwrap())
         .fast_dev_run(2)
         .build()
         .unwrap();
@@ -232,6 +231,32 @@ fn fast_dev_run_runs_n_batches_of_one_epoch_and_writes_nothing() {
         "{e}"
     );
     assert_eq!(listing(dir.path()), Vec::<String>::new());
+}
+
+#[test]
+fn s076_fast_dev_run_with_save_last_still_writes_last_at_the_end_as_lightning_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut t = Trainer::builder()
+        .default_root_dir(dir.path())
+        .enable_progress_bar(false)
+        .callback(
+            ModelCheckpoint::builder()
+                .save_last(true)
+                .every_n_train_steps(1)
+                .build()
+                .unwrap(),
+        )
+        .fast_dev_run(3)
+        .build()
+        .unwrap();
+    fit(&mut t, None);
+    assert_eq!(listing(dir.path()), ["checkpoints"]);
+    let ckpts = dir.path().join("checkpoints");
+    assert_eq!(listing(&ckpts), ["last.ckpt"], "no step or epoch save");
+    assert_eq!(
+        crate::support::scripted::at(&ckpts.join("last.ckpt")),
+        (1, 3)
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------

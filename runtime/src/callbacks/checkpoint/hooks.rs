@@ -308,9 +308,8 @@ impl Callback for ModelCheckpoint {
 
     fn on_train_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         let s = ctx.state();
-        // G.3: after `fit`, `last` holds the final state.
+        // G.3: after `fit`, `last` holds the final state; not skipped under `fast_dev_run` (S076).
         if self.cfg.save_last != SaveLast::No
-            && !s.fast_dev_run
             && s.total_batches > 0
             && self.book.last_file_step != Some(s.global_step)
         {
