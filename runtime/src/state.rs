@@ -113,8 +113,8 @@ pub struct TrainerState {
     /// `log_every_n_steps` in force: the trainer logs step metrics every this many training batches.
     pub log_every_n_steps: u64,
     /// Lightning's `trainer.fast_dev_run`: a quick check of the loops (`TrainerBuilder::fast_dev_run`),
-    /// in which logging and checkpointing are suppressed; checkpoint and early-stopping callbacks do
-    /// nothing.
+    /// in which logging and checkpointing are suppressed: checkpoint callbacks skip every save but the
+    /// end-of-fit `last` (as Lightning's), early stopping does nothing.
     pub fast_dev_run: bool,
 }
 

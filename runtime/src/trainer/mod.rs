@@ -167,8 +167,9 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         max_time: std::time::Duration => max_time = Some;
         /// Lightning's `fast_dev_run`: with `n` above 0 (Lightning's `True` is 1), run `n` training and
         /// `n` validation batches in one epoch, no sanity check, and `n` batches in `validate`, `test` and
-        /// `predict`, with logging and checkpointing suppressed (no logger, checkpoint callbacks save
-        /// nothing): a quick check that the whole loop runs. 0 (the default) turns it off.
+        /// `predict`, with logging and checkpointing suppressed (no logger; checkpoint callbacks save
+        /// nothing but, with `save_last`, `last` at the end, as Lightning's): a quick check that the
+        /// whole loop runs. 0 (the default) turns it off.
         fast_dev_run: u64 => fast_dev_run = std::convert::identity;
     }
 
