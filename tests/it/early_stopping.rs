@@ -550,3 +550,18 @@ fn verbose_prints_lightnings_lines() {
     }
     assert!(!log.contains("[rank:"), "{log}");
 }
+
+/// Lightning turns early stopping off under `fast_dev_run`: no check runs, so a metric never logged is
+/// no error and nothing is counted.
+#[test]
+fn fast_dev_run_skips_the_check() {
+    let r = fit(5, 3, Script::default(), |b| {
+        with(es().patience(0))(b).fast_dev_run(2)
+    })
+    .ok();
+    assert_eq!(r.trainer.global_step(), 2);
+    assert_eq!(
+        (r.es().wait_count(), r.es().best_score()),
+        (0, f64::INFINITY)
+    );
+}

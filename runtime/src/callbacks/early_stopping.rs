@@ -405,11 +405,10 @@ impl EarlyStopping {
         }
     }
 
-    /// Lightning's `_should_skip_check`, plus `fast_dev_run`.
+    /// Lightning's `_should_skip_check`, plus `fast_dev_run`, under which Lightning's check returns
+    /// before it looks at the metric.
     fn should_skip(&self, s: &TrainerState) -> bool {
-        // TODO(fast_dev_run): skip when `s.fast_dev_run` once TrainerState has that field (Lightning
-        // disables early stopping under `fast_dev_run`).
-        s.fn_ != TrainerFn::Fitting || s.sanity_checking
+        s.fn_ != TrainerFn::Fitting || s.sanity_checking || s.fast_dev_run
     }
 
     /// Lightning's `_run_early_stopping_check`.

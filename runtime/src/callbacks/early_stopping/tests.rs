@@ -450,7 +450,8 @@ fn a_monitor_no_metric_names_fails_setup_when_strict() {
 }
 
 #[test]
-fn a_check_requests_the_stop_and_records_the_epoch_only_when_fitting_outside_the_sanity_check() {
+fn a_check_requests_the_stop_and_records_the_epoch_only_when_fitting_outside_sanity_check_and_fast_dev_run(
+) {
     let mut state = fitting(ValCheckInterval::Fraction(1.0), Some(1));
     state.epoch = 4;
     state
@@ -468,6 +469,9 @@ fn a_check_requests_the_stop_and_records_the_epoch_only_when_fitting_outside_the
     state.fn_ = TrainerFn::Validating;
     call(&mut cb, &state, Callback::on_train_epoch_end).unwrap();
     state.fn_ = TrainerFn::Fitting;
+    state.fast_dev_run = true;
+    call(&mut cb, &state, Callback::on_train_epoch_end).unwrap();
+    state.fast_dev_run = false;
     assert_eq!((cb.wait_count(), state.should_stop()), (0, false));
     call(&mut cb, &state, Callback::on_train_epoch_end).unwrap();
     assert_eq!((cb.wait_count(), cb.stopped_epoch()), (1, 4));
