@@ -154,6 +154,8 @@ mod guide {
     mod checkpointing {}
     #[doc = include_str!("../book/src/logging.md")]
     mod logging {}
+    #[doc = include_str!("../book/src/callbacks.md")]
+    mod callbacks {}
     #[doc = include_str!("../book/src/coming-from-lightning.md")]
     mod coming_from_lightning {}
     #[doc = include_str!("../book/src/reference.md")]
