@@ -2,7 +2,8 @@
 //! every relative link and anchor resolves (mdBook's anchor rule), the compile errors it quotes from
 //! `ui-tests/` are the ones the ui tests expect, and every rule the repository's code cites (`B.10`,
 //! `S059`, `(guide: Reference, D)`, a test named `s059_…`) has a heading in its Reference chapter; the
-//! DSL chapter's `#[checkpoint]` table names exactly the arguments of the shared table. Prints
+//! DSL chapter's `#[checkpoint]` and `#[early_stopping]` tables name exactly the arguments of the shared
+//! tables. Prints
 //! the Rust code blocks per chapter with `cargo test --test book -- --nocapture`.
 
 use std::collections::BTreeMap;
@@ -626,10 +627,11 @@ fn s059_s060_changed_by_g1_fails(as_f32: u32, e2e: u8) {}
     assert_eq!(unresolved("x.rs", &missing, &sections), expected);
 }
 
-/// The `#[checkpoint]` arguments the DSL chapter's table lists: the code spans of its first column.
-fn documented_checkpoint_arguments(dsl: &str) -> Vec<String> {
+/// The arguments of the DSL chapter's table below `heading`: the code spans of its first column.
+fn documented_arguments(dsl: &str, heading: &str) -> Vec<String> {
     let mut rows = dsl
         .lines()
+        .skip_while(|l| *l != heading)
         .skip_while(|l| !l.starts_with("| argument | value |"))
         .skip(2)
         .take_while(|l| l.starts_with('|'));
@@ -641,27 +643,45 @@ fn documented_checkpoint_arguments(dsl: &str) -> Vec<String> {
     found
 }
 
-#[test]
-fn the_dsl_chapter_lists_exactly_the_checkpoint_arguments() {
-    let documented = documented_checkpoint_arguments(&read(&src().join("dsl.md")));
-    assert!(
-        !documented.is_empty(),
-        "no `| argument | value |` table in dsl.md"
-    );
+/// The problems of the table below `heading` against the shared table of the attribute `name`.
+fn table_problems(heading: &str, name: &str, keys: &[&str]) -> Vec<String> {
+    let documented = documented_arguments(&read(&src().join("dsl.md")), heading);
+    if documented.is_empty() {
+        return vec![format!(
+            "no `| argument | value |` table under `{heading}` in dsl.md"
+        )];
+    }
     let mut problems = Vec::new();
-    for key in fulgur_rules::checkpoint::keys() {
+    for key in keys {
         if !documented.iter().any(|d| d == key) {
             problems.push(format!(
-                "`#[checkpoint({key} = …)]` is missing from dsl.md's table"
+                "`#[{name}({key} = …)]` is missing from dsl.md's table"
             ));
         }
     }
     for d in &documented {
-        if fulgur_rules::checkpoint::argument(d).is_none() {
+        if !keys.contains(&d.as_str()) {
             problems.push(format!(
-                "dsl.md's table lists `{d}`, which `#[checkpoint]` does not take"
+                "dsl.md's table lists `{d}`, which `#[{name}]` does not take"
             ));
         }
     }
+    problems
+}
+
+#[test]
+fn the_dsl_chapter_lists_exactly_the_checkpoint_arguments() {
+    let keys: Vec<&str> = fulgur_rules::checkpoint::keys().collect();
+    let problems = table_problems("## `#[checkpoint(...)]`", "checkpoint", &keys);
     fail_if_any(problems, "the DSL chapter's `#[checkpoint]` table");
+}
+
+#[test]
+fn the_dsl_chapter_lists_exactly_the_early_stopping_arguments() {
+    let keys: Vec<&str> = fulgur_rules::early_stopping::ARGUMENTS
+        .iter()
+        .map(|a| a.key)
+        .collect();
+    let problems = table_problems("## `#[early_stopping(...)]`", "early_stopping", &keys);
+    fail_if_any(problems, "the DSL chapter's `#[early_stopping]` table");
 }

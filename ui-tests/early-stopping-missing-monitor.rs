@@ -12,6 +12,7 @@ struct Lit<D: Backend> {
 #[lightning_module]
 #[early_stopping(patience = 3, min_delta = 0.01)]
 impl<D: Backend> Lit<D> {
+    // the same module as above
     fn configure_optimizers(&self) -> Adam<D> { Adam::new(Default::default()) }
 
     #[log(train_loss)]
