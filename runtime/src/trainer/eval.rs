@@ -70,6 +70,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 .map(|i| module.predict_step(loader.batch(i)?))
                 .collect()
         });
+        if let Err(error) = &result {
+            self.strategy.fail(error);
+        }
         self.state.fn_ = TrainerFn::Idle;
         result
     }
