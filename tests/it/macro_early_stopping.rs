@@ -54,8 +54,9 @@ struct LitAccuracy<D: Backend> {
     val_runs: usize,
 }
 
-#[lightning_module]
+// Written above `#[lightning_module]`, the first attribute is handed to it, in the order written.
 #[early_stopping(monitor = "val_acc", mode = "max", min_delta = 0.05, patience = 1)]
+#[lightning_module]
 #[early_stopping(monitor = "val_acc", patience = 100, check_finite = false)]
 impl<D: Backend> LitAccuracy<D> {
     fn configure_optimizers(&self) -> Sgd<D> {
