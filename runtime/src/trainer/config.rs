@@ -246,4 +246,33 @@ mod tests {
         };
         assert_eq!(settings, ["limit_train_batches"]);
     }
+
+    #[test]
+    fn fast_dev_run_overrides_the_loop_settings_as_lightning_does() {
+        let mut cfg = TrainerConfig {
+            max_epochs: Some(50),
+            limit_val_batches: Limit::Fraction(0.5),
+            num_sanity_val_steps: 2,
+            val_check_interval: ValCheckInterval::Batches(3),
+            check_val_every_n_epoch: None,
+            ..Default::default()
+        };
+        let before = cfg.clone();
+        cfg.apply_fast_dev_run();
+        assert_eq!(cfg, before, "0 is off");
+        cfg.fast_dev_run = 3;
+        cfg.apply_fast_dev_run();
+        assert_eq!(
+            (
+                cfg.limit_train_batches,
+                cfg.limit_val_batches,
+                cfg.limit_test_batches
+            ),
+            (Limit::Batches(3), Limit::Batches(3), Limit::Batches(3))
+        );
+        assert_eq!((cfg.max_epochs, cfg.max_steps), (Some(1), Some(3)));
+        assert_eq!(cfg.num_sanity_val_steps, 0);
+        assert_eq!(cfg.val_check_interval, ValCheckInterval::Fraction(1.0));
+        assert_eq!(cfg.check_val_every_n_epoch, Some(1));
+    }
 }
