@@ -10,8 +10,8 @@
 //! `min_delta` resets its count, and after `patience` epochs without such an improvement it asks the
 //! trainer to stop. A `StepLr` scheduler halves the learning rate every 4 epochs and a
 //! `LearningRateMonitor` logs it as `lr-Adam`, next to the module's metrics, through a
-//! `TensorBoardLogger`. The seeds are fixed (weights, data split, data order), so every run stops at the
-//! same epoch. The guide's chapter "Callbacks, early stopping and logging" explains the rules.
+//! `TensorBoardLogger`. `seed_everything` fixes the initial weights and the data order (and `split` its
+//! own seed), so every run stops at the same epoch. The guide's chapter "Callbacks, early stopping and logging" explains the rules.
 
 mod common;
 
@@ -79,7 +79,10 @@ fn main() -> fulgur::Result<()> {
     // Logs and checkpoints go under this directory, emptied first (see `fresh_dir`).
     let root = common::fresh_dir("13-early-stopping")?;
     let config = Config::new();
-    let dev = config.device();
+    // Lightning's `seed_everything(0)`: the data order (every trainer built afterwards) and, through
+    // the device's generator, the initial weights.
+    fulgur::seed_everything(config.seed);
+    let dev: Cpu = fulgur::seeded_device()?;
     let (mut train, mut val) = common::digits(&dev)?;
 
     let max_epochs = 50;
@@ -92,7 +95,6 @@ fn main() -> fulgur::Result<()> {
         // Before the module's `EarlyStopping`: the epoch's line, then the decision about it.
         .callback(PrintEpoch)
         .callback(LearningRateMonitor::new())
-        .seed(0)
         .build()?;
     let model = LitClassifier::from_hparams(config, &dev)?;
     trainer.fit(model, &mut train, Some(&mut val), None)?;
