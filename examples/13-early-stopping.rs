@@ -10,8 +10,9 @@
 //! `min_delta` resets its count, and after `patience` epochs without such an improvement it asks the
 //! trainer to stop. A `StepLr` scheduler halves the learning rate every 4 epochs and a
 //! `LearningRateMonitor` logs it as `lr-Adam`, next to the module's metrics, through a
-//! `TensorBoardLogger`. `seed_everything` fixes the initial weights and the data order (and `split` its
-//! own seed), so every run stops at the same epoch. The guide's chapter "Callbacks, early stopping and logging" explains the rules.
+//! `TensorBoardLogger`. `seed_everything` fixes the initial weights and the data order (and `split` has
+//! its own seed), so every run stops at the same epoch. The guide's chapter "Callbacks, early stopping
+//! and logging" explains the rules.
 
 mod common;
 
