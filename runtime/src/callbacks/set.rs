@@ -73,15 +73,22 @@ impl CallbackSet {
             }
             self.default_checkpoint = false;
         }
+        // A module's callback replaces the trainer's with its state key (Lightning's
+        // `_reorder_callbacks`); two of the module's own with one key stay, for the duplicate check.
+        let given = all.len();
         for cb in from_module {
             let key = cb.state_key();
-            if all.iter().any(|c| c.state_key() == key) {
+            if all[..given].iter().any(|c| c.state_key() == key) {
                 crate::warn(&format!("the module's callback `{key}` replaces the trainer's callback with the same state key"));
-                all.retain(|c| c.state_key() != key);
             }
             self.module_keys.insert(key);
             all.push(cb);
         }
+        let mut index = 0;
+        all.retain(|c| {
+            index += 1;
+            index > given || !self.module_keys.contains(&c.state_key())
+        });
         if defaults.progress_bar && !all.iter().any(|c| c.is_progress_bar()) {
             all.push(Box::new(ProgressBar::new()));
             self.default_progress_bar = true;
@@ -436,6 +443,22 @@ mod tests {
         s.install(vec![Box::new(Fake::plain("module 2"))], NONE)
             .unwrap();
         assert_eq!(keys(&s), ["user", "module 2"]);
+    }
+
+    #[test]
+    fn two_module_callbacks_with_one_state_key_are_refused_not_merged() {
+        let mut s = set(vec![Fake::plain("shared")]);
+        let err = s
+            .install(
+                vec![
+                    Box::new(Fake::plain("shared")),
+                    Box::new(Fake::plain("shared")),
+                ],
+                NONE,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("state key `shared`"), "{err}");
     }
 
     #[test]
