@@ -565,3 +565,21 @@ fn fast_dev_run_skips_the_check() {
         (0, f64::INFINITY)
     );
 }
+
+#[test]
+fn not_strict_and_verbose_a_metric_missing_at_check_time_is_one_warning() {
+    let log = captured(|| {
+        let r = fit(
+            3,
+            1,
+            Script::default(),
+            with(es().strict(false).verbose(true)),
+        )
+        .ok();
+        assert_eq!((r.end(), r.es().wait_count()), ((3, 3), 0));
+    });
+    let warning =
+        "Early stopping conditioned on metric `val` which is not available. Pass in or modify \
+                   your `EarlyStopping` callback to use any of the following: ``";
+    assert_eq!(log.matches(warning).count(), 1, "{log}");
+}

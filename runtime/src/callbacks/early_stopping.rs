@@ -63,6 +63,8 @@ pub struct EarlyStopping {
     wait_count: u64,
     stopped_epoch: u64,
     best_score: f64,
+    /// Whether this `fit` warned that the metric is missing (Python shows a warning once per place).
+    warned_missing: bool,
 }
 
 /// Builds an [`EarlyStopping`] with Lightning's defaults; [`build`](Self::build) checks the settings and
@@ -250,6 +252,7 @@ impl EarlyStoppingBuilder {
             wait_count: 0,
             stopped_epoch: 0,
             best_score: self.mode.worst(),
+            warned_missing: false,
         })
     }
 }
@@ -425,7 +428,7 @@ impl EarlyStopping {
             if self.strict {
                 return Err(Error::config("monitor", message));
             }
-            if self.verbose {
+            if self.verbose && !std::mem::replace(&mut self.warned_missing, true) {
                 crate::warn(&message);
             }
             return Ok(());
@@ -499,6 +502,7 @@ impl Callback for EarlyStopping {
 
     fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         let s = ctx.state();
+        self.warned_missing = false;
         self.on_train_epoch_end = self.check_on_train_epoch_end.unwrap_or_else(|| {
             // Validation several times per epoch, or not every epoch: check after validation.
             s.val_check_interval == Some(ValCheckInterval::Fraction(1.0))
