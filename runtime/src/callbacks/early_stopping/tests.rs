@@ -1,5 +1,6 @@
 use super::*;
 use crate::metrics::MetricSpec;
+use crate::strategy::Strategy;
 
 fn es(b: EarlyStoppingBuilder) -> EarlyStopping {
     b.build().unwrap()
@@ -354,14 +355,56 @@ fn call(
     state: &TrainerState,
     hook: fn(&mut EarlyStopping, &mut CallbackContext<'_>) -> Result<()>,
 ) -> Result<()> {
-    let strategy = crate::strategy::SingleProcess;
+    call_in(&crate::strategy::SingleProcess, cb, state, hook)
+}
+
+/// [`call`] on one rank of `strategy`'s group.
+fn call_in(
+    strategy: &dyn Strategy,
+    cb: &mut EarlyStopping,
+    state: &TrainerState,
+    hook: fn(&mut EarlyStopping, &mut CallbackContext<'_>) -> Result<()>,
+) -> Result<()> {
     let mut ctx = CallbackContext {
         state,
         sink: &NoSink,
         others: [&[], &[]],
-        strategy: &strategy,
+        strategy,
     };
     hook(cb, &mut ctx)
+}
+
+/// Rank 0 of two, whose partner's decision to stop is `partner_stops`: a reduction takes the maximum of
+/// both ranks' values; it records the operations it was asked for.
+struct Partner {
+    partner_stops: bool,
+    ops: std::cell::RefCell<Vec<ReduceOp>>,
+}
+
+impl Strategy for Partner {
+    fn rank(&self) -> usize {
+        0
+    }
+    fn world_size(&self) -> usize {
+        2
+    }
+    fn barrier(&self) -> Result<()> {
+        Ok(())
+    }
+    fn broadcast(&self, _data: &mut Vec<u8>, _root: usize) -> Result<()> {
+        Ok(())
+    }
+    fn all_reduce(&self, values: &mut [f64], op: ReduceOp) -> Result<()> {
+        self.ops.borrow_mut().push(op);
+        let partner = f64::from(u8::from(self.partner_stops));
+        for v in values {
+            *v = v.max(partner);
+        }
+        Ok(())
+    }
+    fn all_reduce_f32(&self, _values: &mut [f32], _op: ReduceOp) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn fitting(interval: ValCheckInterval, every_n: Option<u64>) -> TrainerState {
@@ -499,4 +542,38 @@ fn a_metric_missing_at_check_time_fails_when_strict_and_is_skipped_otherwise() {
     let mut cb = es(b().strict(false).verbose(true).patience(0));
     call(&mut cb, &state, Callback::on_train_epoch_end).unwrap();
     assert_eq!((cb.wait_count(), state.should_stop()), (0, false));
+}
+
+#[test]
+fn with_several_processes_every_rank_stops_when_any_decides_to() {
+    let mut state = fitting(ValCheckInterval::Fraction(1.0), Some(1));
+    state.epoch = 2;
+    state
+        .callback_metrics
+        .insert("val_loss".into(), MetricValue::F64(1.0));
+    // This rank improves; its partner asks to stop: both stop.
+    let partner = Partner {
+        partner_stops: true,
+        ops: Default::default(),
+    };
+    let mut cb = es(b());
+    call_in(&partner, &mut cb, &state, Callback::setup).unwrap();
+    call_in(&partner, &mut cb, &state, Callback::on_train_epoch_end).unwrap();
+    assert_eq!((cb.wait_count(), cb.best_score()), (0, 1.0));
+    assert!(state.should_stop());
+    assert_eq!(cb.stopped_epoch(), 2);
+    assert_eq!(*partner.ops.borrow(), [ReduceOp::Max]);
+    // Neither asks: no stop.
+    let quiet = Partner {
+        partner_stops: false,
+        ops: Default::default(),
+    };
+    let mut state = fitting(ValCheckInterval::Fraction(1.0), Some(1));
+    state
+        .callback_metrics
+        .insert("val_loss".into(), MetricValue::F64(1.0));
+    let mut cb = es(b());
+    call_in(&quiet, &mut cb, &state, Callback::on_train_epoch_end).unwrap();
+    assert!(!state.should_stop());
+    assert_eq!(cb.stopped_epoch(), 0);
 }
