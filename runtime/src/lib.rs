@@ -54,11 +54,17 @@ pub(crate) fn warn(message: &str) {
 /// with no subscriber installed, printed on standard error as `[fulgur] <message>`.
 pub(crate) fn info(message: &str) {
     if PRINTS.load(std::sync::atomic::Ordering::Relaxed) {
-        if has_subscriber() {
-            tracing::info!(target: "fulgur", "{message}");
-        } else {
-            eprintln!("[fulgur] {message}");
-        }
+        info_on_this_rank(message);
+    }
+}
+
+/// An informational line like [`info`], printed by whichever rank calls it: for a caller that decides
+/// itself which ranks speak (`EarlyStopping`'s `log_rank_zero_only`, with its `[rank: R]` prefix).
+pub(crate) fn info_on_this_rank(message: &str) {
+    if has_subscriber() {
+        tracing::info!(target: "fulgur", "{message}");
+    } else {
+        eprintln!("[fulgur] {message}");
     }
 }
 

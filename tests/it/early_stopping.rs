@@ -159,6 +159,24 @@ fn an_improvement_below_min_delta_does_not_reset_patience_in_either_mode() {
     assert_eq!((r.end(), r.es().wait_count()), ((6, 6), 0));
 }
 
+/// Lightning's `test_early_stopping_patience_train`: a metric the module logs in its own
+/// `on_train_epoch_end` is checked at that epoch, because EarlyStopping, like the checkpoint callbacks,
+/// runs its epoch-end hook after the module's.
+#[test]
+fn a_metric_the_module_logs_at_epoch_end_is_checked_at_that_epoch() {
+    let script = Script {
+        epoch_end: Some(("early_stop_on", vec![5.0, 4.0, 4.0, 4.0, 4.0, 4.0])),
+        ..Script::default()
+    };
+    let cb = EarlyStopping::builder()
+        .monitor("early_stop_on")
+        .patience(1)
+        .check_on_train_epoch_end(true);
+    let r = fit(6, 2, script, with(cb)).ok();
+    assert_eq!(r.end(), (3, 6));
+    assert_eq!(r.es().stopped_epoch(), 2);
+}
+
 /// Lightning's `test_early_stopping_thresholds`.
 #[test]
 fn thresholds_stop_at_the_first_value_past_them() {

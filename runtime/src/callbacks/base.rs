@@ -72,6 +72,13 @@ pub trait Callback: AsAny + Send {
         false
     }
 
+    /// `true` for callbacks that decide on the epoch's metrics (Lightning's monitoring callbacks:
+    /// checkpoint callbacks and `EarlyStopping`): their `on_train_epoch_end` runs after the module's, so
+    /// that what the module logs there is visible to them.
+    fn is_monitoring(&self) -> bool {
+        self.is_checkpoint()
+    }
+
     /// `true` for progress bars: the trainer adds its default [`ProgressBar`](super::ProgressBar) only when no callback
     /// says `true` here, and refuses one when `enable_progress_bar` is off.
     fn is_progress_bar(&self) -> bool {

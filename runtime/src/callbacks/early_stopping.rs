@@ -450,7 +450,8 @@ impl EarlyStopping {
                 strategy.world_size(),
                 self.log_rank_zero_only,
             ) {
-                crate::info(&line);
+                // `log_line` decided which ranks speak; rank 0's gate for the others does not apply.
+                crate::info_on_this_rank(&line);
             }
         }
         Ok(())
@@ -496,6 +497,12 @@ fn python(n: Number, spec: Option<&str>) -> String {
 const KEYS: [&str; 4] = ["wait_count", "stopped_epoch", "best_score", "patience"];
 
 impl Callback for EarlyStopping {
+    /// Lightning's monitoring callback: its epoch-end check runs after the module's
+    /// `on_train_epoch_end`, so a metric the module logs there counts at this epoch.
+    fn is_monitoring(&self) -> bool {
+        true
+    }
+
     fn state_key(&self) -> String {
         self.state_key_string()
     }

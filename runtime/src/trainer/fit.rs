@@ -487,7 +487,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     fn end_epoch(&mut self, complete: bool) -> Result<()> {
         self.state.epoch_finished = complete;
         self.publish_epoch_metrics();
-        self.call_callbacks(|c| !c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
+        self.call_callbacks(|c| !c.is_monitoring(), |c, ctx| c.on_train_epoch_end(ctx))?;
         let mut log =
             StepLog::new(M::METRICS, Stage::Train, 1).at(self.state.epoch, self.state.global_step);
         self.module
@@ -496,7 +496,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             .on_train_epoch_end(&mut log)?;
         self.record(finish_log(&self.state, log)?, None)?;
         let epoch_row = self.publish_epoch_metrics();
-        self.call_callbacks(|c| c.is_checkpoint(), |c, ctx| c.on_train_epoch_end(ctx))?;
+        self.call_callbacks(|c| c.is_monitoring(), |c, ctx| c.on_train_epoch_end(ctx))?;
         if !epoch_row.is_empty() {
             self.log_row(epoch_row)?;
         }

@@ -22,7 +22,8 @@
 //! `on_validation_end`.
 //!
 //! After the last batch of an epoch: epoch metrics are aggregated; plain callbacks'
-//! `on_train_epoch_end`; the module's `on_train_epoch_end`; checkpoint callbacks' `on_train_epoch_end`;
+//! `on_train_epoch_end`; the module's `on_train_epoch_end`; the monitoring callbacks' (`EarlyStopping`,
+//! checkpoint callbacks: [`Callback::is_monitoring`]) `on_train_epoch_end`;
 //! then `current_epoch += 1`. After the loop: `on_train_end`. On an error: `on_exception`.
 //!
 //! Section numbers in this file (B.7, G.3, S059, …) cite the guide's Reference chapter

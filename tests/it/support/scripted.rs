@@ -27,6 +27,8 @@ pub struct Script {
     pub per_step: Option<(&'static str, Vec<f32>)>,
     /// `training_step` fails at this global step (steps already taken).
     pub fail_at_step: Option<u64>,
+    /// Training metric name and its value per epoch, logged by the module's `on_train_epoch_end`.
+    pub epoch_end: Option<(&'static str, Vec<f32>)>,
 }
 
 pub struct Scripted<D: Backend> {
@@ -109,6 +111,13 @@ impl<D: Backend> LightningModule<D> for Scripted<D> {
 
     fn on_validation_epoch_end(&mut self, _log: &mut StepLog) -> fulgur::Result<()> {
         self.val_runs += 1;
+        Ok(())
+    }
+
+    fn on_train_epoch_end(&mut self, log: &mut StepLog) -> fulgur::Result<()> {
+        if let Some((name, per_epoch)) = &self.script.epoch_end {
+            log.log(name, per_epoch[log.epoch() as usize]);
+        }
         Ok(())
     }
 
