@@ -90,10 +90,11 @@ fn main() -> fulgur::Result<()> {
 
     // Inference: rebuild the module from the file alone (hyperparameters, then weights) and evaluate it.
     let restored = LitClassifier::<Cpu>::load_from_checkpoint(&best, &dev)?;
-    let metrics = Trainer::builder()
-        .no_logger()
-        .build()?
-        .validate(Some(restored), &mut val, None)?;
+    let metrics =
+        Trainer::builder()
+            .no_logger()
+            .build()?
+            .validate(Some(restored), &mut val, None)?;
     println!(
         "reloaded best model: val_loss {:.4}  val_acc {:.3} (the final model: {:.3})",
         metrics["val_loss"].as_f64(),

@@ -89,10 +89,11 @@ fn main() -> fulgur::Result<()> {
 
     // Lightning: LitClassifier.load_from_checkpoint("example.ckpt")
     let reloaded = LitClassifier::<Cpu>::load_from_checkpoint(&path, &dev)?;
-    let metrics = Trainer::builder()
-        .no_logger()
-        .build()?
-        .validate(Some(reloaded), &mut val, None)?;
+    let metrics =
+        Trainer::builder()
+            .no_logger()
+            .build()?
+            .validate(Some(reloaded), &mut val, None)?;
     println!(
         "\nreloaded: val_loss {:.4}  val_acc {:.3}; after fit: val_loss {:.4}  val_acc {:.3}",
         metrics["val_loss"].as_f64(),
