@@ -107,7 +107,9 @@ pub mod datasets;
 /// What a module definition and a training script need.
 pub mod prelude {
     pub use fulgur_macros::{checkpoint, early_stopping, lightning_module, log, ModuleState};
-    pub use fulgur_runtime::callbacks::{Callback, CallbackContext, EarlyStopping};
+    pub use fulgur_runtime::callbacks::{
+        Callback, CallbackContext, EarlyStopping, LearningRateMonitor, LoggingInterval,
+    };
     pub use fulgur_runtime::checkpoint::Checkpoint;
     pub use fulgur_runtime::data::{
         ClassificationBatch, ClassificationData, DataLoader, TensorBatch, TensorData,

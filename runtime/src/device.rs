@@ -9,7 +9,13 @@ use dfdx::tensor_ops::Device;
 /// fill from the host. Restoring optimizer state from a checkpoint needs exactly that, so each device
 /// implements these two transfers; everything else goes through dfdx's public API.
 pub trait Backend:
-    Device<f32> + dfdx::nn::DeviceBuildExt + crate::nn::WindowDevice<f32> + Clone + 'static
+    Device<f32>
+    + dfdx::nn::DeviceBuildExt
+    + crate::nn::WindowDevice<f32>
+    + Clone
+    + Send
+    + Sync
+    + 'static
 {
     /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).
     const NAME: &'static str;

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod async_save;
 mod callback_metrics;
 mod checkpoint_loading;
 mod ckpt_path;
@@ -15,6 +16,7 @@ mod crash;
 mod disk_full;
 mod dropout;
 mod early_stopping;
+mod in_place_load;
 mod macro_early_stopping;
 mod macro_module;
 mod manual;

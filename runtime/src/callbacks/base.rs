@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ciborium::Value;
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{AsyncWriter, Checkpoint};
 use crate::metrics::{MetricSpec, MetricValue};
 use crate::state::TrainerState;
 use crate::strategy::{RankZeroFs, Strategy};
@@ -252,6 +252,11 @@ pub(crate) trait CheckpointSink {
 
     /// The attached module's tensors, in field order; empty when none is attached.
     fn parameters(&self) -> Vec<ParameterInfo>;
+
+    /// The writer thread of `async_checkpointing`; `None` when saves are synchronous.
+    fn writer(&self) -> Option<&AsyncWriter> {
+        None
+    }
 }
 
 impl CallbackContext<'_> {
@@ -312,7 +317,14 @@ impl CallbackContext<'_> {
         RankZeroFs::new(self.strategy)
     }
 
+    /// The writer thread of `async_checkpointing`; `None` when saves are synchronous.
+    pub(crate) fn writer(&self) -> Option<&AsyncWriter> {
+        self.sink.writer()
+    }
+
     /// Saves a checkpoint of the current training state to `path` (rank 0 writes; all ranks return).
+    /// The file is complete when it returns, also with `async_checkpointing` (it is written after the
+    /// saves under way).
     ///
     /// `this` is the calling callback, whose state is stored as it is at this moment: update your
     /// bookkeeping before saving, as Lightning's `ModelCheckpoint` does.
@@ -335,18 +347,27 @@ impl CallbackContext<'_> {
         state: Option<Value>,
     ) -> Result<()> {
         let path = path.as_ref();
+        if let Some(writer) = self.writer() {
+            writer.flush();
+        }
         let written = self
             .build_checkpoint_as(weights_only, state_key, state)
             .and_then(|ckpt| self.fs().write_checkpoint(path, &ckpt));
         self.fs().agree(written, path, "write")
     }
 
-    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, without writing it.
+    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, without writing it, with
+    /// its values on the host.
     pub fn build_checkpoint(&self, weights_only: bool, this: &dyn Callback) -> Result<Checkpoint> {
-        self.build_checkpoint_as(weights_only, this.state_key(), this.state_dict())
+        let mut ckpt =
+            self.build_checkpoint_as(weights_only, this.state_key(), this.state_dict())?;
+        crate::checkpoint::to_host(&mut ckpt)?;
+        Ok(ckpt)
     }
 
-    fn build_checkpoint_as(
+    /// A snapshot of the training state with the calling callback's `state` (see
+    /// [`TensorData`](crate::checkpoint::TensorData)): its tensors share the live buffers.
+    pub(crate) fn build_checkpoint_as(
         &self,
         weights_only: bool,
         key: String,

@@ -35,7 +35,8 @@ pub(super) fn encode<W: Write>(
         len: 0,
         hasher: Xxh3::new(),
     };
-    sink.inner
+    let written = sink
+        .inner
         .write_all(&MAGIC)
         .and_then(|()| sink.checkpoint(ckpt, version))
         .and_then(|()| {
@@ -45,12 +46,13 @@ pub(super) fn encode<W: Write>(
             trailer[16..].copy_from_slice(&MAGIC);
             sink.inner.write_all(&trailer)
         })
-        .and_then(|()| sink.inner.flush())
-        .map_err(|source| CheckpointError::Io {
-            path: path.to_path_buf(),
-            op: "write",
-            source,
-        })
+        .and_then(|()| sink.inner.flush());
+    SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
+    written.map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        op: "write",
+        source,
+    })
 }
 
 /// The payload's writer: counts its bytes and hashes the structure bytes.
@@ -58,6 +60,12 @@ pub(super) struct Sink<W> {
     pub(super) inner: W,
     pub(super) len: u64,
     pub(super) hasher: Xxh3,
+}
+
+thread_local! {
+    /// The one host buffer that snapshots are copied into, tensor by tensor, so that a save's extra
+    /// memory is its largest tensor, not the whole state; emptied when an encode ends.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 impl<W: Write> Write for Sink<W> {
@@ -232,12 +240,38 @@ impl<W: Write> Sink<W> {
             self.head(major::UINT, dim as u64)?;
         }
         self.text(key::DATA)?;
-        let bytes = t.le_bytes();
-        self.head(major::BYTES, bytes.len() as u64)?;
-        let digest = write_hashed(&mut self.inner, &bytes)?;
-        self.len += bytes.len() as u64;
+        let digest = match t.source() {
+            Some(source) => SCRATCH.with(|scratch| {
+                let mut scratch = scratch.borrow_mut();
+                let n = t.numel();
+                if scratch.len() < n {
+                    scratch.resize(n, 0.0);
+                }
+                let values = &mut scratch[..n];
+                source
+                    .copy_to_host(values)
+                    .map_err(|e| io::Error::other(format!("copying a tensor to the host: {e}")))?;
+                if cfg!(target_endian = "big") {
+                    values
+                        .iter_mut()
+                        .for_each(|v| *v = f32::from_bits(v.to_bits().to_le()));
+                }
+                self.data(bytemuck::cast_slice(values))
+            })?,
+            None => self.data(&t.le_bytes())?,
+        };
         self.text(key::XXH3)?;
         self.head(major::UINT, digest)
+    }
+}
+
+impl<W: Write> Sink<W> {
+    /// A tensor's `data` byte string; returns its xxh3-64.
+    fn data(&mut self, bytes: &[u8]) -> io::Result<u64> {
+        self.head(major::BYTES, bytes.len() as u64)?;
+        let digest = write_hashed(&mut self.inner, bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(digest)
     }
 }
 

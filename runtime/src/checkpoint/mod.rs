@@ -1,6 +1,7 @@
 //! The checkpoint file: its contents and format ([`Checkpoint`]), its encoding (CBOR with checksums),
 //! its decoding and verification, and crash-safe writing.
 
+mod async_writer;
 mod decode;
 mod encode;
 mod error;
@@ -8,10 +9,12 @@ mod error;
 mod fixtures;
 mod format;
 mod hash;
+mod snapshot;
 mod tensor;
 mod wire;
 mod write;
 
+pub(crate) use async_writer::AsyncWriter;
 pub use decode::{decode_checkpoint, read_checkpoint, read_checkpoint_header, CheckpointHeader};
 pub use encode::encode_checkpoint;
 pub use error::CheckpointError;
@@ -21,6 +24,8 @@ pub use format::{
     Checkpoint, LoopState, OptimizerEntry, OptimizerState, SchedulerState, FORMAT_NAME,
     FORMAT_VERSION,
 };
+pub(crate) use snapshot::to_host;
+pub(crate) use tensor::HostSource;
 pub use tensor::{DType, TensorData, TensorSizeError};
 pub(crate) use write::{is_in_flight, temporary_name};
 pub use write::{is_temporary_file, write_checkpoint};

@@ -1,6 +1,7 @@
 //! One stored tensor: element type, shape and little-endian bytes.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -42,22 +43,50 @@ impl std::fmt::Display for DType {
 
 /// A tensor as stored in a checkpoint.
 ///
-/// Values built on the host stay in their native buffer until they are written, so saving copies each
-/// tensor once (device to host); values read from a file stay in the bytes the reader produced and are
-/// reinterpreted in place when the buffer is aligned.
-#[derive(Debug, Clone)]
+/// Values built on the host stay in their native buffer until they are written; values read from a file
+/// stay in the bytes the reader produced and are reinterpreted in place when the buffer is aligned. A
+/// tensor the trainer saves is a *snapshot*: it shares the device buffer of the live tensor (dfdx's
+/// storage is reference counted and copied on write), and its values reach the host only when the
+/// encoder copies them, one tensor at a time, into one reused buffer.
+#[derive(Clone)]
 pub struct TensorData {
     dtype: DType,
     shape: Vec<usize>,
     storage: Storage,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone)]
 enum Storage {
     /// Little-endian bytes, as read from a file.
     Bytes(Vec<u8>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// f32 values still in a device buffer shared with the live tensor.
+    Snapshot(Arc<dyn HostSource>),
+}
+
+/// f32 values that stay where they are (a device buffer) until a save copies them to the host.
+///
+/// Holding one keeps the buffer alive: an optimizer step that updates the live tensor meanwhile copies
+/// it first (`Arc::make_mut`), so the snapshot keeps the values it was taken with.
+pub(crate) trait HostSource: Send + Sync {
+    /// Copies the values into `dst`, whose length is the tensor's element count.
+    fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String>;
+}
+
+impl std::fmt::Debug for TensorData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = match &self.storage {
+            Storage::Bytes(_) => "bytes",
+            Storage::F32(_) | Storage::F64(_) => "host",
+            Storage::Snapshot(_) => "snapshot",
+        };
+        f.debug_struct("TensorData")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("storage", &held)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why stored bytes do not make a tensor of the declared type and shape.
@@ -105,6 +134,36 @@ impl TensorData {
         }
     }
 
+    /// An f32 tensor whose values stay in `source` until they are needed.
+    pub(crate) fn snapshot(shape: Vec<usize>, source: Arc<dyn HostSource>) -> Self {
+        Self {
+            dtype: DType::F32,
+            shape,
+            storage: Storage::Snapshot(source),
+        }
+    }
+
+    /// The source of a snapshot, which the encoder copies from; `None` for values on the host.
+    pub(crate) fn source(&self) -> Option<&dyn HostSource> {
+        match &self.storage {
+            Storage::Snapshot(s) => Some(&**s),
+            _ => None,
+        }
+    }
+
+    /// The same tensor with its values on the host (a snapshot is copied; other tensors are cloned).
+    /// Errors are the device's, for the caller to name.
+    pub(crate) fn to_host(&self) -> Result<Self, String> {
+        match &self.storage {
+            Storage::Snapshot(s) => {
+                let mut values = vec![0.0; self.numel()];
+                s.copy_to_host(&mut values)?;
+                Ok(Self::from_f32(self.shape.clone(), values))
+            }
+            _ => Ok(self.clone()),
+        }
+    }
+
     /// A tensor from little-endian bytes, checking that their length fits `dtype` and `shape`.
     pub fn from_le_bytes(
         dtype: DType,
@@ -142,9 +201,14 @@ impl TensorData {
         self.shape.iter().product()
     }
 
-    /// The little-endian bytes as they are written to a file.
+    /// The little-endian bytes as they are written to a file. A snapshot whose device fails to copy
+    /// it gives no bytes (the trainer's public paths hand out host copies, made with error handling).
     pub fn le_bytes(&self) -> Cow<'_, [u8]> {
         match &self.storage {
+            Storage::Snapshot(_) => match self.to_host() {
+                Ok(host) => Cow::Owned(host.le_bytes().into_owned()),
+                Err(_) => Cow::Owned(Vec::new()),
+            },
             Storage::Bytes(b) => Cow::Borrowed(b),
             Storage::F32(v) if cfg!(target_endian = "little") => {
                 Cow::Borrowed(bytemuck::cast_slice(v))
@@ -161,6 +225,10 @@ impl TensorData {
     pub fn as_f32(&self) -> Option<Cow<'_, [f32]>> {
         match (&self.storage, self.dtype) {
             (Storage::F32(v), _) => Some(Cow::Borrowed(v)),
+            (Storage::Snapshot(_), _) => match self.to_host().ok()?.storage {
+                Storage::F32(v) => Some(Cow::Owned(v)),
+                _ => None,
+            },
             (Storage::Bytes(b), DType::F32) => Some(decode(b, f32::from_le_bytes)),
             _ => None,
         }

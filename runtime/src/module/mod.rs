@@ -17,6 +17,7 @@ use crate::metrics::{MetricSpec, StepLog};
 use crate::optim::{ManualOptimization, Optimizers};
 use crate::Result;
 
+pub(crate) use state_dict::snapshot_state_dict;
 pub use state_dict::{load_state_dict, param_shapes, state_dict};
 
 /// The loss a training step returns: a scalar that still carries its gradient tape.

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
@@ -12,7 +13,7 @@ use dfdx::tensor::Tensor;
 use num_traits::NumCast;
 
 use super::LightningModule;
-use crate::checkpoint::{read_checkpoint, CheckpointError, DType, TensorData};
+use crate::checkpoint::{read_checkpoint, CheckpointError, DType, HostSource, TensorData};
 use crate::device::Backend;
 use crate::Result;
 
@@ -20,13 +21,32 @@ use crate::Result;
 pub fn state_dict<M: TensorCollection<f32, D>, D: Backend>(
     module: &M,
 ) -> Result<BTreeMap<String, TensorData>> {
-    let mut out = Collect(BTreeMap::new());
+    collect(module, false)
+}
+
+/// The module's tensors as [`state_dict`] names them, as snapshots: each shares its buffer with the
+/// live tensor (no copy now; an update of the live tensor copies it first) and reaches the host only
+/// when a save encodes it. Scalar fields are copied.
+pub(crate) fn snapshot_state_dict<M: TensorCollection<f32, D>, D: Backend>(
+    module: &M,
+) -> Result<BTreeMap<String, TensorData>> {
+    collect(module, true)
+}
+
+fn collect<M: TensorCollection<f32, D>, D: Backend>(
+    module: &M,
+    snapshot: bool,
+) -> Result<BTreeMap<String, TensorData>> {
+    let mut out = Collect {
+        out: BTreeMap::new(),
+        snapshot,
+    };
     M::iter_tensors(&mut RecursiveWalker {
         m: (module, String::new()),
         f: &mut out,
     })
     .map_err(crate::device_err)?;
-    Ok(out.0)
+    Ok(out.out)
 }
 
 /// The name, dtype and shape of every entry [`state_dict`] would produce, without copying data.
@@ -122,7 +142,20 @@ fn dims<S: Shape>(shape: &S) -> Vec<usize> {
     shape.concrete().into_iter().collect()
 }
 
-struct Collect(BTreeMap<String, TensorData>);
+struct Collect {
+    out: BTreeMap<String, TensorData>,
+    snapshot: bool,
+}
+
+/// A clone of a tensor: its buffer, shared.
+struct Snapshot<S: Shape, D: Backend>(Tensor<S, f32, D>);
+
+impl<S: Shape, D: Backend> HostSource for Snapshot<S, D> {
+    fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
+        self.0.copy_into(dst);
+        Ok(())
+    }
+}
 
 impl<D: Backend> TensorVisitor<f32, D> for Collect {
     type Viewer = (ViewTensorRef, ViewTensorName);
@@ -135,8 +168,12 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         _: TensorOptions<S, f32, D>,
         (t, name): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        self.0
-            .insert(name, TensorData::from_f32(dims(t.shape()), t.as_vec()));
+        let data = if self.snapshot {
+            TensorData::snapshot(dims(t.shape()), Arc::new(Snapshot(t.clone())))
+        } else {
+            TensorData::from_f32(dims(t.shape()), t.as_vec())
+        };
+        self.out.insert(name, data);
         Ok(None)
     }
 
@@ -145,7 +182,7 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         _: ScalarOptions<N>,
         (n, name): (&N, String),
     ) -> Result<Option<N>, Self::Err> {
-        self.0.insert(
+        self.out.insert(
             name,
             TensorData::from_f64(Vec::new(), vec![n.to_f64().unwrap_or(f64::NAN)]),
         );

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::Arc;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
@@ -128,7 +129,8 @@ pub(crate) struct SlotState<D: Backend, const N: usize> {
 struct Slots<D: Backend, const N: usize> {
     shape: Vec<usize>,
     device: D,
-    bufs: [DeviceVec<D>; N],
+    /// Shared with the snapshots of a save under way: a step copies a buffer only while one holds it.
+    bufs: [Arc<DeviceVec<D>>; N],
 }
 
 impl<D: Backend, const N: usize> SlotState<D, N> {
@@ -140,12 +142,13 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
         }
     }
 
-    /// The buffers of parameter `name`, allocated as zeros on its first use.
+    /// The buffers of parameter `name`, allocated as zeros on its first use; a buffer a snapshot still
+    /// holds is copied first.
     pub(crate) fn get_or_alloc<S: Shape>(
         &mut self,
         name: String,
         param: &Tensor<S, f32, D>,
-    ) -> Result<&mut [DeviceVec<D>; N]> {
+    ) -> Result<[&mut DeviceVec<D>; N]> {
         let numel = param.shape().num_elements();
         match self.params.entry(name) {
             std::collections::btree_map::Entry::Occupied(e) => {
@@ -158,7 +161,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                         e.key()
                     )));
                 }
-                Ok(&mut e.into_mut().bufs)
+                Ok(e.into_mut().bufs.each_mut().map(Arc::make_mut))
             }
             std::collections::btree_map::Entry::Vacant(e) => {
                 let device = param.device().clone();
@@ -170,27 +173,32 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                     Error::Device("optimizer buffer allocation lost a buffer".to_string())
                 })?;
                 let shape = param.shape().concrete().into();
-                Ok(&mut e
-                    .insert(Slots {
-                        shape,
-                        device,
-                        bufs,
-                    })
-                    .bufs)
+                Ok(e.insert(Slots {
+                    shape,
+                    device,
+                    bufs: bufs.map(Arc::new),
+                })
+                .bufs
+                .each_mut()
+                .map(Arc::make_mut))
             }
         }
     }
 
-    /// Copies every buffer to the host, keyed by parameter name and then slot name.
+    /// Every buffer, keyed by parameter name and then slot name, as a snapshot (see [`TensorData`]):
+    /// shared now, copied to the host only when a save encodes it or its values are read.
     pub(crate) fn to_host(&self) -> Result<BTreeMap<String, BTreeMap<String, TensorData>>> {
         let mut out = BTreeMap::new();
         for (name, p) in &self.params {
             let mut slots = BTreeMap::new();
             for (slot, buf) in self.slots.iter().zip(&p.bufs) {
-                let host = p.device.vec_to_host(buf).map_err(device_err)?;
+                let source = BufSnapshot {
+                    device: p.device.clone(),
+                    buf: Arc::clone(buf),
+                };
                 slots.insert(
                     slot.to_string(),
-                    TensorData::from_f32(p.shape.clone(), host),
+                    TensorData::snapshot(p.shape.clone(), Arc::new(source)),
                 );
             }
             out.insert(name.clone(), slots);
@@ -284,11 +292,35 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                 Slots {
                     shape: info.shape.clone(),
                     device: info.device.clone(),
-                    bufs,
+                    bufs: bufs.map(Arc::new),
                 },
             );
         }
         Ok(out)
+    }
+}
+
+/// An optimizer buffer held for a save.
+struct BufSnapshot<D: Backend> {
+    device: D,
+    buf: Arc<DeviceVec<D>>,
+}
+
+impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
+    fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
+        let host = self
+            .device
+            .vec_to_host(&self.buf)
+            .map_err(|e| format!("{e:?}"))?;
+        if host.len() != dst.len() {
+            return Err(format!(
+                "an optimizer buffer holds {} values, its parameter {}",
+                host.len(),
+                dst.len()
+            ));
+        }
+        dst.copy_from_slice(&host);
+        Ok(())
     }
 }
 

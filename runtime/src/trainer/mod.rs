@@ -46,12 +46,12 @@ use dfdx::tensor::{Cpu, Gradients};
 use crate::callbacks::{
     Callback, CallbackSet, CheckpointSink, Defaults, ModelCheckpoint, ParameterInfo, Timer,
 };
-use crate::checkpoint::{Checkpoint, LoopState};
+use crate::checkpoint::{AsyncWriter, Checkpoint, LoopState};
 use crate::data::DataLoader;
 use crate::device::Backend;
 use crate::logger::{CsvLogger, Logger};
 use crate::metrics::{EpochAccumulator, MetricValue};
-use crate::module::{state_dict, LightningModule};
+use crate::module::{snapshot_state_dict, LightningModule};
 use crate::optim::Optimizers;
 use crate::strategy::{GradBuffer, RankZeroFs, SingleProcess, Strategy};
 use crate::{Error, Result};
@@ -152,6 +152,17 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
         /// error. `true`: a warning naming the file and the operation, and training goes on; the callback
         /// forgets the failed save, so nothing already saved is deleted because of it.
         keep_training_on_checkpoint_error: bool => keep_training_on_checkpoint_error = std::convert::identity;
+        /// Lightning's `AsyncCheckpointIO` (default `false`): with `true`, a checkpoint callback's save
+        /// takes a snapshot of the weights and optimizer state (sharing their buffers: no copy) and
+        /// training goes on while a writer thread encodes and writes the file; the `last` link and top-k
+        /// deletions follow on that thread, once the file is durable. One save is in flight at most: the
+        /// next trigger waits for it. A failed write is reported at the callback's next hook (or at the
+        /// end of `fit`), as a synchronous save reports it, `keep_training_on_checkpoint_error`
+        /// included; the end of `fit`, an error and `save_on_exception` wait for the writer. Memory:
+        /// while a save is under way, each tensor the optimizer updates is copied once (the snapshot
+        /// keeps the old buffer), up to one more copy of the state. See the guide's checkpointing
+        /// chapter.
+        async_checkpointing: bool => async_checkpointing = std::convert::identity;
         /// Whether to show a [`ProgressBar`](crate::callbacks::ProgressBar) (default `true`): a bar on a
         /// terminal, plain lines when standard output is not one. A progress bar given as a callback
         /// replaces the default one.
@@ -249,8 +260,10 @@ impl<M: LightningModule<D>, D: Backend> TrainerBuilder<M, D> {
             grad_buffer: GradBuffer::default(),
             train_accum: EpochAccumulator::default(),
             stop_postponed_in: std::cell::Cell::new(None),
+            writer: None,
             _d: PhantomData,
         };
+        trainer.writer = trainer.config.async_checkpointing.then(AsyncWriter::new);
         trainer.install_callbacks(Vec::new())?;
         Ok(trainer)
     }
@@ -277,6 +290,8 @@ pub struct Trainer<M: LightningModule<D>, D: Backend = Cpu> {
     train_accum: EpochAccumulator,
     /// The epoch in which a postponed stop request was last announced.
     stop_postponed_in: std::cell::Cell<Option<u64>>,
+    /// The writer thread of `async_checkpointing`; dropping the trainer waits for it.
+    writer: Option<AsyncWriter>,
     _d: PhantomData<D>,
 }
 
@@ -414,17 +429,30 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     ///
     /// In a data-parallel run, call it on every rank (as Lightning's `trainer.save_checkpoint`): rank 0
     /// writes, and every rank returns once the file is complete, with rank 0's error if it failed.
+    ///
+    /// The file is written before it returns, also with `async_checkpointing` (after the saves under
+    /// way); its tensors are encoded straight from their buffers, one at a time.
     pub fn save_checkpoint(&self, path: impl AsRef<Path>, weights_only: bool) -> Result<()> {
         let path = path.as_ref();
         let fs = RankZeroFs::new(&*self.strategy);
+        if let Some(writer) = &self.writer {
+            writer.flush();
+        }
         let written = self
-            .build_checkpoint(weights_only)
+            .snapshot(weights_only)
             .and_then(|ckpt| fs.write_checkpoint(path, &ckpt));
         fs.agree(written, path, "write")
     }
 
-    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write.
+    /// The checkpoint [`save_checkpoint`](Self::save_checkpoint) would write, with its values on the
+    /// host.
     pub fn build_checkpoint(&self, weights_only: bool) -> Result<Checkpoint> {
+        let mut ckpt = self.snapshot(weights_only)?;
+        crate::checkpoint::to_host(&mut ckpt)?;
+        Ok(ckpt)
+    }
+
+    fn snapshot(&self, weights_only: bool) -> Result<Checkpoint> {
         let states = if weights_only {
             BTreeMap::new()
         } else {
@@ -440,6 +468,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             state: &self.state,
             train_accum: &self.train_accum,
             world_size: self.strategy.world_size(),
+            writer: self.writer.as_ref(),
         }
     }
 
@@ -456,12 +485,15 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
 }
 
 /// Builds checkpoints from borrowed trainer parts, so callbacks can save while the trainer runs them.
+/// A checkpoint it builds is a snapshot: its tensors share the buffers of the module's and the
+/// optimizers' (see [`TensorData`](crate::checkpoint::TensorData)).
 struct Sink<'a, M: LightningModule<D>, D: Backend> {
     module: Option<&'a M>,
     optimizers: Option<&'a Optimizers<M, D>>,
     state: &'a TrainerState,
     train_accum: &'a EpochAccumulator,
     world_size: usize,
+    writer: Option<&'a AsyncWriter>,
 }
 
 impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
@@ -482,7 +514,7 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
         ckpt.epoch = self.state.epoch;
         ckpt.global_step = self.state.global_step;
         ckpt.weights_only = weights_only;
-        ckpt.state_dict = state_dict(module)?;
+        ckpt.state_dict = snapshot_state_dict(module)?;
         ckpt.loops = LoopState {
             epoch: self.state.epoch,
             batches_done: self.state.batches_done,
@@ -526,6 +558,10 @@ impl<M: LightningModule<D>, D: Backend> CheckpointSink for Sink<'_, M, D> {
         self.module
             .map(crate::callbacks::parameters)
             .unwrap_or_default()
+    }
+
+    fn writer(&self) -> Option<&AsyncWriter> {
+        self.writer
     }
 }
 

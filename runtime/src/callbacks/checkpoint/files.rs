@@ -14,7 +14,7 @@ use super::names::OwnNames;
 use super::policy::{Action, Book};
 use super::ModelCheckpoint;
 use crate::callbacks::CallbackContext;
-use crate::state::TrainerState;
+use crate::strategy::RankZeroFs;
 use crate::{Error, Result};
 
 /// The directories under `dir` where `own`'s templates write: `dir` itself and the existing
@@ -93,7 +93,7 @@ pub(super) fn remove_leftover_temporaries(ctx: &CallbackContext<'_>, dir: &Path,
         if !crate::checkpoint::is_temporary_file(name) || crate::checkpoint::is_in_flight(&path) {
             continue;
         }
-        match delete_own(ctx, dir, own, &path, true) {
+        match delete_own(&ctx.fs(), dir, own, &path, true) {
             Ok(true) => crate::info(&format!(
                 "deleted {}, the temporary file of a write that did not finish",
                 path.display()
@@ -110,13 +110,13 @@ pub(super) fn remove_leftover_temporaries(ctx: &CallbackContext<'_>, dir: &Path,
 /// template names. Anything else is left alone with a warning. Returns whether a file was deleted; an
 /// error is one of the deletion itself.
 pub(super) fn delete_own(
-    ctx: &CallbackContext<'_>,
+    fs: &RankZeroFs<'_>,
     dir: &Path,
     own: &OwnNames,
     path: &Path,
     temporary: bool,
 ) -> Result<bool> {
-    if !ctx.fs().is_writer() {
+    if !fs.is_writer() {
         return Ok(false);
     }
     let Ok(meta) = path.symlink_metadata() else {
@@ -139,7 +139,7 @@ pub(super) fn delete_own(
         ));
         return Ok(false);
     }
-    ctx.fs().remove_file(path)?;
+    fs.remove_file(path)?;
     Ok(true)
 }
 
@@ -214,7 +214,7 @@ impl ModelCheckpoint {
             if self.references(&path) || resumed == Some(path.as_path()) {
                 continue;
             }
-            match delete_own(ctx, &dir, &own, &path, false) {
+            match delete_own(&ctx.fs(), &dir, &own, &path, false) {
                 Ok(true) => crate::info(&format!(
                     "deleted {}: the checkpoint this run resumed from had evicted it, and a crash interrupted the deletion",
                     path.display()
@@ -310,7 +310,9 @@ impl ModelCheckpoint {
                     )?;
                     *saved = Some(*book);
                     if self.cfg.verbose && ctx.fs().is_writer() {
-                        crate::info(&save_summary(ctx.state(), &path, started.elapsed()));
+                        let s = ctx.state();
+                        let took = started.elapsed();
+                        crate::info(&save_summary(s.epoch, s.global_step, &path, took));
                     }
                 }
                 Action::Link { target, link } => {
@@ -318,7 +320,7 @@ impl ModelCheckpoint {
                     ctx.fs().agree(linked, &link, "link")?;
                 }
                 Action::Delete(path) => {
-                    let deleted = delete_own(ctx, &dir, &own, &path, false).map(drop);
+                    let deleted = delete_own(&ctx.fs(), &dir, &own, &path, false).map(drop);
                     ctx.fs().agree(deleted, &path, "delete")?;
                 }
             }
@@ -334,7 +336,7 @@ pub(super) fn exists_on_rank_zero(ctx: &CallbackContext<'_>, path: &Path) -> boo
 }
 
 /// The one-line summary of a save printed with `verbose`.
-fn save_summary(s: &TrainerState, path: &Path, took: Duration) -> String {
+pub(super) fn save_summary(epoch: u64, global_step: u64, path: &Path, took: Duration) -> String {
     let size = path
         .metadata()
         .map(|m| format!(", {}", human_bytes(m.len())))
@@ -342,8 +344,8 @@ fn save_summary(s: &TrainerState, path: &Path, took: Duration) -> String {
     format!(
         "saved checkpoint {} (epoch {}, step {}{size}, {} ms)",
         path.display(),
-        s.epoch,
-        s.global_step,
+        epoch,
+        global_step,
         took.as_millis()
     )
 }
@@ -373,6 +375,7 @@ fn yaml_key(p: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::TrainerState;
 
     #[test]
     fn only_a_path_whose_real_directory_is_inside_dirpath_may_be_deleted() {
@@ -405,14 +408,19 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            save_summary(&s, &path, Duration::from_millis(42)),
+            save_summary(s.epoch, s.global_step, &path, Duration::from_millis(42)),
             format!(
                 "saved checkpoint {} (epoch 3, step 120, 1.2 MB, 42 ms)",
                 path.display()
             )
         );
         assert_eq!(
-            save_summary(&s, &dir.path().join("gone"), Duration::ZERO),
+            save_summary(
+                s.epoch,
+                s.global_step,
+                &dir.path().join("gone"),
+                Duration::ZERO
+            ),
             format!(
                 "saved checkpoint {} (epoch 3, step 120, 0 ms)",
                 dir.path().join("gone").display()

@@ -10,7 +10,7 @@ use ciborium::Value;
 
 use super::files::exists_on_rank_zero;
 use super::names::OwnNames;
-use super::policy::{self, Action, Decide, Namer};
+use super::policy::{self, Action, Book, Decide, Namer};
 use super::{files, ModelCheckpoint, SaveLast, State};
 use crate::callbacks::{Callback, CallbackContext, CheckpointPaths};
 use crate::state::{TrainerFn, TrainerState, ValCheckInterval};
@@ -71,17 +71,36 @@ impl ModelCheckpoint {
     /// to the state recorded in the last file this trigger wrote (or to the state before the trigger), so
     /// the callback never counts a file it did not write nor forgets one it did; an I/O error then stops
     /// `fit`, or is a warning with `keep_training_on_checkpoint_error`.
+    ///
+    /// With `async_checkpointing`, the trigger before settles first (see `deferred`), and this one's
+    /// outcome is settled later.
     fn run(&mut self, ctx: &CallbackContext<'_>, trigger: Trigger) -> Result<()> {
+        self.settle(ctx)?;
         let before = self.book.clone();
         let mut saved = None;
-        let result = self
-            .decide(ctx, trigger)
-            .and_then(|actions| self.perform(ctx, actions, &mut saved));
+        let result = self.decide(ctx, trigger).and_then(|actions| {
+            if ctx.writer().is_some() {
+                self.submit(ctx, actions)
+            } else {
+                self.perform(ctx, actions, &mut saved)
+            }
+        });
         let Err(error) = result else {
             return Ok(());
         };
         // Back to the state the last file written in this trigger records, or to the state before it.
-        self.book = saved.unwrap_or(before);
+        self.recover(ctx, saved.unwrap_or(before), error)
+    }
+
+    /// After a failed action: the book goes back to `book`; an I/O error stops `fit`, or is a warning
+    /// with `keep_training_on_checkpoint_error`.
+    pub(super) fn recover(
+        &mut self,
+        ctx: &CallbackContext<'_>,
+        book: Book,
+        error: Error,
+    ) -> Result<()> {
+        self.book = book;
         if error.is_io() && ctx.state().keep_training_on_checkpoint_error {
             if ctx.fs().is_writer() {
                 crate::warn(&format!(
@@ -233,6 +252,7 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.settle_if_done(ctx)?;
         let s = ctx.state();
         let state_skip = self.should_skip(s);
         let steps = self.cfg.every_n_train_steps;
@@ -284,6 +304,7 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.settle_if_done(ctx)?;
         let s = ctx.state();
         if !self.should_skip(s) && self.save_on_train_epoch_end(s) && self.epoch_trigger(s) {
             self.run(ctx, Trigger::TopKAndLast)?;
@@ -292,6 +313,7 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_validation_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.settle_if_done(ctx)?;
         let s = ctx.state();
         if self.should_skip(s) || self.save_on_train_epoch_end(s) {
             return Ok(());
@@ -315,10 +337,16 @@ impl Callback for ModelCheckpoint {
         {
             self.run(ctx, Trigger::EndOfFit)?;
         }
-        Ok(())
+        // `fit` returns with every file written, and with the outcome of the last save.
+        self.settle(ctx)
     }
 
     fn on_exception(&mut self, ctx: &mut CallbackContext<'_>, error: &Error) -> Result<()> {
+        // The saves under way finish first, so that the files and the book are as a synchronous run's;
+        // their failure is reported, but does not prevent the save on exception.
+        if let Err(e) = self.settle(ctx) {
+            crate::warn(&format!("a checkpoint save under way failed: {e}"));
+        }
         let s = ctx.state();
         if !self.cfg.save_on_exception
             || s.sanity_checking
@@ -353,6 +381,7 @@ impl Callback for ModelCheckpoint {
         self.book.last_global_step_saved = s.global_step;
         self.book.last_checkpoint_saved = Some(path.clone());
         self.run(ctx, Trigger::Last)?;
+        self.settle(ctx)?;
         if ctx.fs().is_writer() {
             crate::info(&format!(
                 "an error was raised with message: {error}; saved checkpoint to {}",

@@ -8,6 +8,7 @@
 //! (`book/src/reference.md`), which numbers its sections the same way.
 
 mod config;
+mod deferred;
 mod filename;
 mod files;
 mod hooks;
@@ -63,6 +64,9 @@ pub struct ModelCheckpoint {
     /// Whether the checkpoint this `fit` resumed from may be rotated out like the callback's other files:
     /// a `"last"`/`"best"` recovery picked it and the restored book lists it (B.10).
     owns_resume_source: bool,
+    /// The trigger whose actions the writer thread of `async_checkpointing` performs or performed, until
+    /// it is settled.
+    pending: Option<deferred::Pending>,
 }
 
 impl std::fmt::Debug for ModelCheckpoint {
@@ -90,6 +94,7 @@ impl ModelCheckpointBuilder {
             clock: Arc::new(move || start.elapsed()),
             pending_deletes: Vec::new(),
             owns_resume_source: false,
+            pending: None,
         })
     }
 }

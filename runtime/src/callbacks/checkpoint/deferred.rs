@@ -1,0 +1,171 @@
+//! `ModelCheckpoint` with `async_checkpointing`: a trigger's actions go to the trainer's writer thread
+//! in their safe order (the save first; the `last` link and the deletions once the file is durable),
+//! and their outcome is *settled* later: at the callback's next trigger (which waits for it, so one
+//! trigger is in flight at most and names are decided on the files as they are), at a hook that finds the
+//! writer idle (one process), at the end of `fit` and on an error. Settling does what a synchronous
+//! trigger does when an action fails: the book goes back to the last file written, and the error stops
+//! `fit` or, with `keep_training_on_checkpoint_error`, is a warning.
+//!
+//! In a data-parallel run only rank 0 writes, and every rank settles at the same points (the next
+//! trigger, the end of `fit`): rank 0 waits for its writer and every rank learns the outcome then.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use super::files::{delete_own, save_summary};
+use super::names::OwnNames;
+use super::policy::{Action, Book};
+use super::ModelCheckpoint;
+use crate::callbacks::CallbackContext;
+use crate::strategy::{RankZeroFs, SingleProcess};
+use crate::Result;
+
+/// A trigger whose actions were submitted to the writer thread and are not settled yet.
+#[derive(Debug)]
+pub(super) struct Pending {
+    /// The writer's group of these actions (on rank 0).
+    group: u64,
+    /// The book before the trigger.
+    before: Book,
+    /// The book each save records, by the position of its action.
+    saves: Vec<(usize, Book)>,
+    /// The first action's file and operation, which name a failure on the other ranks.
+    first: (PathBuf, &'static str),
+}
+
+/// The gate of the writer thread: its operations exist on rank 0 only, which is the writer.
+fn writer_fs() -> RankZeroFs<'static> {
+    RankZeroFs::new(&SingleProcess)
+}
+
+impl ModelCheckpoint {
+    /// Submits `actions` to the writer thread (rank 0) and records them as pending (every rank). Each
+    /// save is a snapshot taken now; a second save of the same trigger shares its buffers.
+    pub(super) fn submit(&mut self, ctx: &CallbackContext<'_>, actions: Vec<Action>) -> Result<()> {
+        let Some(writer) = ctx.writer() else {
+            return Ok(());
+        };
+        let is_writer = ctx.fs().is_writer();
+        let key = self.cfg.state_key();
+        let own = OwnNames::new(&self.cfg);
+        let dir = self.dirpath.clone().unwrap_or_default();
+        let deletes: Vec<PathBuf> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Delete(p) => Some(p.clone()),
+                _ => None,
+            })
+            .collect();
+        let group = if is_writer { writer.group() } else { 0 };
+        let mut pending = Pending {
+            group,
+            before: self.book.clone(),
+            saves: Vec::new(),
+            first: (PathBuf::new(), "write"),
+        };
+        let (epoch, step) = (ctx.state().epoch, ctx.state().global_step);
+        let verbose = self.cfg.verbose;
+        for (i, action) in actions.into_iter().enumerate() {
+            let (path, op) = match &action {
+                Action::Save { path, .. } => (path.clone(), "write"),
+                Action::Link { link, .. } => (link.clone(), "link"),
+                Action::Delete(path) => (path.clone(), "delete"),
+            };
+            if i == 0 {
+                pending.first = (path, op);
+            }
+            match action {
+                Action::Save { path, book } => {
+                    let state = self.state_value(&book, &deletes);
+                    // A snapshot that cannot be taken fails the save on the writer thread, so that it
+                    // is settled like a failed write (rank 0's outcome counts, as when saving
+                    // synchronously).
+                    let snapshot =
+                        ctx.build_checkpoint_as(self.cfg.save_weights_only, key.clone(), state);
+                    pending.saves.push((i, *book));
+                    if is_writer {
+                        writer.submit(
+                            group,
+                            Box::new(move || {
+                                let started = Instant::now();
+                                writer_fs().write_checkpoint(&path, &snapshot?)?;
+                                if verbose {
+                                    let took = started.elapsed();
+                                    crate::info(&save_summary(epoch, step, &path, took));
+                                }
+                                Ok(())
+                            }),
+                        );
+                    }
+                }
+                Action::Link { target, link } if is_writer => {
+                    writer.submit(group, Box::new(move || writer_fs().link(&target, &link)));
+                }
+                Action::Delete(path) if is_writer => {
+                    let (dir, own) = (dir.clone(), own.clone());
+                    writer.submit(
+                        group,
+                        Box::new(move || {
+                            delete_own(&writer_fs(), &dir, &own, &path, false).map(drop)
+                        }),
+                    );
+                }
+                Action::Link { .. } | Action::Delete(_) => {}
+            }
+        }
+        self.pending = Some(pending);
+        Ok(())
+    }
+
+    /// Waits for the pending trigger's actions (rank 0) and settles their outcome on every rank; every
+    /// rank must call it at the same point. A no-op when nothing is pending.
+    pub(super) fn settle(&mut self, ctx: &CallbackContext<'_>) -> Result<()> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let failure = match ctx.writer() {
+            Some(writer) if ctx.fs().is_writer() => {
+                writer.flush();
+                writer.finish(pending.group)
+            }
+            _ => None,
+        };
+        let (index, result) = match failure {
+            Some(f) => (f.index, Err(f.error)),
+            None => (usize::MAX, Ok(())),
+        };
+        let (path, op) = &pending.first;
+        let Err(error) = ctx.fs().agree(result, path, op) else {
+            return Ok(());
+        };
+        let index = agree_on_index(ctx, index)?;
+        let book = pending
+            .saves
+            .into_iter()
+            .filter(|(i, _)| *i < index)
+            .last()
+            .map_or(pending.before, |(_, book)| book);
+        self.recover(ctx, book, error)
+    }
+
+    /// Settles the pending trigger when the writer has finished it, without waiting: in one process
+    /// only, where no other rank needs to settle at the same point.
+    pub(super) fn settle_if_done(&mut self, ctx: &CallbackContext<'_>) -> Result<()> {
+        let done = ctx.writer().is_some_and(|w| w.is_idle());
+        if self.pending.is_some() && done && ctx.strategy().world_size() <= 1 {
+            return self.settle(ctx);
+        }
+        Ok(())
+    }
+}
+
+/// Rank 0's position of the failed action, on every rank.
+fn agree_on_index(ctx: &CallbackContext<'_>, index: usize) -> Result<usize> {
+    if ctx.strategy().world_size() <= 1 {
+        return Ok(index);
+    }
+    let mut bytes = (index as u64).to_le_bytes().to_vec();
+    ctx.strategy().broadcast(&mut bytes, 0)?;
+    let bytes: [u8; 8] = bytes.as_slice().try_into().unwrap_or([0xff; 8]);
+    Ok(usize::try_from(u64::from_le_bytes(bytes)).unwrap_or(usize::MAX))
+}

@@ -1,0 +1,1 @@
+//! Asynchronous checkpoint saving (`TrainerBuilder::async_checkpointing`).
