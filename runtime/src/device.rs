@@ -2,6 +2,25 @@
 
 use dfdx::tensor_ops::Device;
 
+/// A device whose handles and tensor buffers may be used and dropped on another thread than the one
+/// that made them: a checkpoint snapshot (its tensors share the live buffers) travels to the writer
+/// thread of `async_checkpointing`.
+///
+/// # Safety
+///
+/// Implement it only for such a device. `Cpu` is `Send + Sync`. dfdx's `Cuda` is neither only because
+/// it holds a raw CUDA stream handle (`CudaStream`), which the CUDA driver lets any thread use once the
+/// context is bound (cudarc binds it on each call, and declares `CudaDevice`, which holds a stream
+/// too, `Send + Sync`).
+pub unsafe trait SharedAcrossThreads {}
+
+// SAFETY: `Cpu` is `Send + Sync`.
+unsafe impl SharedAcrossThreads for dfdx::tensor::Cpu {}
+
+// SAFETY: see the trait: the stream handle is the only part that is not `Send + Sync`.
+#[cfg(feature = "cuda")]
+unsafe impl SharedAcrossThreads for dfdx::tensor::Cuda {}
+
 /// A dfdx device fulgur can train on: [`dfdx::tensor::Cpu`], and `Cuda` with the `cuda` feature.
 /// [`fulgur::nn`](crate::nn)'s layers run on every one ([`WindowDevice`](crate::nn::WindowDevice)).
 ///
@@ -13,8 +32,7 @@ pub trait Backend:
     + dfdx::nn::DeviceBuildExt
     + crate::nn::WindowDevice<f32>
     + Clone
-    + Send
-    + Sync
+    + SharedAcrossThreads
     + 'static
 {
     /// A short name for messages and checkpoint metadata (`"cpu"`, `"cuda"`).

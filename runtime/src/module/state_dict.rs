@@ -150,6 +150,10 @@ struct Collect {
 /// A clone of a tensor: its buffer, shared.
 struct Snapshot<S: Shape, D: Backend>(Tensor<S, f32, D>);
 
+// SAFETY: a tensor of a `SharedAcrossThreads` device (a `Backend`) may be used and dropped on any thread.
+unsafe impl<S: Shape, D: Backend> Send for Snapshot<S, D> {}
+unsafe impl<S: Shape, D: Backend> Sync for Snapshot<S, D> {}
+
 impl<S: Shape, D: Backend> HostSource for Snapshot<S, D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
         self.0.copy_into(dst);

@@ -306,6 +306,11 @@ struct BufSnapshot<D: Backend> {
     buf: Arc<DeviceVec<D>>,
 }
 
+// SAFETY: the buffers and handle of a `SharedAcrossThreads` device (a `Backend`) may be used and
+// dropped on any thread.
+unsafe impl<D: Backend> Send for BufSnapshot<D> {}
+unsafe impl<D: Backend> Sync for BufSnapshot<D> {}
+
 impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
         let host = self

@@ -116,6 +116,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         if let Err(error) = &result {
             // Several processes: the others may wait in a collective this one never joins, and an
             // `on_exception` that saves would wait for them; every rank ends now, before the hooks.
+            // The saves under way (`async_checkpointing`) finish first: ending the process would
+            // interrupt them (one process: `on_exception` settles them).
+            if let Some(writer) = &self.writer {
+                writer.flush();
+            }
             self.strategy.fail(error);
             let hooked = self.call_callbacks(all, |c, ctx| c.on_exception(ctx, error));
             if let Err(e) = hooked {

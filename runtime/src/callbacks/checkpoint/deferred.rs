@@ -29,8 +29,9 @@ pub(super) struct Pending {
     before: Book,
     /// The book each save records, by the position of its action.
     saves: Vec<(usize, Book)>,
-    /// The first action's file and operation, which name a failure on the other ranks.
-    first: (PathBuf, &'static str),
+    /// Each action's file and operation, by position: they name rank 0's failure on the other ranks,
+    /// as a synchronous save names it.
+    ops: Vec<(PathBuf, &'static str)>,
 }
 
 /// The gate of the writer thread: its operations exist on rank 0 only, which is the writer.
@@ -61,19 +62,16 @@ impl ModelCheckpoint {
             group,
             before: self.book.clone(),
             saves: Vec::new(),
-            first: (PathBuf::new(), "write"),
+            ops: Vec::new(),
         };
         let (epoch, step) = (ctx.state().epoch, ctx.state().global_step);
         let verbose = self.cfg.verbose;
         for (i, action) in actions.into_iter().enumerate() {
-            let (path, op) = match &action {
+            pending.ops.push(match &action {
                 Action::Save { path, .. } => (path.clone(), "write"),
                 Action::Link { link, .. } => (link.clone(), "link"),
                 Action::Delete(path) => (path.clone(), "delete"),
-            };
-            if i == 0 {
-                pending.first = (path, op);
-            }
+            });
             match action {
                 Action::Save { path, book } => {
                     let state = self.state_value(&book, &deletes);
@@ -130,15 +128,16 @@ impl ModelCheckpoint {
             }
             _ => None,
         };
-        let (index, result) = match failure {
-            Some(f) => (f.index, Err(f.error)),
-            None => (usize::MAX, Ok(())),
+        // Rank 0's position of the failed action (none: `usize::MAX`), then its error, named by that
+        // action's file and operation, on every rank.
+        let index = agree_on_index(ctx, failure.as_ref().map_or(usize::MAX, |f| f.index))?;
+        let Some((path, op)) = pending.ops.get(index) else {
+            return Ok(());
         };
-        let (path, op) = &pending.first;
+        let result = failure.map_or(Ok(()), |f| Err(f.error));
         let Err(error) = ctx.fs().agree(result, path, op) else {
             return Ok(());
         };
-        let index = agree_on_index(ctx, index)?;
         let book = pending
             .saves
             .into_iter()
