@@ -94,7 +94,7 @@ pub use ciborium;
 pub use dfdx;
 pub use fulgur_macros::{checkpoint, early_stopping, lightning_module, log, ModuleState};
 pub use fulgur_runtime::{
-    callbacks, checkpoint, data, device, global_seed, logger, metrics, module, nn, optim,
+    callbacks, checkpoint, data, device, global_seed, interop, logger, metrics, module, nn, optim,
     seed_everything, seeded_device, strategy, trainer, Backend, Error, Result,
 };
 /// serde, re-exported so that a crate needs no serde dependency of its own for its hyperparameters:

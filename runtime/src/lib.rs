@@ -18,6 +18,7 @@ pub use seed::{global_seed, seed_everything, seeded_device, SEED_ENV};
 
 pub mod callbacks;
 pub mod data;
+pub mod interop;
 pub mod logger;
 pub mod metrics;
 pub mod module;

@@ -27,5 +27,5 @@ pub use format::{
 pub(crate) use snapshot::to_host;
 pub(crate) use tensor::HostSource;
 pub use tensor::{DType, TensorData, TensorSizeError};
-pub(crate) use write::{is_in_flight, temporary_name};
+pub(crate) use write::{is_in_flight, replace_atomically, temporary_name};
 pub use write::{is_temporary_file, write_checkpoint};

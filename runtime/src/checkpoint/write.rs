@@ -22,7 +22,20 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// Errors are [`CheckpointError::Io`] naming `path` and the operation that failed; when only the final
 /// fsync of the directory fails, the new file is already in place but may not survive a power loss.
 pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
-    let path = path.as_ref();
+    replace_atomically(path.as_ref(), |file, _| {
+        encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, file), ckpt, path.as_ref())
+    })
+}
+
+/// Replaces `path` crash-safely with what `fill` writes: a temporary file in the same directory (created
+/// first; `fill` gets it open for writing, and its path for writers that open files themselves), fsync,
+/// rename, fsync of the directory. Parent directories are created. The temporary file is removed on every
+/// error, so `path` holds either its previous content or the whole new file. Errors other than `fill`'s
+/// are [`CheckpointError::Io`] naming `path` and the operation that failed.
+pub(crate) fn replace_atomically(
+    path: &Path,
+    fill: impl FnOnce(&File, &Path) -> Result<(), CheckpointError>,
+) -> Result<(), CheckpointError> {
     let io = |op| {
         move |source| CheckpointError::Io {
             path: path.to_path_buf(),
@@ -42,8 +55,7 @@ pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(),
     };
     fs::create_dir_all(dir).map_err(io("create the directory of"))?;
     let (tmp, file) = create_temporary(dir, name).map_err(io("create a temporary file for"))?;
-    let written = encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, &file), ckpt, path)
-        .and_then(|()| file.sync_all().map_err(io("fsync")));
+    let written = fill(&file, &tmp.path).and_then(|()| file.sync_all().map_err(io("fsync")));
     drop(file);
     if let Err(e) = written
         .and_then(|()| fs::rename(&tmp.path, path).map_err(io("rename the temporary file to")))
