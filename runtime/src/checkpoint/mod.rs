@@ -16,6 +16,7 @@ mod write;
 
 pub(crate) use async_writer::AsyncWriter;
 pub use decode::{decode_checkpoint, read_checkpoint, read_checkpoint_header, CheckpointHeader};
+pub(crate) use decode::{read_checkpoint_lazy, take_read_error, verify_lazy_tensors};
 pub use encode::encode_checkpoint;
 pub use error::CheckpointError;
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 #[doc(hidden)]
 pub mod macro_support;
+mod load;
 mod state_dict;
 
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -18,6 +19,7 @@ use crate::optim::{ManualOptimization, Optimizers};
 use crate::Result;
 
 pub(crate) use state_dict::snapshot_state_dict;
+pub use load::load_weights;
 pub use state_dict::{load_state_dict, param_shapes, state_dict};
 
 /// The loss a training step returns: a scalar that still carries its gradient tape.
@@ -261,6 +263,6 @@ pub trait LightningModule<D: Backend>: ModuleState<D> {
 
     /// Rebuilds a module from a checkpoint file: its hyperparameters, then its weights (strictly).
     fn load_from_checkpoint(path: impl AsRef<std::path::Path>, device: &D) -> Result<Self> {
-        state_dict::load_from_checkpoint(path.as_ref(), device)
+        load::load_from_checkpoint(path.as_ref(), device)
     }
 }

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 
 use super::{CkptPath, Trainer, TrainerFn};
 use crate::callbacks::ModelCheckpoint;
-use crate::checkpoint::{read_checkpoint, read_checkpoint_header, Checkpoint, CheckpointError};
+use crate::checkpoint::{
+    read_checkpoint, read_checkpoint_header, read_checkpoint_lazy, take_read_error,
+    verify_lazy_tensors, Checkpoint, CheckpointError,
+};
 use crate::device::Backend;
 use crate::metrics::EpochAccumulator;
 use crate::module::{load_state_dict, LightningModule};
@@ -15,6 +18,12 @@ use crate::{Error, Result};
 
 impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// Lightning's `ckpt_path` resolution (C.3), returning the chosen file already read and verified.
+    ///
+    /// The checkpoint returned holds its large tensors in the file ([`read_checkpoint_lazy`]): the
+    /// restore reads them into the module's and the optimizers' buffers. A file named by path is
+    /// verified as it is restored (its structure now, each tensor as it is read), so that it is read
+    /// once; `"best"` and `"last"` verify every tensor of a candidate first, through one buffer, so
+    /// that a damaged file is passed over for the next one as before.
     ///
     /// `"last"` is the newest intact full checkpoint among the checkpoint callbacks' files (their `last`
     /// files and every other checkpoint file where their templates write), by the global step stored
@@ -42,7 +51,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         };
         match p {
             CkptPath::Path(path) => {
-                let ckpt = read_checkpoint(&path)?;
+                let ckpt = read_checkpoint_lazy(&path)?;
                 Ok(Some((path, ckpt)))
             }
             CkptPath::Best => {
@@ -75,7 +84,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
                 let mut problems = Vec::new();
                 for path in ranked {
-                    match read_checkpoint(&path) {
+                    match read_verified(&path) {
                         Ok(ckpt) => return Ok(Some((path, ckpt))),
                         Err(e) => {
                             crate::warn(&format!(
@@ -186,7 +195,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             return Ok(());
         };
         let module = self.module.as_mut().ok_or_else(no_module)?;
-        module.on_load_checkpoint(&ckpt)?;
+        on_load_checkpoint(module, &ckpt)?;
         load_state_dict(module, &ckpt.state_dict, true, &path)?;
         crate::info(&format!(
             "Loaded model weights from the checkpoint at {}",
@@ -229,7 +238,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         let module = self.module.as_mut().ok_or_else(no_module)?;
-        module.on_load_checkpoint(&ckpt)?;
+        on_load_checkpoint(module, &ckpt)?;
         load_state_dict(module, &ckpt.state_dict, true, path)?;
         self.restore_optimizers(&ckpt, path)?;
 
@@ -358,7 +367,14 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                     format!("learning-rate scheduler of optimizer {i}"),
                 )
             };
-            optimizer.load_state_dict(module, state).map_err(|e| {
+            // The state's tensors are read from the file as the optimizer takes them: a damaged one is
+            // the file's error, whatever the optimizer made of a tensor it could not read.
+            take_read_error();
+            let loaded = optimizer.load_state_dict(module, state);
+            if let Some(e) = take_read_error() {
+                return Err(e.into());
+            }
+            loaded.map_err(|e| {
                 mismatch(format!(
                     "the {optimizer_name} state does not fit the configured {optimizer_name}: {e}"
                 ))
@@ -501,12 +517,33 @@ fn newest_intact(candidates: Vec<PathBuf>) -> (Option<(PathBuf, Checkpoint)>, Ve
     }
     ranked.sort();
     while let Some((_, _, _, path)) = ranked.pop() {
-        match read_checkpoint(&path) {
+        match read_verified(&path) {
             Ok(ckpt) => return (Some((path, ckpt)), problems),
             Err(e) => skip(e),
         }
     }
     (None, problems)
+}
+
+/// The checkpoint at `path`, its tensors left in the file but every checksum checked.
+fn read_verified(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let ckpt = read_checkpoint_lazy(path)?;
+    verify_lazy_tensors(&ckpt, path)?;
+    Ok(ckpt)
+}
+
+/// Calls the module's `on_load_checkpoint`; a tensor the hook could not read (damaged) is the error,
+/// rather than what the hook made of it.
+fn on_load_checkpoint<M: LightningModule<D>, D: Backend>(
+    module: &mut M,
+    ckpt: &Checkpoint,
+) -> Result<()> {
+    take_read_error();
+    let hook = module.on_load_checkpoint(ckpt);
+    if let Some(e) = take_read_error() {
+        return Err(e.into());
+    }
+    hook
 }
 
 fn no_module() -> Error {

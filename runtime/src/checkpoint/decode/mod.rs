@@ -1,6 +1,9 @@
 //! Decoding and verifying a checkpoint, whole or only its header: the entry points and the opening of
 //! files here, the bounded CBOR reader in `source`, the payload's entries in `payload`.
 
+mod lazy;
+#[cfg(test)]
+mod lazy_tests;
 mod payload;
 mod source;
 #[cfg(test)]
@@ -9,12 +12,15 @@ mod tests;
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::path::Path;
+use std::sync::Arc;
 
 use xxhash_rust::xxh3::Xxh3;
 
 use super::wire::{MAGIC, TRAILER_LEN};
 use super::{Checkpoint, CheckpointError};
-use source::Source;
+pub(crate) use lazy::take_read_error;
+use lazy::LazyFile;
+use source::{LazyMode, Source};
 
 /// The reader's buffer is small because `Read::read_to_end` starts with small reads that a large buffer
 /// would copy through (measured: a 1 MiB buffer costs 10% on a 16 MB load, 64 KiB nothing).
@@ -135,6 +141,71 @@ pub fn decode_checkpoint<R: Read>(
     Ok(ckpt)
 }
 
+/// Reads and verifies the structure of the checkpoint at `path` (everything but the bytes of its large
+/// f32 tensors, which it steps over) and returns it with those tensors left in the file: each is read,
+/// and its checksum checked, when its values are asked for ([`TensorData::as_f32`], or in place through
+/// its source, which is how loads fill a module's existing buffers through one reused buffer). Tensors
+/// never asked for (the optimizer state, for a weights-only load) are never read.
+///
+/// Errors are those of [`read_checkpoint`] for the structure, the header and the trailer, found before
+/// this returns. A damaged or unreadable tensor is found when it is read: its `as_f32` is `None`, an
+/// encode of it fails, and [`take_read_error`] returns the [`CheckpointError`] that `read_checkpoint`
+/// would have returned (same message), which the loads return.
+///
+/// [`TensorData::as_f32`]: crate::checkpoint::TensorData::as_f32
+pub(crate) fn read_checkpoint_lazy(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let (file, len) = open_regular(path)?;
+    let later = file.try_clone().map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        op: "open",
+        source,
+    })?;
+    let mut src = open_payload(BufReader::with_capacity(READ_BUFFER, file), len, path)?;
+    src.lazy = Some(LazyMode {
+        skip: |reader, n| {
+            let n = i64::try_from(n).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+            reader.seek_relative(n)
+        },
+        file: Arc::new(LazyFile::new(later, path)),
+    });
+    let payload_len = src.remaining;
+    let ckpt = src.checkpoint();
+    if let Some((found, alternative)) = src.newer.take() {
+        return Err(src.newer_version(found, alternative, ckpt, payload_len));
+    }
+    let ckpt = ckpt?;
+    src.trailer(payload_len)?;
+    Ok(ckpt)
+}
+
+/// Reads every tensor of `ckpt` still in its file and checks its checksum, through one buffer (the
+/// largest tensor's size), without keeping the values: after this, a lazily read checkpoint is as
+/// verified as [`read_checkpoint`]'s.
+pub(crate) fn verify_lazy_tensors(ckpt: &Checkpoint, path: &Path) -> Result<(), CheckpointError> {
+    let mut buf = Vec::new();
+    let more = ckpt.more_optimizers.iter().map(|e| &e.optimizer);
+    let optimizer_tensors = ckpt
+        .optimizer
+        .iter()
+        .chain(more)
+        .flat_map(|o| o.params.values().flat_map(|slots| slots.values()));
+    take_read_error();
+    for tensor in ckpt.state_dict.values().chain(optimizer_tensors) {
+        if let Some(source) = tensor.source() {
+            buf.resize(tensor.numel(), 0.0);
+            if let Err(reason) = source.copy_to_host(&mut buf) {
+                return Err(
+                    take_read_error().unwrap_or_else(|| CheckpointError::Corrupt {
+                        path: path.to_path_buf(),
+                        reason,
+                    }),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks the magic and the length, and returns the reader of the payload.
 fn open_payload<R: Read>(
     mut reader: R,
@@ -177,5 +248,6 @@ fn open_payload<R: Read>(
         hasher: Xxh3::new(),
         path,
         newer: None,
+        lazy: None,
     })
 }

@@ -15,6 +15,16 @@ use crate::checkpoint::{
     TensorData, TensorSizeError, FORMAT_NAME, FORMAT_VERSION,
 };
 
+/// In a lazy read, f32 tensors of more bytes than this are read when their values are asked for; smaller
+/// ones are read at once (they are in the reader's buffer anyway).
+const LAZY_MIN: usize = 64 << 10;
+
+/// A tensor's `data`: read and hashed, or (in a lazy read) where it lies in the file.
+enum Data {
+    Read(Vec<u8>, u64),
+    Later { offset: u64, len: usize },
+}
+
 /// Accumulates the payload's entries; each is set once.
 #[derive(Default)]
 struct Entries {
@@ -334,7 +344,22 @@ impl<R: Read> Source<'_, R> {
                         check_size(dtype, shape, len)
                             .map_err(|e| self.corrupt(format!("{what} {e}")))?;
                     }
-                    data = Some(self.data(len, what)?);
+                    let skip = match &self.lazy {
+                        Some(lazy) if dtype == Some(DType::F32) && len > LAZY_MIN => {
+                            Some(lazy.skip)
+                        }
+                        _ => None,
+                    };
+                    data = Some(match skip {
+                        Some(skip) => Data::Later {
+                            offset: self.skip_data(skip, len, what)?,
+                            len,
+                        },
+                        None => {
+                            let (bytes, digest) = self.data(len, what)?;
+                            Data::Read(bytes, digest)
+                        }
+                    });
                 }
                 key::XXH3 => stored = Some(self.uint(&format!("the checksum of {what}"))?),
                 other => return Err(self.corrupt(format!("{what} has an unknown key `{other}`"))),
@@ -343,8 +368,19 @@ impl<R: Read> Source<'_, R> {
         let missing = |key: &str| self.corrupt(format!("{what} has no `{key}`"));
         let dtype = dtype.ok_or_else(|| missing(key::DTYPE))?;
         let shape = shape.ok_or_else(|| missing(key::SHAPE))?;
-        let (bytes, computed) = data.ok_or_else(|| missing(key::DATA))?;
+        let data = data.ok_or_else(|| missing(key::DATA))?;
         let stored = stored.ok_or_else(|| missing(key::XXH3))?;
+        let (bytes, computed) = match data {
+            Data::Read(bytes, computed) => (bytes, computed),
+            Data::Later { offset, len } => {
+                check_size(dtype, &shape, len).map_err(|e| self.corrupt(format!("{what} {e}")))?;
+                let file = match &self.lazy {
+                    Some(lazy) => std::sync::Arc::clone(&lazy.file),
+                    None => return Err(self.corrupt(format!("{what} was not read"))),
+                };
+                return Ok(file.tensor(shape, offset, len, stored, what));
+            }
+        };
         let tensor = TensorData::from_le_bytes(dtype, shape, bytes)
             .map_err(|e| self.corrupt(format!("{what} {e}")))?;
         if computed != stored {

@@ -24,6 +24,16 @@ pub(super) struct Source<'p, R> {
     /// version: the version read and the hash the structure would have with this build's version in
     /// its place.
     pub(super) newer: Option<(u64, Xxh3)>,
+    /// Set for a lazy read ([`read_checkpoint_lazy`](super::read_checkpoint_lazy)): how to step over
+    /// tensor bytes without reading them, and the file the tensors are read from later.
+    pub(super) lazy: Option<LazyMode<R>>,
+}
+
+/// What a lazy read needs: large f32 tensors are stepped over, and read (and verified) from `file`
+/// only when their values are asked for.
+pub(super) struct LazyMode<R> {
+    pub(super) skip: fn(&mut R, u64) -> io::Result<()>,
+    pub(super) file: std::sync::Arc<super::lazy::LazyFile>,
 }
 
 impl<R: Read> Read for Source<'_, R> {
@@ -181,6 +191,20 @@ impl<R: Read> Source<'_, R> {
         let data = read_hashed(&mut self.inner, len).map_err(|e| self.read_error(e, what))?;
         self.consumed(len);
         Ok(data)
+    }
+
+    /// Steps over `len` bytes of tensor data in a lazy read; returns their file offset. The bytes are
+    /// neither read nor hashed here: they are verified when they are read.
+    pub(super) fn skip_data(
+        &mut self,
+        skip: fn(&mut R, u64) -> io::Result<()>,
+        len: usize,
+        what: &str,
+    ) -> Result<u64, CheckpointError> {
+        let at = self.pos;
+        skip(&mut self.inner, len as u64).map_err(|e| self.read_error(e, what))?;
+        self.consumed(len);
+        Ok(at)
     }
 }
 
