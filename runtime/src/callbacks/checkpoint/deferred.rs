@@ -40,9 +40,15 @@ fn writer_fs() -> RankZeroFs<'static> {
 }
 
 impl ModelCheckpoint {
-    /// Submits `actions` to the writer thread (rank 0) and records them as pending (every rank). Each
-    /// save is a snapshot taken now; a second save of the same trigger shares its buffers.
-    pub(super) fn submit(&mut self, ctx: &CallbackContext<'_>, actions: Vec<Action>) -> Result<()> {
+    /// Submits `actions` to the writer thread (rank 0) and records them as pending (every rank), with
+    /// `before`, the book before the trigger decided them. Each save is a snapshot taken now; a second
+    /// save of the same trigger shares its buffers.
+    pub(super) fn submit(
+        &mut self,
+        ctx: &CallbackContext<'_>,
+        actions: Vec<Action>,
+        before: Book,
+    ) -> Result<()> {
         let Some(writer) = ctx.writer() else {
             return Ok(());
         };
@@ -60,7 +66,7 @@ impl ModelCheckpoint {
         let group = if is_writer { writer.group() } else { 0 };
         let mut pending = Pending {
             group,
-            before: self.book.clone(),
+            before,
             saves: Vec::new(),
             ops: Vec::new(),
         };

@@ -80,7 +80,7 @@ impl ModelCheckpoint {
         let mut saved = None;
         let result = self.decide(ctx, trigger).and_then(|actions| {
             if ctx.writer().is_some() {
-                self.submit(ctx, actions)
+                self.submit(ctx, actions, before.clone())
             } else {
                 self.perform(ctx, actions, &mut saved)
             }
@@ -329,6 +329,9 @@ impl Callback for ModelCheckpoint {
     }
 
     fn on_train_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        // The trigger under way settles first, as a synchronous one has by now: the check below reads
+        // the book it leaves (a failed save of the final step leaves `last` to write).
+        self.settle(ctx)?;
         let s = ctx.state();
         // G.3: after `fit`, `last` holds the final state; not skipped under `fast_dev_run` (S076).
         if self.cfg.save_last != SaveLast::No
