@@ -10,8 +10,8 @@ use xxhash_rust::xxh3::Xxh3;
 use super::hash::write_hashed;
 use super::wire::{key, major, LoopsRepr, SchedulerRepr, FALSE, MAGIC, TRAILER_LEN, TRUE};
 use super::{
-    Checkpoint, CheckpointError, DType, OptimizerState, SchedulerState, TensorData, FORMAT_NAME,
-    FORMAT_VERSION,
+    Checkpoint, CheckpointError, DType, HostSource, OptimizerState, SchedulerState, TensorData,
+    FORMAT_NAME, FORMAT_VERSION,
 };
 
 /// Encodes `ckpt` into `writer` (magic, payload, trailer) and flushes it; `path_for_errors` only names
@@ -241,23 +241,12 @@ impl<W: Write> Sink<W> {
         }
         self.text(key::DATA)?;
         let digest = match t.source() {
-            Some(source) => SCRATCH.with(|scratch| {
-                let mut scratch = scratch.borrow_mut();
-                let n = t.numel();
-                if scratch.len() < n {
-                    scratch.resize(n, 0.0);
-                }
-                let values = &mut scratch[..n];
-                source
-                    .copy_to_host(values)
-                    .map_err(|e| io::Error::other(format!("copying a tensor to the host: {e}")))?;
-                if cfg!(target_endian = "big") {
-                    values
-                        .iter_mut()
-                        .for_each(|v| *v = f32::from_bits(v.to_bits().to_le()));
-                }
-                self.data(bytemuck::cast_slice(values))
-            })?,
+            Some(source) => {
+                let digest = self.snapshot(source, t.numel());
+                // Written (or failed): the live tensor need not be copied on its next update any more.
+                source.release();
+                digest?
+            }
             None => self.data(&t.le_bytes())?,
         };
         self.text(key::XXH3)?;
@@ -266,6 +255,44 @@ impl<W: Write> Sink<W> {
 }
 
 impl<W: Write> Sink<W> {
+    /// The `data` of a snapshot of `n` f32 values; returns their xxh3-64. Host values (CPU buffers)
+    /// are written where they lie when the byte order allows; others are copied into the thread's one
+    /// scratch buffer (as large as the largest such tensor), released, then written, so that the live
+    /// tensor is free to be updated in place while its bytes go out.
+    fn snapshot(&mut self, source: &dyn HostSource, n: usize) -> io::Result<u64> {
+        if cfg!(target_endian = "little") {
+            let mut write = |values: &[f32]| {
+                if values.len() != n {
+                    return Err(io::Error::other(format!(
+                        "a snapshot holds {} values, its shape {n}",
+                        values.len()
+                    )));
+                }
+                self.data(bytemuck::cast_slice(values))
+            };
+            if let Some(digest) = source.write_in_place(&mut write) {
+                return digest;
+            }
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            if scratch.len() < n {
+                scratch.resize(n, 0.0);
+            }
+            let values = &mut scratch[..n];
+            source
+                .copy_to_host(values)
+                .map_err(|e| io::Error::other(format!("copying a tensor to the host: {e}")))?;
+            source.release();
+            if cfg!(target_endian = "big") {
+                values
+                    .iter_mut()
+                    .for_each(|v| *v = f32::from_bits(v.to_bits().to_le()));
+            }
+            self.data(bytemuck::cast_slice(values))
+        })
+    }
+
     /// A tensor's `data` byte string; returns its xxh3-64.
     fn data(&mut self, bytes: &[u8]) -> io::Result<u64> {
         self.head(major::BYTES, bytes.len() as u64)?;

@@ -69,9 +69,29 @@ enum Storage {
 ///
 /// Holding one keeps the buffer alive: an optimizer step that updates the live tensor meanwhile copies
 /// it first (`Arc::make_mut`), so the snapshot keeps the values it was taken with.
+///
+/// The trainer's snapshots are written once: the encoder [releases](HostSource::release) each one as
+/// soon as it has its values, so that from then on an update of the live tensor no longer copies it.
+/// (While a save is under way, the first update of every tensor not yet written copies it: fresh memory
+/// the size of that tensor, page-faulted as it is filled, on the training thread.)
 pub(crate) trait HostSource: Send + Sync {
     /// Copies the values into `dst`, whose length is the tensor's element count.
     fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String>;
+
+    /// Calls `write` with the values where they lie when they are host memory already (a CPU buffer),
+    /// so that a save writes them without a copy, and returns its result; `None` when the values must
+    /// be copied with [`copy_to_host`](HostSource::copy_to_host).
+    fn write_in_place(
+        &self,
+        write: &mut dyn FnMut(&[f32]) -> std::io::Result<u64>,
+    ) -> Option<std::io::Result<u64>> {
+        let _ = write;
+        None
+    }
+
+    /// Lets go of the buffer: the encoder has the values. Later reads of this source fail (a
+    /// snapshot is written once); sources that are not snapshots keep their values.
+    fn release(&self) {}
 }
 
 impl std::fmt::Debug for TensorData {

@@ -2,17 +2,18 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
-    ViewTensorRef,
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
+    ViewTensorName, ViewTensorRef,
 };
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use num_traits::NumCast;
 
-use crate::checkpoint::{CheckpointError, DType, HostSource, TensorData};
+use super::LightningModule;
+use crate::checkpoint::{read_checkpoint, CheckpointError, DType, HostSource, TensorData};
 use crate::device::Backend;
 use crate::Result;
 
@@ -61,11 +62,9 @@ pub fn param_shapes<M: TensorCollection<f32, D>, D: Backend>(
     out.0
 }
 
-/// Loads `entries` into `module`, each tensor into the module's existing buffer. With `strict`, every
-/// missing, unexpected and mismatched key is reported in one error naming `path`; without it, only
-/// matching entries are loaded. Nothing is changed unless the names, dtypes and shapes fit; entries of a
-/// checkpoint read lazily (by the trainer's loads) are read from their file as they are loaded, and a
-/// damaged one stops the load part-way (see [`load_weights`](super::load_weights)).
+/// Loads `entries` into `module`. With `strict`, every missing, unexpected and mismatched key is reported
+/// in one error naming `path`; without it, only matching entries are loaded. Nothing is changed unless
+/// the whole load can succeed.
 pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
     module: &mut M,
     entries: &BTreeMap<String, TensorData>,
@@ -103,7 +102,40 @@ pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
         }
         .into());
     }
-    super::load::apply(module, entries, path)
+    let mut apply = Apply(entries);
+    M::iter_tensors(&mut RecursiveWalker {
+        m: (module, String::new()),
+        f: &mut apply,
+    })
+    .map_err(crate::device_err)?;
+    Ok(())
+}
+
+/// Rebuilds a module from the hyperparameters and weights stored in a checkpoint.
+pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(
+    path: &Path,
+    device: &D,
+) -> Result<M> {
+    let ckpt = read_checkpoint(path)?;
+    let hparams_error = |reason: String| CheckpointError::Hyperparameters {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let value = match &ckpt.hyper_parameters {
+        Some(v) => v.clone(),
+        None => ciborium::Value::Null,
+    };
+    let hparams: M::Hparams = value.deserialized().map_err(|e| {
+        hparams_error(format!(
+            "do not decode as `{}` ({e}); the file was written by `{}`",
+            std::any::type_name::<M::Hparams>(),
+            ckpt.module_type
+        ))
+    })?;
+    let mut module = M::from_hparams(hparams, device)?;
+    module.on_load_checkpoint(&ckpt)?;
+    load_state_dict(&mut module, &ckpt.state_dict, true, path)?;
+    Ok(module)
 }
 
 fn dims<S: Shape>(shape: &S) -> Vec<usize> {
@@ -115,17 +147,40 @@ struct Collect {
     snapshot: bool,
 }
 
-/// A clone of a tensor: its buffer, shared.
-struct Snapshot<S: Shape, D: Backend>(Tensor<S, f32, D>);
+/// A clone of a tensor: its buffer, shared until a save has its values and releases it.
+struct Snapshot<S: Shape, D: Backend>(Mutex<Option<Tensor<S, f32, D>>>);
 
 // SAFETY: a tensor of a `SharedAcrossThreads` device (a `Backend`) may be used and dropped on any thread.
 unsafe impl<S: Shape, D: Backend> Send for Snapshot<S, D> {}
 unsafe impl<S: Shape, D: Backend> Sync for Snapshot<S, D> {}
 
+impl<S: Shape, D: Backend> Snapshot<S, D> {
+    fn held(&self) -> MutexGuard<'_, Option<Tensor<S, f32, D>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 impl<S: Shape, D: Backend> HostSource for Snapshot<S, D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
-        self.0.copy_into(dst);
+        let held = self.held();
+        let t = held.as_ref().ok_or_else(|| {
+            "this snapshot was written and released already: a snapshot is written once".to_string()
+        })?;
+        if t.shape().num_elements() != dst.len() {
+            return Err(format!(
+                "a snapshot holds {} values, its destination {}",
+                t.shape().num_elements(),
+                dst.len()
+            ));
+        }
+        t.copy_into(dst);
         Ok(())
+    }
+
+    fn release(&self) {
+        // Dropped outside the lock: the last clone of a buffer frees it.
+        let t = self.held().take();
+        drop(t);
     }
 }
 
@@ -141,7 +196,10 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         (t, name): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
         let data = if self.snapshot {
-            TensorData::snapshot(dims(t.shape()), Arc::new(Snapshot(t.clone())))
+            TensorData::snapshot(
+                dims(t.shape()),
+                Arc::new(Snapshot(Mutex::new(Some(t.clone())))),
+            )
         } else {
             TensorData::from_f32(dims(t.shape()), t.as_vec())
         };
@@ -185,6 +243,45 @@ impl<D: Backend> TensorVisitor<f32, D> for Shapes {
         (_, name): (&N, String),
     ) -> Result<Option<N>, Self::Err> {
         self.0.insert(name, (DType::F64, Vec::new()));
+        Ok(None)
+    }
+}
+
+/// Copies checked entries into the module; keys absent from the map are left as they are.
+struct Apply<'a>(&'a BTreeMap<String, TensorData>);
+
+impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
+    type Viewer = (ViewTensorMut, ViewTensorName);
+    type Err = D::Err;
+    type E2 = f32;
+    type D2 = D;
+
+    fn visit<S: Shape>(
+        &mut self,
+        _: TensorOptions<S, f32, D>,
+        (t, name): (&mut Tensor<S, f32, D>, String),
+    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
+        if let Some(values) = self.0.get(&name).and_then(TensorData::as_f32) {
+            t.copy_from(&values);
+        }
+        Ok(None)
+    }
+
+    fn visit_scalar<N: NumCast>(
+        &mut self,
+        _: ScalarOptions<N>,
+        (n, name): (&mut N, String),
+    ) -> Result<Option<N>, Self::Err> {
+        if let Some(v) = self
+            .0
+            .get(&name)
+            .and_then(TensorData::as_f64)
+            .and_then(|v| v.first().copied())
+        {
+            if let Some(x) = N::from(v) {
+                *n = x;
+            }
+        }
         Ok(None)
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
@@ -194,7 +194,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
             for (slot, buf) in self.slots.iter().zip(&p.bufs) {
                 let source = BufSnapshot {
                     device: p.device.clone(),
-                    buf: Arc::clone(buf),
+                    buf: Mutex::new(Some(Arc::clone(buf))),
                 };
                 slots.insert(
                     slot.to_string(),
@@ -300,10 +300,10 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
     }
 }
 
-/// An optimizer buffer held for a save.
+/// An optimizer buffer held for a save, until the save has its values and releases it.
 struct BufSnapshot<D: Backend> {
     device: D,
-    buf: Arc<DeviceVec<D>>,
+    buf: Mutex<Option<Arc<DeviceVec<D>>>>,
 }
 
 // SAFETY: the buffers and handle of a `SharedAcrossThreads` device (a `Backend`) may be used and
@@ -311,22 +311,62 @@ struct BufSnapshot<D: Backend> {
 unsafe impl<D: Backend> Send for BufSnapshot<D> {}
 unsafe impl<D: Backend> Sync for BufSnapshot<D> {}
 
+impl<D: Backend> BufSnapshot<D> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Option<Arc<DeviceVec<D>>>> {
+        self.buf.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+const RELEASED: &str = "this snapshot was written and released already: a snapshot is written once";
+
 impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
-        let host = self
-            .device
-            .vec_to_host(&self.buf)
-            .map_err(|e| format!("{e:?}"))?;
-        if host.len() != dst.len() {
-            return Err(format!(
-                "an optimizer buffer holds {} values, its parameter {}",
-                host.len(),
-                dst.len()
-            ));
+        let held = self.held();
+        let buf = held.as_ref().ok_or_else(|| RELEASED.to_string())?;
+        let copy = |host: &[f32], dst: &mut [f32]| {
+            if host.len() != dst.len() {
+                return Err(format!(
+                    "an optimizer buffer holds {} values, its parameter {}",
+                    host.len(),
+                    dst.len()
+                ));
+            }
+            dst.copy_from_slice(host);
+            Ok(())
+        };
+        match cpu_values::<D>(buf) {
+            Some(host) => copy(host, dst),
+            None => {
+                let host = self.device.vec_to_host(buf).map_err(|e| format!("{e:?}"))?;
+                copy(&host, dst)
+            }
         }
-        dst.copy_from_slice(&host);
-        Ok(())
     }
+
+    /// A CPU buffer is written where it lies: no host copy, no scratch buffer.
+    fn write_in_place(
+        &self,
+        write: &mut dyn FnMut(&[f32]) -> std::io::Result<u64>,
+    ) -> Option<std::io::Result<u64>> {
+        let held = self.held();
+        let Some(buf) = held.as_ref() else {
+            return Some(Err(std::io::Error::other(RELEASED)));
+        };
+        cpu_values::<D>(buf).map(write)
+    }
+
+    fn release(&self) {
+        // Dropped outside the lock: the last holder of a buffer frees it.
+        let buf = self.held().take();
+        drop(buf);
+    }
+}
+
+/// The values of a buffer of the CPU device (host memory already); `None` on other devices.
+fn cpu_values<D: Backend>(buf: &DeviceVec<D>) -> Option<&[f32]> {
+    let any: &dyn std::any::Any = buf;
+    any.downcast_ref::<DeviceVec<dfdx::tensor::Cpu>>()
+        .map(|v| v.as_slice())
 }
 
 fn read_slots<'a>(
