@@ -23,6 +23,8 @@ use crate::support::wide::*;
 const DIR_ENV: &str = "FULGUR_CRASH_DIR";
 const SEED_ENV: &str = "FULGUR_CRASH_SEED";
 const PID_REUSE_ENV: &str = "FULGUR_CRASH_PID_REUSE_DIR";
+/// `1`: the child saves with `async_checkpointing`.
+const ASYNC_ENV: &str = "FULGUR_CRASH_ASYNC";
 
 /// Kills of a training child (after it reported that training runs) to aim for, and the least accepted.
 const TARGET_KILLS: u64 = 100;
@@ -45,7 +47,12 @@ fn child_trains_forever() {
         announce: true,
         ..Probe::default()
     };
-    let mut t = trainer(&dir, probe).max_epochs(1_000_000).build().unwrap();
+    let async_saving = std::env::var_os(ASYNC_ENV).is_some_and(|v| v == "1");
+    let mut t = trainer(&dir, probe)
+        .max_epochs(1_000_000)
+        .async_checkpointing(async_saving)
+        .build()
+        .unwrap();
     let result = t.fit(
         Wide::new(),
         &mut loader(),
@@ -237,7 +244,7 @@ fn check_start(dir: &Path, line: &str, newest: Option<&Newest>, child: &Child) {
 }
 
 /// A fresh run in this process on a copy of the directory, one step past the newest checkpoint.
-fn resume_in_parent(dir: &Path, newest: &Newest, tally: &mut Tally) {
+fn resume_in_parent(dir: &Path, newest: &Newest, tally: &mut Tally, async_saving: bool) {
     let copy = tempfile::Builder::new()
         .prefix("fulgur-crash-copy")
         .tempdir()
@@ -249,6 +256,7 @@ fn resume_in_parent(dir: &Path, newest: &Newest, tally: &mut Tally) {
     let start = probe.start.clone();
     let mut t = trainer(copy.path(), probe)
         .max_steps(newest.step + 1)
+        .async_checkpointing(async_saving)
         .build()
         .unwrap();
     t.fit(Wide::new(), &mut loader(), None, Some(CkptPath::Last))
@@ -279,21 +287,42 @@ fn seed() -> u64 {
 
 #[test]
 fn sigkill_at_random_moments_never_loses_a_checkpoint() {
+    sigkills(false, TARGET_KILLS, MIN_KILLS, BUDGET);
+}
+
+/// The same with `async_checkpointing` (fewer kills: the machinery is the same, the writer thread is
+/// what differs): a kill lands while the writer thread writes, or between its save and the deletion
+/// or `last` that follow.
+#[test]
+fn with_async_saving_sigkill_at_random_moments_never_loses_a_checkpoint() {
+    sigkills(true, 30, 12, Duration::from_secs(25));
+}
+
+/// Kills children until `target` kills or `budget` ran out; at least `min_kills` are wanted.
+fn sigkills(async_saving: bool, target: u64, min_kills: u64, budget: Duration) {
     let seed = seed();
-    println!("crash test seed {seed} (replay the delays with {SEED_ENV}={seed})");
+    println!(
+        "crash test seed {seed} (replay the delays with {SEED_ENV}={seed}), async saving: {async_saving}"
+    );
     let mut rng = SplitMix64::new(seed);
     let dir = tempfile::Builder::new()
         .prefix("fulgur-crash")
         .tempdir()
         .unwrap();
     let dir = dir.path();
-    let env = [(DIR_ENV, OsString::from(dir))];
+    let env = [
+        (DIR_ENV, OsString::from(dir)),
+        (
+            ASYNC_ENV,
+            OsString::from(if async_saving { "1" } else { "0" }),
+        ),
+    ];
     let started = Instant::now();
     let mut tally = Tally::default();
     let mut startup_ms = Vec::new();
     let mut newest = None;
     let mut iteration = 0u64;
-    while tally.kills < TARGET_KILLS && started.elapsed() < BUDGET {
+    while tally.kills < target && started.elapsed() < budget {
         iteration += 1;
         let spawned = Instant::now();
         let mut child = Child::spawn(&test_name!(child_trains_forever), &env, None);
@@ -345,14 +374,14 @@ fn sigkill_at_random_moments_never_loses_a_checkpoint() {
         );
         if iteration % 20 == 5 {
             if let Some(n) = &newest {
-                resume_in_parent(dir, n, &mut tally);
+                resume_in_parent(dir, n, &mut tally, async_saving);
             }
         }
     }
     let newest = newest.expect("no checkpoint was ever saved");
-    resume_in_parent(dir, &newest, &mut tally);
+    resume_in_parent(dir, &newest, &mut tally, async_saving);
     println!(
-        "crash test: {} kills during training and {} during start-up in {:.1} s; {} landed mid-write, {} \
+        "crash test (async saving: {async_saving}): {} kills during training and {} during start-up in {:.1} s; {} landed mid-write, {} \
          between a save and the delete it implies; {} checkpoint files verified; {} resumes by children \
          and {} in this process; reached step {}; {} top-k files (not `last`) resumed from",
         tally.kills,
@@ -367,11 +396,11 @@ fn sigkill_at_random_moments_never_loses_a_checkpoint() {
         tally.resume_sources.len()
     );
     assert!(
-        tally.kills >= MIN_KILLS,
-        "only {} kills in {BUDGET:?}; at least {MIN_KILLS} were wanted",
+        tally.kills >= min_kills,
+        "only {} kills in {budget:?}; at least {min_kills} were wanted",
         tally.kills
     );
-    assert!(tally.child_resumes >= MIN_KILLS / 2 && tally.parent_resumes >= 2);
+    assert!(tally.child_resumes >= min_kills / 2 && tally.parent_resumes >= 2);
 }
 
 #[test]

@@ -79,6 +79,7 @@ mod file_size_limit {
 
     const DIR_ENV: &str = "FULGUR_DISK_FULL_DIR";
     const KEEP_ENV: &str = "FULGUR_DISK_FULL_KEEP_TRAINING";
+    const ASYNC_ENV: &str = "FULGUR_DISK_FULL_ASYNC";
 
     /// `SIGXFSZ` ignored, so that a write past the limit fails with `EFBIG` instead of killing the
     /// process (an ignored disposition survives `exec`); then the limit. `ulimit -f` counts 512-byte
@@ -95,6 +96,7 @@ mod file_size_limit {
         };
         let dir = PathBuf::from(dir);
         let keep = std::env::var_os(KEEP_ENV).is_some_and(|v| v == "1");
+        let async_saving = std::env::var_os(ASYNC_ENV).is_some_and(|v| v == "1");
         let probe = Probe {
             announce: true,
             ..Probe::default()
@@ -102,6 +104,7 @@ mod file_size_limit {
         let mut t = trainer(&dir, probe)
             .max_steps(RESUMED_STEPS)
             .keep_training_on_checkpoint_error(keep)
+            .async_checkpointing(async_saving)
             .build()
             .unwrap();
         match t.fit(Wide::new(), &mut loader(), None, Some(CkptPath::Last)) {
@@ -114,13 +117,12 @@ mod file_size_limit {
     }
 
     /// Runs [`child_resumes_under_a_file_size_limit`] on `dir` and checks that it resumed at [`STEPS`].
-    fn run_limited(dir: &Path, keep_training: bool) -> (Option<i32>, Child) {
+    fn run_limited(dir: &Path, keep_training: bool, async_saving: bool) -> (Option<i32>, Child) {
+        let flag = |on: bool| OsString::from(if on { "1" } else { "0" });
         let env = [
             (DIR_ENV, OsString::from(dir)),
-            (
-                KEEP_ENV,
-                OsString::from(if keep_training { "1" } else { "0" }),
-            ),
+            (KEEP_ENV, flag(keep_training)),
+            (ASYNC_ENV, flag(async_saving)),
         ];
         let mut child = Child::spawn(
             &test_name!(child_resumes_under_a_file_size_limit),
@@ -165,8 +167,18 @@ mod file_size_limit {
 
     #[test]
     fn a_write_error_inside_a_save_stops_fit_and_keeps_every_saved_file() {
+        stops_fit(false);
+    }
+
+    /// The same with `async_checkpointing`: the error surfaces at a later hook, with the same message.
+    #[test]
+    fn with_async_saving_a_write_error_stops_fit_and_keeps_every_saved_file() {
+        stops_fit(true);
+    }
+
+    fn stops_fit(async_saving: bool) {
         let (dir, before) = trained_dir();
-        let (code, child) = run_limited(dir.path(), false);
+        let (code, child) = run_limited(dir.path(), false, async_saving);
         let transcript = child.transcript();
         assert_eq!(code, Some(2), "{transcript}");
         let stderr = child.stderr();
@@ -181,8 +193,19 @@ mod file_size_limit {
 
     #[test]
     fn with_keep_training_a_write_error_is_a_warning_and_nothing_saved_is_lost() {
+        warns(false);
+    }
+
+    /// The same with `async_checkpointing`: each failed save is settled (warned, forgotten) at a later
+    /// hook, before the next trigger decides what to delete.
+    #[test]
+    fn with_async_saving_and_keep_training_a_write_error_is_a_warning_and_nothing_saved_is_lost() {
+        warns(true);
+    }
+
+    fn warns(async_saving: bool) {
         let (dir, before) = trained_dir();
-        let (code, child) = run_limited(dir.path(), true);
+        let (code, child) = run_limited(dir.path(), true, async_saving);
         let transcript = child.transcript();
         assert_eq!(code, Some(0), "{transcript}");
         assert!(
