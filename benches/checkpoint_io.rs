@@ -31,8 +31,13 @@ use fulgur::checkpoint::{
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
+#[path = "checkpoint_io/async_save.rs"]
+mod async_save;
+
 const TENSORS: usize = 4;
 const RUNS: usize = 5;
+/// Rounds (one synchronous and one asynchronous `fit`) of the stall measurement.
+const STALL_ROUNDS: usize = 3;
 
 type Op<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
@@ -235,6 +240,31 @@ fn main() {
     ] {
         let r = median_of(baseline) / median_of(ours);
         println!("  {what:<15} ours / {baseline:<36} {r:.2}");
+    }
+    // Saving inside `fit`, and what loads cost: the summary lines end the output, in this order.
+    let rounds = if bench_mode {
+        std::env::var("FULGUR_BENCH_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(STALL_ROUNDS)
+    } else {
+        1
+    };
+    let (stall, memory) = async_save::run(dir.path(), bench_mode, rounds);
+    // TODO(in-place load): `benches/checkpoint_io/in_place.rs` (`in_place::run(dir, params, runs)`)
+    // is not written yet; its lines go here and after the save's memory line.
+    let in_place = ["in-place load: n/a".to_string()];
+    let (stall_summary, stall_detail) = stall.split_last().expect("stall lines");
+    let (memory_summary, memory_detail) = memory.split_last().expect("memory lines");
+    for line in stall_detail.iter().chain(memory_detail) {
+        println!("{line}");
+    }
+    println!();
+    println!("{stall_summary}");
+    println!("{}", in_place[0]);
+    println!("{memory_summary}");
+    for line in &in_place[1..] {
+        println!("{line}");
     }
 }
 

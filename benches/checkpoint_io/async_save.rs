@@ -1,0 +1,345 @@
+//! Saving inside `fit`: the training stall of an asynchronous save against a synchronous one, and the
+//! peak extra memory of `Trainer::save_checkpoint`.
+//!
+//! The model is 8 linear layers of `WIDTH` × `WIDTH` (2048 in bench mode: 33.6M f32 parameters, 16.8 MB
+//! per weight matrix) trained with Adam, so its state (weights and the two Adam moments) is 403 MB. A
+//! `ModelCheckpoint` saves it every `EVERY` optimizer steps (keeping the newest file).
+//!
+//! **Stall.** A timing callback stamps the start of every training batch, so that one interval is one
+//! step with its hooks. Per round, one `fit` saves synchronously and one with `async_checkpointing`
+//! (their order alternates). A run's *clean step* is the median of its steps before its first save
+//! (but the first step, which allocates the moments): each run is measured against itself, as the load
+//! of a shared machine drifts from one run to the next. The stall of a save is the time of the `EVERY`
+//! intervals from the step that saves up to the next save, minus `EVERY` clean steps: with async
+//! saving it counts the snapshot, the copies that the optimizer makes of the tensors the writer still
+//! holds (copy on write: fresh memory, page faults), the writer thread's competition for the cores, and
+//! any wait for the previous save; with a synchronous save it is the save. (What is left of the last
+//! save's write when `fit` ends is waited for there, after the last step: not counted.) `async stall`
+//! is the median async stall over the median sync stall, both over every save of every round.
+//!
+//! **Memory.** After one step of `fit`, `Trainer::save_checkpoint` of the full state, with the peak RSS
+//! reset just before (Linux: `5` into `/proc/self/clear_refs`) and read just after (`VmHWM` − the
+//! `VmRSS` before). A save encodes each tensor straight from its buffer: the module's weights are
+//! copied, one at a time, into one reused host buffer (the largest tensor: 16.8 MB here), the Adam
+//! moments are written straight from their buffers on the CPU, and the file goes through a 1 MiB
+//! `BufWriter`; the page cache the file lands in is not the process's memory. That bounds the peak to
+//! the largest tensor plus a few MB, whatever the size of the state.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use fulgur::callbacks::{Callback, CallbackContext, ModelCheckpoint};
+use fulgur::dfdx::prelude::*;
+use fulgur::optim::Adam;
+use fulgur::prelude::*;
+use fulgur::trainer::DynLoader;
+
+/// Layers of the model.
+const LAYERS: usize = 8;
+/// Optimizer steps between two saves.
+const EVERY: usize = 12;
+/// Saves per run.
+const SAVES: usize = 3;
+/// Samples per batch.
+const BATCH: usize = 4;
+
+/// One module type per width: dfdx's linear layers have their sizes in their type.
+macro_rules! model {
+    ($name:ident, $width:expr) => {
+        #[derive(ModuleState)]
+        pub struct $name<D: Backend> {
+            net: Built<
+                (
+                    (
+                        (Linear<$width, $width>, ReLU),
+                        (Linear<$width, $width>, ReLU),
+                        (Linear<$width, $width>, ReLU),
+                        (Linear<$width, $width>, ReLU),
+                    ),
+                    (
+                        (Linear<$width, $width>, ReLU),
+                        (Linear<$width, $width>, ReLU),
+                        (Linear<$width, $width>, ReLU),
+                        Linear<$width, $width>,
+                    ),
+                ),
+                D,
+            >,
+            #[hparams]
+            hparams: (),
+        }
+
+        #[lightning_module]
+        impl<D: Backend> $name<D> {
+            fn configure_optimizers(&self) -> Adam<D> {
+                Adam::new(Default::default())
+            }
+
+            fn training_step(
+                &mut self,
+                batch: ClassificationBatch<$width, $width, D>,
+                grads: Gradients<f32, D>,
+            ) -> Loss<D> {
+                let logits = self.net.forward_mut(batch.x.traced(grads));
+                cross_entropy_with_logits_loss(logits, batch.y)
+            }
+        }
+
+        impl Model for $name<Cpu> {
+            const WIDTH: usize = $width;
+            fn loader(samples: usize, dev: &Cpu) -> Box<DynLoader<'static, Self::Batch>> {
+                let features = (0..samples * $width)
+                    .map(|i| ((i * 7919) % 1000) as f32 * 1e-3)
+                    .collect();
+                let labels = (0..samples).map(|i| (i * 31) % $width).collect();
+                let data = ClassificationData::<$width, $width>::new(features, labels)
+                    .expect("training data");
+                Box::new(data.loader(BATCH, false, dev).expect("a loader"))
+            }
+        }
+    };
+}
+
+model!(Big, 2048);
+model!(Small, 64);
+
+/// What the runs need of a model type besides the module.
+trait Model: LightningModule<Cpu, Hparams = ()> + 'static {
+    /// The width of its layers.
+    const WIDTH: usize;
+    /// A loader of `samples` samples, in order, in batches of `BATCH`.
+    fn loader(samples: usize, dev: &Cpu) -> Box<DynLoader<'static, Self::Batch>>;
+}
+
+/// Stamps the start of every training batch.
+struct Stamps(Arc<Mutex<Vec<Instant>>>);
+
+impl Callback for Stamps {
+    fn on_train_batch_start(&mut self, _: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        self.0.lock().expect("stamps").push(Instant::now());
+        Ok(())
+    }
+}
+
+/// The two figures, as the lines `checkpoint_io` prints: `(stall lines, memory lines)`; the last line
+/// of each is the summary line. `big` picks the 403 MB model (bench mode), else a small one (smoke test).
+pub fn run(dir: &Path, big: bool, rounds: usize) -> (Vec<String>, Vec<String>) {
+    // Memory first, in a process that has not trained yet.
+    if big {
+        let memory = memory::<Big<Cpu>>(dir);
+        (stall::<Big<Cpu>>(dir, rounds), memory)
+    } else {
+        let memory = memory::<Small<Cpu>>(dir);
+        (stall::<Small<Cpu>>(dir, rounds), memory)
+    }
+}
+
+/// The intervals between the starts of consecutive training batches of one `fit`, in seconds.
+fn fit_intervals<M: Model>(dir: &Path, async_saves: bool) -> Vec<f64> {
+    let steps = EVERY * (SAVES + 1);
+    let run_dir = tempfile::tempdir_in(dir).expect("a run directory");
+    let stamps = Arc::new(Mutex::new(Vec::with_capacity(steps)));
+    let mut trainer = Trainer::builder()
+        .max_steps(steps as u64)
+        .no_logger()
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .default_root_dir(run_dir.path())
+        .async_checkpointing(async_saves)
+        .callback(Stamps(Arc::clone(&stamps)))
+        .callback(
+            ModelCheckpoint::builder()
+                .every_n_train_steps(EVERY as i64)
+                .save_top_k(1)
+                .build()
+                .expect("a checkpoint callback"),
+        )
+        .build()
+        .expect("a trainer");
+    let dev = Cpu::seed_from_u64(0);
+    let module = M::from_hparams((), &dev).expect("a module");
+    let mut train = M::loader(steps * BATCH, &dev);
+    trainer.fit(module, &mut *train, None, None).expect("fit");
+    let stamps = stamps.lock().expect("stamps");
+    assert_eq!(stamps.len(), steps, "one stamp per step");
+    stamps
+        .windows(2)
+        .map(|w| (w[1] - w[0]).as_secs_f64())
+        .collect()
+}
+
+/// The stall of every save of one run, split in (the saving step, the steps after it): the `EVERY`
+/// intervals from the saving step on, minus as many clean steps. Saves happen at the end of steps
+/// `EVERY`, `2 EVERY`, ... (indices `EVERY - 1`, ...).
+fn stalls(intervals: &[f64], clean: f64) -> Vec<(f64, f64)> {
+    (1..=SAVES)
+        .map(|k| k * EVERY - 1)
+        .filter(|&s| s + EVERY <= intervals.len())
+        .map(|s| {
+            let saving = intervals[s] - clean;
+            let after: f64 = intervals[s + 1..s + EVERY].iter().map(|t| t - clean).sum();
+            (saving, after)
+        })
+        .collect()
+}
+
+fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
+    let (mut sync, mut async_) = (Vec::new(), Vec::new());
+    let mut clean_steps = Vec::new();
+    for round in 0..rounds.max(1) {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        let mut runs = order.map(|a| (a, fit_intervals::<M>(dir, a)));
+        runs.sort_by_key(|(a, _)| *a);
+        let [(_, s), (_, a)] = runs;
+        if std::env::var_os("FULGUR_BENCH_DEBUG").is_some() {
+            let ms = |v: &[f64]| {
+                v.iter()
+                    .map(|t| format!("{:.0}", t * 1e3))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            eprintln!("sync:  {}\nasync: {}", ms(&s), ms(&a));
+        }
+        // Each run against its own clean steps: those before its first save, but the first step
+        // (which allocates the moments); the load of a shared machine drifts from run to run.
+        let clean = |run: &[f64]| median(run[1..EVERY - 1].to_vec());
+        clean_steps.extend([clean(&s), clean(&a)]);
+        sync.extend(stalls(&s, clean(&s)));
+        async_.extend(stalls(&a, clean(&a)));
+    }
+    let summary = |v: &[(f64, f64)]| {
+        let total = median(v.iter().map(|(s, a)| s + a).collect());
+        let saving = median(v.iter().map(|(s, _)| *s).collect());
+        let after = median(v.iter().map(|(_, a)| *a).collect());
+        (total, saving, after)
+    };
+    let (s_total, s_saving, s_after) = summary(&sync);
+    let (a_total, a_saving, a_after) = summary(&async_);
+    let every: Vec<String> = async_
+        .iter()
+        .map(|(s, a)| format!("{:.0}", (s + a) * 1e3))
+        .collect();
+    vec![
+        format!(
+            "\nsaving inside fit: {LAYERS} linear layers of {w}x{w}, Adam, batch {BATCH}, a save every \
+             {EVERY} steps, {SAVES} saves per run, {} rounds; a clean step {:.1} ms (median)",
+            rounds.max(1),
+            median(clean_steps) * 1e3,
+            w = M::WIDTH,
+        ),
+        format!(
+            "sync save:  stall {:>7.1} ms (the saving step {:+.1} ms, the {} steps after {:+.1} ms)",
+            s_total * 1e3,
+            s_saving * 1e3,
+            EVERY - 1,
+            s_after * 1e3
+        ),
+        format!(
+            "async save: stall {:>7.1} ms (the saving step {:+.1} ms, the {} steps after {:+.1} ms; \
+             every save, ms: {})",
+            a_total * 1e3,
+            a_saving * 1e3,
+            EVERY - 1,
+            a_after * 1e3,
+            every.join(" ")
+        ),
+        format!("async stall: {:.1}% of a sync save", 100.0 * a_total / s_total),
+    ]
+}
+
+fn memory<M: Model>(dir: &Path) -> Vec<String> {
+    let run_dir = tempfile::tempdir_in(dir).expect("a run directory");
+    let mut trainer = Trainer::builder()
+        .max_steps(1)
+        .no_logger()
+        .enable_progress_bar(false)
+        .enable_model_summary(false)
+        .enable_checkpointing(false)
+        .default_root_dir(run_dir.path())
+        .build()
+        .expect("a trainer");
+    let dev = Cpu::seed_from_u64(0);
+    let module = M::from_hparams((), &dev).expect("a module");
+    let mut train = M::loader(BATCH, &dev);
+    trainer.fit(module, &mut *train, None, None).expect("fit");
+    let path = run_dir.path().join("state.ckpt");
+    let before = reset_peak();
+    trainer.save_checkpoint(&path, false).expect("a save");
+    let peak = peak_rss();
+    let ckpt = fulgur::checkpoint::read_checkpoint(&path).expect("the saved file");
+    let opt = ckpt.optimizer.as_ref().expect("the optimizer state");
+    let state: usize = ckpt
+        .state_dict
+        .values()
+        .chain(opt.params.values().flat_map(|s| s.values()))
+        .map(|t| t.le_bytes().len())
+        .sum();
+    let largest = ckpt
+        .state_dict
+        .values()
+        .map(|t| t.le_bytes().len())
+        .max()
+        .unwrap_or(0);
+    match (before, peak) {
+        (Some(before), Some(peak)) => vec![
+            format!(
+                "\nTrainer::save_checkpoint: RSS {:.1} MB before, peak {:.1} MB during; largest tensor \
+                 {:.1} MB",
+                before as f64 / 1e6,
+                peak as f64 / 1e6,
+                largest as f64 / 1e6
+            ),
+            format!(
+                "save peak extra memory: {} MB for a {} MB state",
+                (peak.saturating_sub(before) as f64 / 1e6).round(),
+                (state as f64 / 1e6).round()
+            ),
+        ],
+        _ => vec![format!(
+            "save peak extra memory: n/a (no /proc/self/clear_refs and VmHWM here) for a {} MB state",
+            (state as f64 / 1e6).round()
+        )],
+    }
+}
+
+/// Resets the peak RSS to the current RSS and returns it, in bytes (Linux only). Memory the allocator
+/// holds free is given back to the system first (glibc), so that what the save allocates shows as new
+/// pages instead of reusing pages that earlier work left resident.
+fn reset_peak() -> Option<u64> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's `malloc_trim` only returns free memory to the system.
+        unsafe { malloc_trim(0) };
+    }
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    status_kb("VmRSS:").map(|kb| kb * 1024)
+}
+
+/// The peak RSS since the last reset, in bytes.
+fn peak_rss() -> Option<u64> {
+    status_kb("VmHWM:").map(|kb| kb * 1024)
+}
+
+fn status_kb(field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line[field.len()..]
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
