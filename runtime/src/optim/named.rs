@@ -268,21 +268,43 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
         }
 
         let mut out = Self::new(slots);
+        // Values still in their file (a checkpoint being loaded) go through this one host buffer into
+        // the new device buffers: one fresh buffer per slot, not two.
+        let mut scratch: Vec<f32> = Vec::new();
         for (name, stored) in &state.params {
-            // Both were checked above.
-            let (Some(info), Some(bufs)) = (params.get(name), read_slots(&slots, stored)) else {
+            // Checked above.
+            let Some(info) = params.get(name) else {
                 continue;
             };
-            let alloc_err = |e| {
+            let failed = |e: String| {
                 StateError(format!(
-                    "cannot restore the state of `{name}` on the device: {e:?}"
+                    "cannot restore the state of `{name}` on the device: {e}"
                 ))
             };
             let mut device_bufs = Vec::with_capacity(N);
-            for host in bufs {
-                let mut v =
-                    Storage::<f32>::try_alloc_len(&info.device, host.len()).map_err(alloc_err)?;
-                info.device.host_to_vec(&host, &mut v).map_err(alloc_err)?;
+            for slot in slots {
+                let Some(t) = stored.get(slot) else {
+                    continue;
+                };
+                let n = t.numel();
+                let mut v = Storage::<f32>::try_alloc_len(&info.device, n)
+                    .map_err(|e| failed(format!("{e:?}")))?;
+                let copied = match t.source() {
+                    Some(source) => {
+                        if scratch.len() < n {
+                            scratch.resize(n, 0.0);
+                        }
+                        source.copy_to_host(&mut scratch[..n]).map_err(failed)?;
+                        info.device.host_to_vec(&scratch[..n], &mut v)
+                    }
+                    None => {
+                        let host = t
+                            .as_f32()
+                            .ok_or_else(|| failed(format!("`{slot}` is not f32")))?;
+                        info.device.host_to_vec(&host, &mut v)
+                    }
+                };
+                copied.map_err(|e| failed(format!("{e:?}")))?;
                 device_bufs.push(v);
             }
             let bufs = <[DeviceVec<D>; N]>::try_from(device_bufs)
@@ -367,16 +389,6 @@ fn cpu_values<D: Backend>(buf: &DeviceVec<D>) -> Option<&[f32]> {
     let any: &dyn std::any::Any = buf;
     any.downcast_ref::<DeviceVec<dfdx::tensor::Cpu>>()
         .map(|v| v.as_slice())
-}
-
-fn read_slots<'a>(
-    slots: &[&str],
-    stored: &'a BTreeMap<String, TensorData>,
-) -> Option<Vec<std::borrow::Cow<'a, [f32]>>> {
-    slots
-        .iter()
-        .map(|s| stored.get(*s).and_then(TensorData::as_f32))
-        .collect()
 }
 
 /// `` `a`, `b`, `c` ``, or `none` for an empty list.
