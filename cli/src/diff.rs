@@ -139,6 +139,28 @@ fn compare(x: &TensorData, y: &TensorData) -> Option<Change> {
     Some(Change::Values { max_abs, rel_l2 })
 }
 
+/// Reports `x` and `y` under `name` when they differ; two objects field by field (`name.field`), so a
+/// callback state shows the entries that changed, not the whole state twice.
+fn fields(
+    field: &mut impl FnMut(&str, String, String),
+    name: &str,
+    x: &serde_json::Value,
+    y: &serde_json::Value,
+) {
+    use serde_json::Value as J;
+    match (x, y) {
+        (J::Object(a), J::Object(b)) => {
+            let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+            for key in keys {
+                let none = J::Null;
+                let (u, v) = (a.get(key).unwrap_or(&none), b.get(key).unwrap_or(&none));
+                field(&format!("{name}.{key}"), u.to_string(), v.to_string());
+            }
+        }
+        _ => field(name, x.to_string(), y.to_string()),
+    }
+}
+
 fn metadata(a: &Checkpoint, b: &Checkpoint) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     let mut field = |name: &str, x: String, y: String| {
@@ -175,20 +197,21 @@ fn metadata(a: &Checkpoint, b: &Checkpoint) -> Vec<(String, String, String)> {
         )
     };
     field("loops", loops(a), loops(b));
-    let json =
-        |v: Option<&ciborium::Value>| v.map_or("none".to_string(), |v| to_json(v).to_string());
-    field(
+    let json = |v: Option<&ciborium::Value>| v.map_or(serde_json::Value::Null, to_json);
+    fields(
+        &mut field,
         "hyper_parameters",
-        json(a.hyper_parameters.as_ref()),
-        json(b.hyper_parameters.as_ref()),
+        &json(a.hyper_parameters.as_ref()),
+        &json(b.hyper_parameters.as_ref()),
     );
     let keys: std::collections::BTreeSet<&String> =
         a.callbacks.keys().chain(b.callbacks.keys()).collect();
     for key in keys {
-        field(
+        fields(
+            &mut field,
             &format!("callbacks[{key}]"),
-            json(a.callbacks.get(key)),
-            json(b.callbacks.get(key)),
+            &json(a.callbacks.get(key)),
+            &json(b.callbacks.get(key)),
         );
     }
     let scheduler = |c: &Checkpoint| {

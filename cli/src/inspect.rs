@@ -209,7 +209,16 @@ impl Report {
             let _ = writeln!(out, "callbacks");
             for (key, state) in &c.callbacks {
                 let _ = writeln!(out, "  {key}");
-                let _ = writeln!(out, "    {}", to_json(state));
+                match to_json(state) {
+                    serde_json::Value::Object(fields) => {
+                        for (field, value) in fields {
+                            let _ = writeln!(out, "    {field}: {value}");
+                        }
+                    }
+                    other => {
+                        let _ = writeln!(out, "    {other}");
+                    }
+                }
             }
         }
         let _ = writeln!(

@@ -12,7 +12,7 @@ pub struct Curves {
     pub names: Vec<String>,
     /// Per metric, the rows that have a value: `(step, value)`.
     pub by_step: Vec<Line>,
-    /// Per metric, the rows that also have an epoch: `(epoch, value)`.
+    /// Per metric, the mean of its values in each epoch (rows with an epoch): `(epoch, mean)`.
     pub by_epoch: Vec<Line>,
 }
 
@@ -138,6 +138,25 @@ pub fn read_curves(path: &Path, only: Option<&[String]>) -> Result<Curves, Error
                 curves.by_epoch[k].push((epoch, value));
             }
         }
+    }
+    // A metric logged at every step has several values per epoch: the chart by epoch shows their mean
+    // (an epoch-level metric has one value per epoch, shown as it is).
+    for line in &mut curves.by_epoch {
+        let mut means: Vec<(f64, f64, usize)> = Vec::new();
+        for &(epoch, value) in line.iter() {
+            match means.iter_mut().find(|(e, _, _)| *e == epoch) {
+                Some((_, sum, n)) => {
+                    *sum += value;
+                    *n += 1;
+                }
+                None => means.push((epoch, value, 1)),
+            }
+        }
+        means.sort_by(|a, b| a.0.total_cmp(&b.0));
+        *line = means
+            .into_iter()
+            .map(|(e, sum, n)| (e, sum / n as f64))
+            .collect();
     }
     if curves.by_step.iter().all(Vec::is_empty) {
         return Err(format!("`{}` holds no values to plot", path.display()));
@@ -287,4 +306,30 @@ fn draw<DB: DrawingBackend>(
             .map_err(err)?;
     }
     root.present().map_err(err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn step_values_are_averaged_per_epoch_and_quoted_names_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("metrics.csv");
+        std::fs::write(
+            &csv,
+            "epoch,step,\"val,loss\",train_loss\n0,1,,1.0\n0,2,,3.0\n0,2,0.5,\n1,3,,nan\n1,4,0.25,6.0\n",
+        )
+        .unwrap();
+        let c = read_curves(&csv, None).unwrap();
+        assert_eq!(c.names, ["val,loss", "train_loss"]);
+        assert_eq!(c.by_step[1], [(1.0, 1.0), (2.0, 3.0), (4.0, 6.0)], "NaN left out");
+        assert_eq!(c.by_epoch[1], [(0.0, 2.0), (1.0, 6.0)]);
+        assert_eq!(c.by_epoch[0], [(0.0, 0.5), (1.0, 0.25)]);
+        let only = read_curves(&csv, Some(&["train_loss".to_string()])).unwrap();
+        assert_eq!(only.names, ["train_loss"]);
+        std::fs::write(&csv, "epoch,step,loss\n0,1,abc\n").unwrap();
+        let err = read_curves(&csv, None).unwrap_err();
+        assert!(err.contains("line 2") && err.contains("`loss`") && err.contains("abc"), "{err}");
+    }
 }
