@@ -32,10 +32,12 @@
 //!
 //! The summary then times building one batch alone, the loader's way and into reused buffers, and ends
 //! with `fit vs hand loop: X.XXx` (steps per second of `fit` over those of the hand loop; above 1, `fit`
-//! is faster), with and without validation and checkpoints.
+//! is faster), with and without validation and checkpoints: the median over the rounds of the ratio of
+//! the two runs of a round, which ran one after the other (steadier than the ratio of the medians when
+//! the load of a shared machine drifts).
 //!
 //! `FULGUR_BENCH_STEPS` sets the steps per run (default 200) and `FULGUR_BENCH_RUNS` the timed rounds of
-//! the summary (default 7); a criterion filter that matches nothing (`cargo bench --bench trainer --
+//! the summary (default 9); a criterion filter that matches nothing (`cargo bench --bench trainer --
 //! none`) runs the summary alone. Checkpoints go to a temporary directory under `FULGUR_BENCH_DIR` when
 //! it is set (e.g. a tmpfs), else under the system's temporary directory. Without `--bench` (as under
 //! `cargo test --benches`) it runs every operation once on batches of 8 for 5 steps and checks the
@@ -61,7 +63,7 @@ const CLASSES: usize = 10;
 const TRAIN_BATCHES: usize = 16;
 const VAL_BATCHES: usize = 4;
 const STEPS: u64 = 200;
-const RUNS: usize = 7;
+const RUNS: usize = 9;
 const SEED: u64 = 0;
 const LR: f64 = 1e-3;
 
@@ -133,8 +135,9 @@ enum Batches {
     Reused,
 }
 
-/// What one run took (its timed part) and the weights it ended with.
-type Outcome = (Duration, Vec<Vec<f32>>);
+/// What one run took (its timed part: wall-clock, and the process's CPU time over every thread) and
+/// the weights it ended with.
+type Outcome = (Duration, f64, Vec<Vec<f32>>);
 type Op<'a> = (&'static str, Box<dyn FnMut() -> Outcome + 'a>);
 
 fn main() {
@@ -192,17 +195,20 @@ fn main() {
 
     // The untimed round: every operation trains the same weights, so the comparison is of like with like.
     let first: Vec<Outcome> = ops.iter_mut().map(|(_, op)| op()).collect();
-    for ((label, _), (_, weights)) in ops.iter().zip(&first).skip(1) {
+    for ((label, _), (_, _, weights)) in ops.iter().zip(&first).skip(1) {
         assert!(
-            *weights == first[0].1,
+            *weights == first[0].2,
             "`{label}` ends with other weights than `fit`: the operations do not do the same work"
         );
     }
     let mut times = vec![Vec::with_capacity(runs); ops.len()];
+    let mut cpu_times = vec![Vec::with_capacity(runs); ops.len()];
     for round in 0..runs {
         for k in 0..ops.len() {
             let i = (round + k) % ops.len();
-            times[i].push(ops[i].1().0.as_secs_f64());
+            let (wall, cpu, _) = ops[i].1();
+            times[i].push(wall.as_secs_f64());
+            cpu_times[i].push(cpu);
         }
     }
     let medians: Vec<f64> = times.iter().cloned().map(median).collect();
@@ -220,22 +226,35 @@ fn main() {
         rayon_threads()
     );
     println!(
-        "{:<42} {:>9} {:>8}   every run, ms",
-        "operation", "median ms", "steps/s"
+        "{:<42} {:>9} {:>8} {:>10}   every run, ms",
+        "operation", "median ms", "steps/s", "CPU ms"
     );
-    for (((label, _), m), t) in ops.iter().zip(&medians).zip(&times) {
+    for ((((label, _), m), t), c) in ops.iter().zip(&medians).zip(&times).zip(&cpu_times) {
         let all: Vec<String> = t.iter().map(|x| format!("{:.0}", x * 1e3)).collect();
         println!(
-            "{label:<42} {:>9.1} {:>8.1}   {}",
+            "{label:<42} {:>9.1} {:>8.1} {:>10.1}   {}",
             m * 1e3,
             steps as f64 / m,
+            median(c.clone()) * 1e3,
             all.join(" ")
         );
     }
 
+    // Per round, the two runs compared ran one after the other: the median of the per-round ratios
+    // is steadier than the ratio of the medians when the machine's load drifts.
+    let at = |label: &str| {
+        ops.iter()
+            .position(|(l, _)| *l == label)
+            .expect("an operation")
+    };
+    let paired = |times: &[Vec<f64>], fit: &str, hand: &str| {
+        let (f, h) = (&times[at(fit)], &times[at(hand)]);
+        median(h.iter().zip(f).map(|(h, f)| h / f).collect())
+    };
+    let ratio = |fit: &str, hand: &str| paired(&times, fit, hand);
     let step = median_of("hand loop") / steps as f64;
     let (fresh, reused) = batch_building(&setup, runs);
-    let in_loop = median_of("hand loop") - median_of("hand loop, reused batch buffers");
+    let in_loop = 1.0 - ratio("hand loop", "hand loop, reused batch buffers");
     println!(
         "\nbatches: {:.1} µs to build one the loader's way (fresh Vec and tensors), {:.1} µs into reused \
          buffers, timed alone ({:.2}% of a {:.2} ms step); within the loop the loader's way costs {:+.2}% \
@@ -244,12 +263,22 @@ fn main() {
         reused * 1e6,
         100.0 * (fresh - reused) / step,
         step * 1e3,
-        100.0 * in_loop / median_of("hand loop"),
+        100.0 * in_loop,
     );
-    let ratio = |fit: &str, hand: &str| median_of(hand) / median_of(fit);
     println!(
         "fit vs hand loop, validation + top-2 checkpoints: {:.2}x",
         ratio(
+            "fit, validation + top-2 checkpoints",
+            "hand loop, validation + top-2 checkpoints"
+        )
+    );
+    // The process's CPU time does not grow when other processes take the cores, as wall-clock time
+    // does: on a loaded machine it tells whether `fit` does more work than the hand loop.
+    println!(
+        "fit vs hand loop in CPU time: {:.2}x (with validation + top-2 checkpoints: {:.2}x)",
+        paired(&cpu_times, "fit", "hand loop"),
+        paired(
+            &cpu_times,
             "fit, validation + top-2 checkpoints",
             "hand loop, validation + top-2 checkpoints"
         )
@@ -324,11 +353,11 @@ fn fit(s: &Setup, extras: Extras) -> Outcome {
         Extras::ValidateAndCheckpoint => Some(&mut val as &mut DynLoader<'_, _>),
     };
     let model = module();
-    let start = Instant::now();
+    let start = Clock::start();
     trainer.fit(model, &mut train, val, None).expect("fit");
-    let took = start.elapsed();
+    let (took, cpu) = start.stop();
     let module = trainer.take_module().expect("the trained module");
-    (took, weights(&module.net))
+    (took, cpu, weights(&module.net))
 }
 
 /// The loop a dfdx user writes, doing what `fit` does for this module (see the module's doc).
@@ -340,7 +369,7 @@ fn hand_loop(s: &Setup, extras: Extras, batches: Batches) -> Outcome {
     let mut net = module().net;
     let mut reuse = Reused::new(s);
 
-    let start = Instant::now();
+    let start = Clock::start();
     let mut opt = DfdxAdam::new(&net, adam());
     let mut grads = net.alloc_grads();
     let mut best: Vec<(f32, PathBuf)> = Vec::new();
@@ -382,7 +411,8 @@ fn hand_loop(s: &Setup, extras: Extras, batches: Batches) -> Outcome {
         }
     }
     black_box(train_loss);
-    (start.elapsed(), weights(&net))
+    let (took, cpu) = start.stop();
+    (took, cpu, weights(&net))
 }
 
 /// The mean validation loss, weighted by batch size.
@@ -515,6 +545,48 @@ fn batch_building(s: &Setup, runs: usize) -> (f64, f64) {
     let fresh = time(&mut |i| drop(black_box(loader.batch(i).expect("a batch"))));
     let reused = time(&mut |i| drop(black_box(reuse.batch(s, i))));
     (fresh, reused)
+}
+
+/// Wall-clock and process CPU time from a start.
+struct Clock {
+    wall: Instant,
+    cpu: f64,
+}
+
+impl Clock {
+    fn start() -> Self {
+        Self {
+            wall: Instant::now(),
+            cpu: process_cpu_seconds(),
+        }
+    }
+
+    /// The wall-clock time and the CPU seconds of every thread of the process since the start.
+    fn stop(&self) -> (Duration, f64) {
+        (self.wall.elapsed(), process_cpu_seconds() - self.cpu)
+    }
+}
+
+/// The CPU time of the process (every thread), in seconds; NaN where it is not known.
+fn process_cpu_seconds() -> f64 {
+    #[cfg(target_os = "linux")]
+    {
+        #[repr(C)]
+        struct Timespec {
+            sec: i64,
+            nsec: i64,
+        }
+        extern "C" {
+            fn clock_gettime(clock: i32, tp: *mut Timespec) -> i32;
+        }
+        const CLOCK_PROCESS_CPUTIME_ID: i32 = 2;
+        let mut t = Timespec { sec: 0, nsec: 0 };
+        // SAFETY: `t` is a valid `struct timespec` (64-bit Linux) for the call to fill.
+        if unsafe { clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &mut t) } == 0 {
+            return t.sec as f64 + t.nsec as f64 * 1e-9;
+        }
+    }
+    f64::NAN
 }
 
 fn rayon_threads() -> String {
