@@ -101,11 +101,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string())
-    );
+/// Writes `text` to standard output. A closed pipe (`fulgur inspect … | head`) ends the output quietly,
+/// as other command-line tools do; another write error is reported.
+fn emit(text: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(format!("cannot write to standard output: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn print_json(value: &serde_json::Value) -> Result<(), String> {
+    let mut text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+    text.push('\n');
+    emit(&text)
 }
 
 fn run(cli: Cli) -> Result<ExitCode, String> {
@@ -113,18 +125,18 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Inspect { file, json } => {
             let report = inspect::inspect(&file).map_err(|e| e.to_string())?;
             if json {
-                print_json(&report.json());
+                print_json(&report.json())?;
             } else {
-                print!("{}", report.text());
+                emit(&report.text())?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Command::Verify { paths, json } => {
             let report = verify::verify(&paths);
             if json {
-                print_json(&report.json());
+                print_json(&report.json())?;
             } else {
-                print!("{}", report.text());
+                emit(&report.text())?;
             }
             Ok(if report.all_intact() {
                 ExitCode::SUCCESS
@@ -135,9 +147,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Diff { a, b, json } => {
             let report = diff::diff(&a, &b).map_err(|e| e.to_string())?;
             if json {
-                print_json(&report.json());
+                print_json(&report.json())?;
             } else {
-                print!("{}", report.text());
+                emit(&report.text())?;
             }
             Ok(if report.identical() {
                 ExitCode::SUCCESS
@@ -152,12 +164,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         } => {
             let done = interop::export_safetensors(&file, &to, &ExportOptions { optimizer_prefix })
                 .map_err(|e| e.to_string())?;
-            println!(
-                "wrote {} ({} tensors, {})",
+            emit(&format!(
+                "wrote {} ({} tensors, {})\n",
                 to.display(),
                 done.tensors,
                 fulgur_cli::human_bytes(done.bytes)
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Import {
@@ -171,17 +183,17 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .map_err(|e| e.to_string())?;
             let done =
                 interop::import_safetensors(&file, &into, hparams).map_err(|e| e.to_string())?;
-            println!(
-                "wrote {} ({} tensors, {}, weights only)",
+            emit(&format!(
+                "wrote {} ({} tensors, {}, weights only)\n",
                 into.display(),
                 done.tensors,
                 fulgur_cli::human_bytes(done.bytes)
-            );
+            ))?;
             if !done.widened.is_empty() {
-                println!(
-                    "widened to f32 from half precision: {}",
+                emit(&format!(
+                    "widened to f32 from half precision: {}\n",
                     done.widened.join(", ")
-                );
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -197,12 +209,12 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 .and_then(|p| p.file_name())
                 .map_or("metrics".to_string(), |n| n.to_string_lossy().into_owned());
             let (w, h) = plot::plot(&curves, &out, &title)?;
-            println!(
-                "wrote {} ({w}x{h}, {} from {})",
+            emit(&format!(
+                "wrote {} ({w}x{h}, {} from {})\n",
                 out.display(),
                 curves.names.join(", "),
                 csv.display()
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -592,3 +592,24 @@ fn bad_input_is_a_clear_error_with_status_2_and_never_a_panic() {
     assert_eq!(out.code, 1, "{}", out.stdout);
     assert!(out.stdout.contains("does not exist"), "{}", out.stdout);
 }
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let r = run();
+    let mut child = fulgur()
+        .args([
+            std::ffi::OsStr::new("inspect"),
+            r.ckpt("last").as_os_str(),
+            std::ffi::OsStr::new("--json"),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The reading end closes before the checkpoint is read, as `fulgur inspect … | head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+}
