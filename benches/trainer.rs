@@ -479,6 +479,12 @@ fn weights(net: &Net) -> Vec<Vec<f32>> {
     named_weights(net).into_iter().map(|(_, _, w)| w).collect()
 }
 
+/// A batch's input and target tensors.
+type Tensors = (
+    Tensor<(usize, Const<FEATURES>), f32, Cpu>,
+    Tensor<(usize, Const<CLASSES>), f32, Cpu>,
+);
+
 /// Batches gathered into buffers kept across steps: one host buffer, one input and one target tensor.
 struct Reused {
     order: Vec<usize>,
@@ -501,14 +507,7 @@ impl Reused {
 
     /// Batch `index` of the current order; the tensors handed out are views of the kept ones, which the
     /// step has dropped by the time the next batch overwrites them (else `copy_from` would copy).
-    fn batch(
-        &mut self,
-        s: &Setup,
-        index: usize,
-    ) -> (
-        Tensor<(usize, Const<FEATURES>), f32, Cpu>,
-        Tensor<(usize, Const<CLASSES>), f32, Cpu>,
-    ) {
+    fn batch(&mut self, s: &Setup, index: usize) -> Tensors {
         let rows = &self.order[index * s.batch..(index + 1) * s.batch];
         self.y_host.fill(0.0);
         for (r, &i) in rows.iter().enumerate() {
