@@ -22,8 +22,11 @@ use fulgur::trainer::TrainerBuilder;
 use crate::support::listing;
 use crate::support::wide::*;
 
+/// Tensors by name, bit for bit.
+type Bits = Vec<(String, Vec<u32>)>;
+
 /// Every tensor of a state dict, bit for bit.
-fn tensor_bits(tensors: &BTreeMap<String, TensorData>) -> Vec<(String, Vec<u32>)> {
+fn tensor_bits(tensors: &BTreeMap<String, TensorData>) -> Bits {
     tensors
         .iter()
         .map(|(k, t)| {
@@ -40,8 +43,8 @@ fn tensor_bits(tensors: &BTreeMap<String, TensorData>) -> Vec<(String, Vec<u32>)
 struct Contents {
     global_step: u64,
     epoch: u64,
-    weights: Vec<(String, Vec<u32>)>,
-    optimizer: Vec<(String, Vec<(String, Vec<u32>)>)>,
+    weights: Bits,
+    optimizer: Vec<(String, Bits)>,
     optimizer_step: Option<u64>,
     loops: String,
     callbacks: String,
@@ -134,6 +137,11 @@ fn an_async_run_writes_the_same_files_as_a_sync_run() {
     let (outcome, found) = same_both_ways(|dir, async_saving| {
         let mut t = wide_trainer(dir, async_saving).max_steps(14).build()?;
         t.fit(Wide::new(), &mut loader(), None, None)?;
+        // Complete when `fit` returns: no temporary file, `last` at the final step.
+        let names = listing(dir);
+        assert!(!names.iter().any(|n| is_temporary_file(n)), "{names:?}");
+        let last = read_checkpoint(dir.join("last.ckpt"))?;
+        assert_eq!(last.global_step, 14);
         let cb = t.checkpoint_callback().unwrap();
         let kept = names_in(dir, cb.best_k_models().iter().map(|(p, _)| p.clone()));
         let mut topk: Vec<String> = listing(dir);

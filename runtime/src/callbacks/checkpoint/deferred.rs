@@ -147,8 +147,8 @@ impl ModelCheckpoint {
         let book = pending
             .saves
             .into_iter()
-            .filter(|(i, _)| *i < index)
-            .last()
+            .rev()
+            .find(|(i, _)| *i < index)
             .map_or(pending.before, |(_, book)| book);
         self.recover(ctx, book, error)
     }
