@@ -166,4 +166,6 @@ mod guide {
     mod macros_generated {}
     #[doc = include_str!("../book/src/models.md")]
     mod models {}
+    #[doc = include_str!("../book/src/tool.md")]
+    mod tool {}
 }
