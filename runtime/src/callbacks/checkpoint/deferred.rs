@@ -174,3 +174,160 @@ fn agree_on_index(ctx: &CallbackContext<'_>, index: usize) -> Result<usize> {
     let bytes: [u8; 8] = bytes.as_slice().try_into().unwrap_or([0xff; 8]);
     Ok(usize::try_from(u64::from_le_bytes(bytes)).unwrap_or(usize::MAX))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+    use std::sync::Mutex;
+
+    use ciborium::Value;
+
+    use super::*;
+    use crate::callbacks::{CheckpointSink, ParameterInfo};
+    use crate::checkpoint::Checkpoint;
+    use crate::state::TrainerState;
+    use crate::strategy::{ReduceOp, Strategy};
+
+    /// Rank 1 of two: each broadcast receives the next of rank 0's messages.
+    struct RankOne(Mutex<VecDeque<Vec<u8>>>);
+
+    impl RankOne {
+        fn left(&self) -> usize {
+            self.0.lock().unwrap().len()
+        }
+    }
+
+    impl Strategy for RankOne {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+        fn broadcast(&self, data: &mut Vec<u8>, _root: usize) -> Result<()> {
+            *data = self
+                .0
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("a broadcast that rank 0 does not make");
+            Ok(())
+        }
+        fn all_reduce(&self, _: &mut [f64], _: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+        fn all_reduce_f32(&self, _: &mut [f32], _: ReduceOp) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    struct NoSink;
+
+    impl CheckpointSink for NoSink {
+        fn checkpoint(&self, _: bool, _: BTreeMap<String, Value>) -> Result<Checkpoint> {
+            Ok(Checkpoint::new("Fake"))
+        }
+        fn parameters(&self) -> Vec<ParameterInfo> {
+            Vec::new()
+        }
+    }
+
+    /// A callback on rank 1 with a pending trigger of three actions (a save, a link, a deletion) whose
+    /// save records `saved`; its book is the one the trigger decided.
+    fn pending_on_rank_one() -> (ModelCheckpoint, Book, Book) {
+        let mut mc = ModelCheckpoint::builder()
+            .dirpath("ckpts")
+            .save_last(true)
+            .build()
+            .unwrap();
+        let before = mc.book.clone();
+        let mut saved = before.clone();
+        saved.best_model_path = Some("ckpts/a.ckpt".into());
+        saved.last_global_step_saved = 2;
+        let mut decided = saved.clone();
+        decided.last_model_path = Some("ckpts/last.ckpt".into());
+        mc.book = decided.clone();
+        mc.pending = Some(Pending {
+            group: 0,
+            before,
+            saves: vec![(0, saved.clone())],
+            ops: vec![
+                ("ckpts/a.ckpt".into(), "write"),
+                ("ckpts/last.ckpt".into(), "link"),
+                ("ckpts/old.ckpt".into(), "delete"),
+            ],
+        });
+        (mc, saved, decided)
+    }
+
+    fn settle_on_rank_one(
+        mc: &mut ModelCheckpoint,
+        keep_training: bool,
+        from_zero: Vec<Vec<u8>>,
+    ) -> (Result<()>, usize) {
+        let state = TrainerState {
+            keep_training_on_checkpoint_error: keep_training,
+            ..Default::default()
+        };
+        let strategy = RankOne(Mutex::new(from_zero.into()));
+        let ctx = CallbackContext {
+            state: &state,
+            sink: &NoSink,
+            others: [&[], &[]],
+            strategy: &strategy,
+        };
+        let result = mc.settle(&ctx);
+        (result, strategy.left())
+    }
+
+    /// Rank 0's messages when its writer failed at action `index` with `message`.
+    fn failed_at(index: u64, message: &str) -> Vec<Vec<u8>> {
+        let mut agree = vec![1u8];
+        agree.extend_from_slice(message.as_bytes());
+        vec![index.to_le_bytes().to_vec(), agree]
+    }
+
+    #[test]
+    fn other_ranks_settle_with_rank_zeros_failure_named_by_its_action() {
+        let (mut mc, saved, _) = pending_on_rank_one();
+        let message = "cannot link `ckpts/last.ckpt`: No space left on device";
+        let (result, left) = settle_on_rank_one(&mut mc, false, failed_at(1, message));
+        let error = result.unwrap_err();
+        assert!(error.is_io(), "{error:?}");
+        assert_eq!(
+            error.to_string(),
+            format!("cannot link `ckpts/last.ckpt`: on rank 0: {message}")
+        );
+        assert_eq!(left, 0, "rank 1 made fewer broadcasts than rank 0");
+        // Back to the book of the file written before the failure, as on rank 0.
+        assert_eq!(mc.book, saved);
+        assert!(mc.pending.is_none());
+    }
+
+    #[test]
+    fn other_ranks_keep_training_with_the_book_of_the_last_file_written() {
+        let (mut mc, saved, _) = pending_on_rank_one();
+        let (result, left) = settle_on_rank_one(&mut mc, true, failed_at(0, "cannot write"));
+        result.unwrap();
+        assert_eq!(left, 0);
+        // The save itself failed: back to the book before the trigger.
+        assert_ne!(mc.book, saved);
+        assert_eq!(mc.book.last_global_step_saved, 0);
+    }
+
+    #[test]
+    fn a_success_costs_other_ranks_one_broadcast_and_keeps_the_decided_book() {
+        let (mut mc, _, decided) = pending_on_rank_one();
+        let (result, left) =
+            settle_on_rank_one(&mut mc, false, vec![u64::MAX.to_le_bytes().to_vec()]);
+        result.unwrap();
+        assert_eq!(left, 0);
+        assert_eq!(mc.book, decided);
+        // Nothing pending: no broadcast at all.
+        let (result, _) = settle_on_rank_one(&mut mc, false, Vec::new());
+        result.unwrap();
+    }
+}
