@@ -241,12 +241,7 @@ impl<W: Write> Sink<W> {
         }
         self.text(key::DATA)?;
         let digest = match t.source() {
-            Some(source) => {
-                let digest = self.snapshot(source, t.numel());
-                // Written (or failed): the live tensor need not be copied on its next update any more.
-                source.release();
-                digest?
-            }
+            Some(source) => self.snapshot(source, t.numel())?,
             None => self.data(&t.le_bytes())?,
         };
         self.text(key::XXH3)?;
@@ -271,6 +266,8 @@ impl<W: Write> Sink<W> {
                 self.data(bytemuck::cast_slice(values))
             };
             if let Some(digest) = source.write_in_place(&mut write) {
+                // Written (or failed): the live tensor need not be copied on its next update any more.
+                source.release();
                 return digest;
             }
         }
@@ -280,10 +277,9 @@ impl<W: Write> Sink<W> {
                 scratch.resize(n, 0.0);
             }
             let values = &mut scratch[..n];
-            source
-                .copy_to_host(values)
-                .map_err(|e| io::Error::other(format!("copying a tensor to the host: {e}")))?;
+            let copied = source.copy_to_host(values);
             source.release();
+            copied.map_err(|e| io::Error::other(format!("copying a tensor to the host: {e}")))?;
             if cfg!(target_endian = "big") {
                 values
                     .iter_mut()
@@ -411,6 +407,81 @@ mod tests {
                 .contains("`more_optimizers` entry 0 (optimizer 1) has an unknown key `optimizes`"),
             "{reason}"
         );
+    }
+
+    /// A snapshot source over host values, written in place or through the scratch buffer.
+    struct Source {
+        values: std::sync::Mutex<Option<Vec<f32>>>,
+        in_place: bool,
+        released: std::sync::atomic::AtomicUsize,
+    }
+
+    impl Source {
+        fn new(values: Vec<f32>, in_place: bool) -> std::sync::Arc<Self> {
+            std::sync::Arc::new(Self {
+                values: std::sync::Mutex::new(Some(values)),
+                in_place,
+                released: Default::default(),
+            })
+        }
+
+        fn releases(&self) -> usize {
+            self.released.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl HostSource for Source {
+        fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String> {
+            let values = self.values.lock().unwrap();
+            dst.copy_from_slice(values.as_ref().ok_or("released")?);
+            Ok(())
+        }
+
+        fn write_in_place(
+            &self,
+            write: &mut dyn FnMut(&[f32]) -> io::Result<u64>,
+        ) -> Option<io::Result<u64>> {
+            let values = self.values.lock().unwrap();
+            match values.as_ref() {
+                Some(v) if self.in_place => Some(write(v)),
+                None if self.in_place => Some(Err(io::Error::other("released"))),
+                _ => None,
+            }
+        }
+
+        fn release(&self) {
+            self.values.lock().unwrap().take();
+            self.released
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Snapshots encode to the bytes of the same values on the host, whether written where they lie or
+    /// through the scratch buffer, and each is released once written (so the live tensor is no longer
+    /// copied on its next update): a second encode of the same snapshot fails.
+    #[test]
+    fn snapshots_encode_as_host_tensors_and_are_released_once_written() {
+        let a: Vec<f32> = (0..3000).map(|i| i as f32 * 0.25).collect();
+        let b: Vec<f32> = (0..70).map(|i| -(i as f32)).collect();
+        let mut host = Checkpoint::new("Net");
+        host.state_dict
+            .insert("a".into(), TensorData::from_f32(vec![30, 100], a.clone()));
+        host.state_dict
+            .insert("b".into(), TensorData::from_f32(vec![70], b.clone()));
+        let (in_place, copied) = (Source::new(a, true), Source::new(b, false));
+        let mut snap = Checkpoint::new("Net");
+        snap.state_dict.insert(
+            "a".into(),
+            TensorData::snapshot(vec![30, 100], in_place.clone()),
+        );
+        snap.state_dict
+            .insert("b".into(), TensorData::snapshot(vec![70], copied.clone()));
+
+        assert_eq!(encoded(&snap), encoded(&host));
+        assert_eq!((in_place.releases(), copied.releases()), (1, 1));
+        let again = encode_checkpoint(Vec::new(), &snap, Path::new("x.ckpt"));
+        let reason = again.unwrap_err().to_string();
+        assert!(reason.contains("released"), "{reason}");
     }
 
     #[test]
