@@ -624,6 +624,40 @@ mod tests {
     }
 
     #[test]
+    fn last_passes_over_a_newer_file_whose_large_tensor_is_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let (older, newer) = (dir.path().join("older.ckpt"), dir.path().join("newer.ckpt"));
+        // Large enough to stay in the file until it is verified.
+        let values: Vec<f32> = (0..50_000).map(|i| i as f32).collect();
+        let mut ckpt = Checkpoint::new("m");
+        ckpt.state_dict.insert(
+            "big".into(),
+            crate::checkpoint::TensorData::from_f32(vec![values.len()], values.clone()),
+        );
+        ckpt.global_step = 5;
+        crate::checkpoint::write_checkpoint(&older, &ckpt).unwrap();
+        ckpt.global_step = 9;
+        crate::checkpoint::write_checkpoint(&newer, &ckpt).unwrap();
+        let mut bytes = std::fs::read(&newer).unwrap();
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let at = bytes.windows(data.len()).position(|w| w == data).unwrap();
+        bytes[at + 1000] ^= 2;
+        std::fs::write(&newer, bytes).unwrap();
+
+        let (found, problems) = newest_intact(vec![older.clone(), newer.clone()]);
+        let (path, ckpt) = found.unwrap();
+        assert_eq!((path, ckpt.global_step), (older, 5));
+        assert_eq!(
+            problems,
+            [format!(
+                "checkpoint `{}` is damaged: checksum mismatch in tensor `big`",
+                newer.display()
+            )]
+        );
+        assert_eq!(ckpt.state_dict["big"].as_f32().unwrap().len(), 50_000);
+    }
+
+    #[test]
     fn last_ranks_a_file_without_a_readable_header_by_reading_it_whole() {
         let dir = tempfile::tempdir().unwrap();
         let (reordered, older, damaged) = (
