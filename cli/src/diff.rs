@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use fulgur_runtime::checkpoint::{read_checkpoint, Checkpoint, CheckpointError, TensorData};
+use fulgur_runtime::checkpoint::{verify_checkpoint, Checkpoint, CheckpointError, TensorData};
 use serde_json::json;
 
 use crate::to_json;
@@ -49,10 +49,11 @@ impl Report {
     }
 }
 
-/// Reads and verifies both checkpoints and compares them.
+/// Reads and verifies both checkpoints and compares them, one tensor at a time: the memory it needs is
+/// two tensors', whatever the files' sizes.
 pub fn diff(a: &Path, b: &Path) -> Result<Report, CheckpointError> {
-    let (a, b) = (read_checkpoint(a)?, read_checkpoint(b)?);
-    let (ta, tb) = (tensors(&a), tensors(&b));
+    let (ca, cb) = (verify_checkpoint(a)?, verify_checkpoint(b)?);
+    let (ta, tb) = (tensors(&ca), tensors(&cb));
     let mut report = Report {
         added: tb
             .keys()
@@ -68,12 +69,18 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report, CheckpointError> {
     };
     for (name, x) in &ta {
         let Some(y) = tb.get(name) else { continue };
-        match compare(x, y) {
+        let changed = compare(x, y).map_err(|which| CheckpointError::Corrupt {
+            path: if which == 0 { a } else { b }.to_path_buf(),
+            reason: format!(
+                "tensor `{name}` could not be read again: the file changed after it was verified"
+            ),
+        })?;
+        match changed {
             None => report.same += 1,
             Some(change) => report.changed.push((name.clone(), change)),
         }
     }
-    report.metadata = metadata(&a, &b);
+    report.metadata = metadata(&ca, &cb);
     Ok(report)
 }
 
@@ -98,21 +105,23 @@ fn layout(t: &TensorData) -> String {
     format!("{} {:?}", t.dtype(), t.shape())
 }
 
-/// `None` when the bytes are equal.
-fn compare(x: &TensorData, y: &TensorData) -> Option<Change> {
+/// `None` when the bytes are equal; `Err(0)` or `Err(1)` when the first or second tensor's values
+/// cannot be read (its file changed since it was verified).
+fn compare(x: &TensorData, y: &TensorData) -> Result<Option<Change>, usize> {
     if x.dtype() != y.dtype() || x.shape() != y.shape() {
-        return Some(Change::Layout(layout(x), layout(y)));
+        return Ok(Some(Change::Layout(layout(x), layout(y))));
     }
     if x.le_bytes() == y.le_bytes() {
-        return None;
+        return Ok(None);
     }
-    let values = |t: &TensorData| -> Vec<f64> {
-        match t.as_f32() {
-            Some(v) => v.iter().map(|&f| f64::from(f)).collect(),
-            None => t.as_f64().map(|v| v.into_owned()).unwrap_or_default(),
+    let values = |t: &TensorData, which: usize| -> Result<Vec<f64>, usize> {
+        match (t.as_f32(), t.as_f64()) {
+            (Some(v), _) => Ok(v.iter().map(|&f| f64::from(f)).collect()),
+            (None, Some(v)) => Ok(v.into_owned()),
+            (None, None) => Err(which),
         }
     };
-    let (vx, vy) = (values(x), values(y));
+    let (vx, vy) = (values(x, 0)?, values(y, 1)?);
     let (mut max_abs, mut diff2, mut norm2) = (0f64, 0f64, 0f64);
     for (a, b) in vx.iter().zip(&vy) {
         let d = if a.to_bits() == b.to_bits() || a == b {
@@ -136,7 +145,7 @@ fn compare(x: &TensorData, y: &TensorData) -> Option<Change> {
     } else {
         0.0
     };
-    Some(Change::Values { max_abs, rel_l2 })
+    Ok(Some(Change::Values { max_abs, rel_l2 }))
 }
 
 /// Reports `x` and `y` under `name` when they differ; two objects field by field (`name.field`), so a

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use fulgur_runtime::checkpoint::{
-    read_checkpoint, Checkpoint, CheckpointError, OptimizerState, TensorData, FORMAT_NAME,
+    verify_checkpoint, Checkpoint, CheckpointError, OptimizerState, TensorData, FORMAT_NAME,
     FORMAT_VERSION,
 };
 use serde_json::json;
@@ -56,7 +56,7 @@ pub struct Report {
 
 /// Reads and verifies the checkpoint at `path` and describes it.
 pub fn inspect(path: &Path) -> Result<Report, CheckpointError> {
-    let checkpoint = read_checkpoint(path)?;
+    let checkpoint = verify_checkpoint(path)?;
     let file_bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let tensors = checkpoint
         .state_dict

@@ -323,13 +323,20 @@ mod tests {
         .unwrap();
         let c = read_curves(&csv, None).unwrap();
         assert_eq!(c.names, ["val,loss", "train_loss"]);
-        assert_eq!(c.by_step[1], [(1.0, 1.0), (2.0, 3.0), (4.0, 6.0)], "NaN left out");
+        assert_eq!(
+            c.by_step[1],
+            [(1.0, 1.0), (2.0, 3.0), (4.0, 6.0)],
+            "NaN left out"
+        );
         assert_eq!(c.by_epoch[1], [(0.0, 2.0), (1.0, 6.0)]);
         assert_eq!(c.by_epoch[0], [(0.0, 0.5), (1.0, 0.25)]);
         let only = read_curves(&csv, Some(&["train_loss".to_string()])).unwrap();
         assert_eq!(only.names, ["train_loss"]);
         std::fs::write(&csv, "epoch,step,loss\n0,1,abc\n").unwrap();
         let err = read_curves(&csv, None).unwrap_err();
-        assert!(err.contains("line 2") && err.contains("`loss`") && err.contains("abc"), "{err}");
+        assert!(
+            err.contains("line 2") && err.contains("`loss`") && err.contains("abc"),
+            "{err}"
+        );
     }
 }

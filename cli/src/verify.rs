@@ -1,10 +1,12 @@
 //! `fulgur verify`: whether checkpoint files are intact, and for a directory which file is best and
 //! which is last.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use fulgur_runtime::checkpoint::{is_temporary_file, read_checkpoint};
+use ciborium::Value;
+use fulgur_runtime::checkpoint::{is_temporary_file, verify_checkpoint};
 use serde_json::json;
 
 use crate::checkpoint_callbacks;
@@ -17,7 +19,7 @@ pub struct FileReport {
     /// `Ok((epoch, global_step))` when every checksum holds and the structure decodes; else the reader's
     /// error, which names the damaged part.
     pub outcome: Result<(u64, u64), String>,
-    /// Whether a `ModelCheckpoint` names it as its best file (directories only).
+    /// When a `ModelCheckpoint` names it as its best file (directories only): its monitor and score.
     pub best: Option<String>,
     /// Whether a `ModelCheckpoint` names it as its last file (directories only).
     pub last: bool,
@@ -49,7 +51,7 @@ pub fn verify(paths: &[PathBuf]) -> Report {
         if path.is_dir() {
             verify_dir(path, &mut report);
         } else if path.exists() {
-            report.files.push(check(path));
+            report.files.push(check(path).0);
         } else {
             report
                 .errors
@@ -59,15 +61,19 @@ pub fn verify(paths: &[PathBuf]) -> Report {
     report
 }
 
-fn check(path: &Path) -> FileReport {
-    FileReport {
+/// Verifies one file; returns its verdict and, when intact, its callback states.
+fn check(path: &Path) -> (FileReport, Option<BTreeMap<String, Value>>) {
+    let (outcome, callbacks) = match verify_checkpoint(path) {
+        Ok(c) => (Ok((c.epoch, c.global_step)), Some(c.callbacks)),
+        Err(e) => (Err(e.to_string()), None),
+    };
+    let report = FileReport {
         path: path.to_path_buf(),
-        outcome: read_checkpoint(path)
-            .map(|c| (c.epoch, c.global_step))
-            .map_err(|e| e.to_string()),
+        outcome,
         best: None,
         last: false,
-    }
+    };
+    (report, callbacks)
 }
 
 fn verify_dir(dir: &Path, report: &mut Report) {
@@ -87,11 +93,14 @@ fn verify_dir(dir: &Path, report: &mut Report) {
         .collect();
     names.sort();
     let mut found = Vec::new();
+    let mut states = Vec::new();
     for name in names {
         if is_temporary_file(&name) {
             report.leftovers.push(dir.join(&name));
         } else if name.ends_with(".ckpt") {
-            found.push(check(&dir.join(&name)));
+            let (file, callbacks) = check(&dir.join(&name));
+            found.push(file);
+            states.push(callbacks);
         }
     }
     if found.is_empty() {
@@ -101,29 +110,27 @@ fn verify_dir(dir: &Path, report: &mut Report) {
         ));
         return;
     }
-    mark_best_and_last(&mut found);
+    mark_best_and_last(&mut found, &states);
     report.files.extend(found);
 }
 
 /// Marks the files the newest intact checkpoint's `ModelCheckpoint` states name as best and last (by
 /// file name: the states hold the paths as the run wrote them, perhaps relative to another directory).
-fn mark_best_and_last(files: &mut [FileReport]) {
+fn mark_best_and_last(files: &mut [FileReport], states: &[Option<BTreeMap<String, Value>>]) {
     let newest = files
         .iter()
-        .filter_map(|f| f.outcome.as_ref().ok().map(|&(_, step)| (step, &f.path)))
-        .max_by_key(|&(step, path)| {
+        .zip(states)
+        .filter_map(|(f, s)| Some((f.outcome.as_ref().ok()?.1, &f.path, s.as_ref()?)))
+        .max_by_key(|&(step, path, _)| {
             (
                 step,
                 std::fs::metadata(path).and_then(|m| m.modified()).ok(),
             )
         })
-        .map(|(_, path)| path.clone());
-    let Some(newest) = newest else { return };
-    let Ok(ckpt) = read_checkpoint(&newest) else {
-        return;
-    };
+        .map(|(_, _, callbacks)| callbacks.clone());
+    let Some(callbacks) = newest else { return };
     let name_of = |p: &str| Path::new(p).file_name().map(|n| n.to_os_string());
-    for cb in checkpoint_callbacks(&ckpt.callbacks) {
+    for cb in checkpoint_callbacks(&callbacks) {
         let best = cb.best_model_path.as_deref().and_then(name_of);
         let last = cb.last_model_path.as_deref().and_then(name_of);
         for f in files.iter_mut() {

@@ -613,3 +613,54 @@ fn a_closed_pipe_ends_the_output_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(0), "{stderr}");
 }
+
+/// Tensors above the reader's lazy threshold (64 KiB) are verified and compared from the file, one at a
+/// time: a flipped bit in one is found and named, and `diff` reads their values back.
+#[test]
+fn large_tensors_are_verified_and_compared_from_the_file() {
+    use fulgur::checkpoint::{write_checkpoint, Checkpoint, TensorData};
+    let dir = tempfile::tempdir().unwrap();
+    let n = 100_000;
+    let file = |name: &str, scale: f32| {
+        let mut c = Checkpoint::new("big");
+        let values: Vec<f32> = (0..n).map(|i| i as f32 * scale).collect();
+        c.state_dict
+            .insert("big.weight".into(), TensorData::from_f32(vec![n], values));
+        c.state_dict.insert(
+            "small.bias".into(),
+            TensorData::from_f32(vec![2], vec![1.0, 2.0]),
+        );
+        let path = dir.path().join(name);
+        write_checkpoint(&path, &c).unwrap();
+        path
+    };
+    let (a, b) = (file("a.ckpt", 1.0), file("b.ckpt", 1.5));
+    let out = call(args!["diff", a, b]);
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    // max |a - b| = 0.5 × 99 999, relative L2 = 0.5.
+    assert!(
+        out.stdout
+            .contains("~ big.weight: max |a-b| 5.000e4, relative L2 5.000e-1"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("1 changed, 1 identical tensors"),
+        "{}",
+        out.stdout
+    );
+
+    let bytes = std::fs::read(&a).unwrap();
+    let flipped = damaged_copy(&a, dir.path(), "flipped.ckpt", |b| b[bytes.len() / 2] ^= 1);
+    let out = call(args!["verify", flipped]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("checksum mismatch in tensor `big.weight`"),
+        "{}",
+        out.stdout
+    );
+    let out = call(args!["inspect", flipped]);
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("big.weight"), "{}", out.stderr);
+}

@@ -11,6 +11,7 @@ mod format;
 mod hash;
 mod snapshot;
 mod tensor;
+mod verify;
 mod wire;
 mod write;
 
@@ -28,5 +29,6 @@ pub use format::{
 pub(crate) use snapshot::to_host;
 pub(crate) use tensor::HostSource;
 pub use tensor::{DType, TensorData, TensorSizeError};
+pub use verify::verify_checkpoint;
 pub(crate) use write::{is_in_flight, replace_atomically, temporary_name};
 pub use write::{is_temporary_file, write_checkpoint};
