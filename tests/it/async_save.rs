@@ -324,22 +324,23 @@ impl Callback for Recorder {
     }
 }
 
-/// Text that makes the checkpoint writer thread sleep when it prints it (see [`slow_writer_after`]).
-static SLOW_AFTER: Mutex<Option<String>> = Mutex::new(None);
+/// Texts that make the checkpoint writer thread sleep when it prints one (see [`slow_writer_after`]).
+static SLOW_AFTER: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 /// Standard error, except that the writer thread of `async_checkpointing` sleeps 50 ms after
-/// printing a line that contains [`SLOW_AFTER`].
+/// printing a line that contains one of [`SLOW_AFTER`].
 struct SlowStderr;
 
 impl Write for SlowStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         std::io::stderr().write_all(buf)?;
         let on_writer = std::thread::current().name() == Some("fulgur-checkpoint-writer");
+        let text = String::from_utf8_lossy(buf);
         let marked = SLOW_AFTER
             .lock()
             .unwrap()
-            .as_ref()
-            .is_some_and(|m| String::from_utf8_lossy(buf).contains(m.as_str()));
+            .iter()
+            .any(|m| text.contains(m.as_str()));
         if on_writer && marked {
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -364,7 +365,7 @@ fn slow_writer_after(dir: &Path) {
             .finish()
             .try_init();
     });
-    *SLOW_AFTER.lock().unwrap() = Some(dir.display().to_string());
+    SLOW_AFTER.lock().unwrap().push(dir.display().to_string());
 }
 
 #[test]
@@ -430,4 +431,60 @@ fn a_file_holds_the_values_of_its_step_although_training_went_on() {
             }
         }
     }
+}
+
+/// Panics at the end of training batch `at` (a bug in user code: `fit` unwinds without `on_exception`).
+struct PanicAt {
+    at: u64,
+}
+
+impl Callback for PanicAt {
+    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> fulgur::Result<()> {
+        if ctx.state().global_step == self.at {
+            // Unwinds without the panic hook, whose message and backtrace would take long enough for
+            // the writer to finish anyway.
+            std::panic::resume_unwind(Box::new("a bug in a callback"));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn dropping_the_trainer_waits_for_the_save_under_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    // The save of step 4 is under way (slowed after its top-k file) when step 5 panics.
+    slow_writer_after(dir);
+    let unwound = std::panic::catch_unwind(|| {
+        let cb = ModelCheckpoint::builder()
+            .dirpath(dir)
+            .monitor("step")
+            .mode("max")
+            .save_top_k(1)
+            .save_last(true)
+            .every_n_train_steps(2)
+            .verbose(true)
+            .build()
+            .unwrap();
+        let mut t = Trainer::builder()
+            .default_root_dir(dir)
+            .no_logger()
+            .enable_progress_bar(false)
+            .enable_model_summary(false)
+            .async_checkpointing(true)
+            .max_steps(10)
+            .callback(PanicAt { at: 5 })
+            .callback(cb)
+            .build()
+            .unwrap();
+        let _ = t.fit(Wide::new(), &mut loader(), None, None);
+    });
+    assert!(unwound.is_err());
+    // Step 4's top-k file, its `last`, and the deletion of step 2's file are all done.
+    let found = files(dir);
+    assert_eq!(
+        found.keys().collect::<Vec<_>>(),
+        ["epoch=0-step=4.ckpt", "last.ckpt"]
+    );
+    assert_eq!(found["last.ckpt"].as_ref().unwrap().global_step, 4);
 }
