@@ -22,8 +22,9 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
     /// The checkpoint returned holds its large tensors in the file ([`read_checkpoint_lazy`]): the
     /// restore reads them into the module's and the optimizers' buffers. A file named by path is
     /// verified as it is restored (its structure now, each tensor as it is read), so that it is read
-    /// once; `"best"` and `"last"` verify every tensor of a candidate first, through one buffer, so
-    /// that a damaged file is passed over for the next one as before.
+    /// once (with several processes, rank 0 verifies it whole first: it sends every tensor); `"best"`
+    /// and `"last"` verify every tensor of a candidate first, through one buffer, so that a damaged
+    /// file is passed over for the next one as before.
     ///
     /// `"last"` is the newest intact full checkpoint among the checkpoint callbacks' files (their `last`
     /// files and every other checkpoint file where their templates write), by the global step stored
@@ -52,6 +53,11 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
         match p {
             CkptPath::Path(path) => {
                 let ckpt = read_checkpoint_lazy(&path)?;
+                if self.strategy.world_size() > 1 {
+                    // Rank 0 sends every tensor to the other ranks: a damaged one is the file's
+                    // error here, not a failure to encode what is sent.
+                    verify_lazy_tensors(&ckpt, &path)?;
+                }
                 Ok(Some((path, ckpt)))
             }
             CkptPath::Best => {
