@@ -5,6 +5,18 @@
 //! the ratios the format is held to: save and load at ≥ 0.9× raw `std::fs::write` / `std::fs::read`.
 //! Without `--bench` (as under `cargo test --benches`) it runs once on a small checkpoint as a smoke test.
 //!
+//! The summary then measures saving inside `fit` (`checkpoint_io/async_save.rs`: the training stall of
+//! `async_checkpointing` against a synchronous save, and the peak extra memory of
+//! `Trainer::save_checkpoint`, on a 403 MB state of weights and Adam moments) and in-place loading
+//! (`checkpoint_io/in_place.rs`), and ends with these lines, in this order:
+//!
+//! ```text
+//! async stall: X.X% of a sync save
+//! in-place load: X.XXx std::fs::read
+//! save peak extra memory: N MB for a M MB state
+//! load_from_checkpoint peak extra memory: N MB for M MB of weights
+//! ```
+//!
 //! Like is compared with like: `write_checkpoint` replaces its file crash-safely (temporary file, fsync,
 //! rename, fsync of the directory), so it is measured against the same protocol on the raw bytes, and
 //! against a plain in-place `write_all` + `sync_all` for reference; `encode_checkpoint` into a buffered file
@@ -14,7 +26,9 @@
 //!
 //! `FULGUR_BENCH_PARAMS` overrides the number of parameters (default 100M, split over 4 tensors) and
 //! `FULGUR_BENCH_RUNS` the number of timed runs per operation in the summary (default 5); a criterion filter that matches
-//! nothing (`cargo bench --bench checkpoint_io -- none`) runs the summary alone.
+//! nothing (`cargo bench --bench checkpoint_io -- none`) runs the summary alone. `FULGUR_BENCH_ROUNDS`
+//! sets the rounds of the stall measurement (default 3; each is one synchronous and one asynchronous
+//! `fit` of 48 steps).
 //! Files go to a temporary directory under `FULGUR_BENCH_DIR` when it is set (e.g. a tmpfs, to measure
 //! the format's CPU cost without the disk), else under the system's temporary directory.
 
@@ -33,6 +47,8 @@ use safetensors::{Dtype, SafeTensors};
 
 #[path = "checkpoint_io/async_save.rs"]
 mod async_save;
+#[path = "checkpoint_io/in_place.rs"]
+mod in_place;
 
 const TENSORS: usize = 4;
 const RUNS: usize = 5;
@@ -251,21 +267,38 @@ fn main() {
         1
     };
     let (stall, memory) = async_save::run(dir.path(), bench_mode, rounds);
-    // TODO(in-place load): `benches/checkpoint_io/in_place.rs` (`in_place::run(dir, params, runs)`)
-    // is not written yet; its lines go here and after the save's memory line.
-    let in_place = ["in-place load: n/a".to_string()];
+    let mut in_place = in_place::run(dir.path(), params, runs);
+    let summary = |lines: &mut Vec<String>, is: &dyn Fn(&str) -> bool, or: String| match lines
+        .iter()
+        .rposition(|l| is(l))
+    {
+        Some(i) => lines.remove(i),
+        None => or,
+    };
+    let in_place_summary = summary(
+        &mut in_place,
+        &|l| l.starts_with("in-place load: ") && l.ends_with("x std::fs::read"),
+        "in-place load: n/a".into(),
+    );
+    let load_memory = summary(
+        &mut in_place,
+        &|l| l.starts_with("load_from_checkpoint peak extra memory: "),
+        "load_from_checkpoint peak extra memory: n/a".into(),
+    );
     let (stall_summary, stall_detail) = stall.split_last().expect("stall lines");
     let (memory_summary, memory_detail) = memory.split_last().expect("memory lines");
     for line in stall_detail.iter().chain(memory_detail) {
         println!("{line}");
     }
     println!();
-    println!("{stall_summary}");
-    println!("{}", in_place[0]);
-    println!("{memory_summary}");
-    for line in &in_place[1..] {
+    for line in &in_place {
         println!("{line}");
     }
+    println!();
+    println!("{stall_summary}");
+    println!("{in_place_summary}");
+    println!("{memory_summary}");
+    println!("{load_memory}");
 }
 
 /// `TENSORS` f32 tensors of `per_tensor` values each, in the state dict of an otherwise full checkpoint.

@@ -20,6 +20,9 @@
 //!   copied into one input tensor and one target tensor kept across steps (`Tensor::copy_from`) instead of
 //!   the loader's fresh `Vec`s and tensors; the order is the loader's (`fulgur::data::permutation`). The
 //!   difference to `hand loop` is the cost of the loader's allocations within a real step.
+//! - `hand loop, fulgur's Adam`: the hand loop stepping `fulgur::optim::Adam` (the optimizer `fit` runs)
+//!   instead of dfdx's: the difference to `hand loop` is the optimizer's share of `fit`'s overhead, the
+//!   rest is the trainer's.
 //! - `fit, validation + top-2 checkpoints`: as `fit`, with 4 validation batches of 64 after every epoch
 //!   (`val_loss`, no sanity check) and a `ModelCheckpoint` keeping the best 2 by `val_loss`.
 //! - `hand loop, validation + top-2 checkpoints`: the hand loop plus, after every epoch, the same
@@ -52,7 +55,7 @@ use fulgur::callbacks::ModelCheckpoint;
 use fulgur::checkpoint::{write_checkpoint, OptimizerState, TensorData as Stored};
 use fulgur::data::permutation;
 use fulgur::dfdx::nn::ZeroGrads;
-use fulgur::dfdx::optim::{Adam as DfdxAdam, AdamConfig, Optimizer};
+use fulgur::dfdx::optim::{Adam as DfdxAdam, AdamConfig, Optimizer as DfdxOptimizer};
 use fulgur::dfdx::prelude::*;
 use fulgur::optim::Adam;
 use fulgur::prelude::*;
@@ -128,11 +131,13 @@ enum Extras {
     ValidateAndCheckpoint,
 }
 
-/// How the hand loop makes its batches.
+/// How the hand loop makes its batches, and which Adam it steps.
 #[derive(Clone, Copy, PartialEq)]
 enum Batches {
     Loader,
     Reused,
+    /// The loader's batches, and `fulgur::optim::Adam` (moments by parameter name) instead of dfdx's.
+    FulgurAdam,
 }
 
 /// What one run took (its timed part: wall-clock, and the process's CPU time over every thread) and
@@ -169,6 +174,10 @@ fn main() {
         (
             "hand loop, reused batch buffers",
             Box::new(|| hand_loop(&setup, Extras::None, Batches::Reused)),
+        ),
+        (
+            "hand loop, fulgur's Adam",
+            Box::new(|| hand_loop(&setup, Extras::None, Batches::FulgurAdam)),
         ),
         (
             "fit, validation + top-2 checkpoints",
@@ -371,6 +380,7 @@ fn hand_loop(s: &Setup, extras: Extras, batches: Batches) -> Outcome {
 
     let start = Clock::start();
     let mut opt = DfdxAdam::new(&net, adam());
+    let mut fulgur_adam = Adam::<Cpu>::new(adam());
     let mut grads = net.alloc_grads();
     let mut best: Vec<(f32, PathBuf)> = Vec::new();
     let mut train_loss = 0.0f32;
@@ -382,7 +392,7 @@ fn hand_loop(s: &Setup, extras: Extras, batches: Batches) -> Outcome {
             train_loss = 0.0;
         }
         let (x, y) = match batches {
-            Batches::Loader => {
+            Batches::Loader | Batches::FulgurAdam => {
                 let b = train.batch(index as usize).expect("a batch");
                 (b.x, b.y)
             }
@@ -392,7 +402,12 @@ fn hand_loop(s: &Setup, extras: Extras, batches: Batches) -> Outcome {
         let loss = cross_entropy_with_logits_loss(logits, y);
         train_loss += loss.array();
         grads = loss.backward();
-        opt.update(&mut net, &grads).expect("an update");
+        if batches == Batches::FulgurAdam {
+            fulgur::optim::Optimizer::<Net, Cpu>::step(&mut fulgur_adam, &mut net, &mut grads)
+                .expect("an update");
+        } else {
+            opt.update(&mut net, &grads).expect("an update");
+        }
         net.zero_grads(&mut grads);
 
         if index + 1 == n && extras == Extras::ValidateAndCheckpoint {
