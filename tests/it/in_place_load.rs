@@ -186,6 +186,15 @@ fn weights_only_loads_skip_the_optimizer_state_and_a_resume_reads_and_checks_it(
     assert_eq!(weights(&m), bits(ckpt.state_dict.clone()));
     let loaded = Wide::<Cpu>::load_from_checkpoint(&path, &Cpu::default()).unwrap();
     assert_eq!(weights(&loaded), weights(&m));
+    // So does `validate` with a `ckpt_path`, which loads the weights into the module it is given.
+    let mut t = builder(9, dir.path()).build().unwrap();
+    t.validate(
+        Some(wide(3)),
+        &mut loader(),
+        Some(CkptPath::Path(path.clone())),
+    )
+    .unwrap();
+    assert_eq!(weights(t.module().unwrap()), weights(&m));
 
     // A resume needs it, reads it and finds the damage.
     let (t, result) = run(9, dir.path(), 7, Some(path.clone()));
