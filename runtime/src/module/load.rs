@@ -38,7 +38,14 @@ use crate::{Error, Result};
 ///
 /// Errors: those of `read_checkpoint` for the file (naming it and the damaged part), and
 /// [`CheckpointError::StateDictMismatch`] when the weights do not fit the module, found before anything
-/// is written. See [the module's state after a failed load](self#state-after-a-failed-load).
+/// is written.
+///
+/// # State after a failed load
+///
+/// A file that does not fit the module leaves it as it was. A tensor whose bytes are damaged (checksum
+/// mismatch), or a file cut or unreadable since it was opened, is found when that tensor is reached:
+/// the tensors before it (in the module's field order) then hold the file's values and the rest their
+/// own. The error names the file and the tensor; load the module again before using it.
 pub fn load_weights<M: TensorCollection<f32, D>, D: Backend>(
     module: &mut M,
     path: impl AsRef<Path>,
