@@ -549,4 +549,42 @@ mod tests {
         assert_eq!(params["0.weight"].shape, [3, 2]);
         assert_eq!(params["3.0.bias"].shape, [1]);
     }
+
+    /// A save of the optimizer state writes each CPU buffer where it lies and releases it: until then
+    /// the snapshot shares the buffers (an update would copy them), afterwards the next update uses
+    /// them in place again; the file holds the values the snapshot was taken with.
+    #[test]
+    fn a_written_snapshot_releases_the_optimizer_buffers() {
+        use std::path::Path;
+        use std::sync::Arc;
+
+        use super::SlotState;
+        use crate::checkpoint::{decode_checkpoint, encode_checkpoint, Checkpoint, OptimizerState};
+
+        let dev = Cpu::default();
+        let p = dev.tensor([1.0f32, 2.0, 3.0]);
+        let mut state = SlotState::<Cpu, 2>::new(["exp_avg", "exp_avg_sq"]);
+        state.get_or_alloc("w".into(), &p).unwrap()[0].copy_from_slice(&[0.5, 0.25, 0.125]);
+        let shared = |s: &SlotState<Cpu, 2>| {
+            let bufs = &s.params["w"].bufs;
+            bufs.iter().filter(|b| Arc::strong_count(b) > 1).count()
+        };
+        let mut ckpt = Checkpoint::new("m");
+        ckpt.optimizer = Some(OptimizerState {
+            kind: "adam".into(),
+            step: 1,
+            lr: 0.1,
+            config: ciborium::Value::Null,
+            params: state.to_host().unwrap(),
+        });
+        assert_eq!(shared(&state), 2, "a snapshot shares both buffers");
+
+        let mut bytes = Vec::new();
+        encode_checkpoint(&mut bytes, &ckpt, Path::new("m.ckpt")).unwrap();
+        assert_eq!(shared(&state), 0, "released once written");
+        let back = decode_checkpoint(&bytes[..], bytes.len() as u64, Path::new("m.ckpt")).unwrap();
+        let slots = &back.optimizer.unwrap().params["w"];
+        assert_eq!(*slots["exp_avg"].as_f32().unwrap(), [0.5, 0.25, 0.125]);
+        assert_eq!(*slots["exp_avg_sq"].as_f32().unwrap(), [0.0; 3]);
+    }
 }
