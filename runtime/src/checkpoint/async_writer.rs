@@ -29,9 +29,17 @@ pub(crate) struct Failure {
 struct Progress {
     submitted: u64,
     done: u64,
-    /// Operations performed or skipped per group still open, and the failure of each failed group.
-    groups: BTreeMap<u64, (usize, Option<Failure>)>,
+    /// The groups not finished yet.
+    groups: BTreeMap<u64, Group>,
     next_group: u64,
+}
+
+#[derive(Default)]
+struct Group {
+    submitted: usize,
+    /// Operations performed or skipped.
+    done: usize,
+    failure: Option<Failure>,
 }
 
 type Shared = Arc<(Mutex<Progress>, Condvar)>;
@@ -74,13 +82,19 @@ impl AsyncWriter {
         let mut p = self.progress();
         p.next_group += 1;
         let group = p.next_group;
-        p.groups.insert(group, (0, None));
+        p.groups.insert(group, Group::default());
         group
     }
 
     /// Queues `job` in `group`, after every operation submitted before.
     pub(crate) fn submit(&self, group: u64, job: FileJob) {
-        self.progress().submitted += 1;
+        {
+            let mut p = self.progress();
+            p.submitted += 1;
+            if let Some(g) = p.groups.get_mut(&group) {
+                g.submitted += 1;
+            }
+        }
         let job = match &self.sender {
             Some(sender) => match sender.send((group, job)) {
                 Ok(()) => return,
@@ -101,15 +115,27 @@ impl AsyncWriter {
     }
 
     /// Whether every submitted operation is done.
+    #[cfg(test)]
     pub(crate) fn is_idle(&self) -> bool {
         let p = self.progress();
         p.done == p.submitted
     }
 
+    /// Whether every operation submitted in `group` is done (also when the group is finished).
+    pub(crate) fn is_done(&self, group: u64) -> bool {
+        self.progress()
+            .groups
+            .get(&group)
+            .is_none_or(|g| g.done == g.submitted)
+    }
+
     /// Closes `group` (after [`flush`](Self::flush)) and returns its failure, if one of its operations
     /// failed.
     pub(crate) fn finish(&self, group: u64) -> Option<Failure> {
-        self.progress().groups.remove(&group).and_then(|(_, f)| f)
+        self.progress()
+            .groups
+            .remove(&group)
+            .and_then(|g| g.failure)
     }
 }
 
@@ -122,7 +148,7 @@ fn perform(shared: &Shared, group: u64, job: FileJob) {
     let skip = lock(shared)
         .groups
         .get(&group)
-        .is_some_and(|(_, failure)| failure.is_some());
+        .is_some_and(|g| g.failure.is_some());
     let outcome = if skip {
         Ok(())
     } else {
@@ -134,14 +160,14 @@ fn perform(shared: &Shared, group: u64, job: FileJob) {
         })
     };
     let mut p = lock(shared);
-    if let Some((index, failure)) = p.groups.get_mut(&group) {
+    if let Some(g) = p.groups.get_mut(&group) {
         if let Err(error) = outcome {
-            failure.get_or_insert(Failure {
-                index: *index,
+            g.failure.get_or_insert(Failure {
+                index: g.done,
                 error,
             });
         }
-        *index += 1;
+        g.done += 1;
     }
     p.done += 1;
     drop(p);
@@ -192,13 +218,35 @@ mod tests {
         writer.submit(b, push("b-write", false));
         writer.submit(a, push("a-delete", false));
         writer.flush();
-        assert!(writer.is_idle());
+        assert!(writer.is_idle() && writer.is_done(a) && writer.is_done(b));
         assert_eq!(*log.lock().unwrap(), ["a-write", "a-write-2", "b-write"]);
         let failure = writer.finish(a).expect("group a failed");
         assert_eq!(failure.index, 1);
         assert!(failure.error.is_io());
         assert!(writer.finish(b).is_none());
         assert!(writer.finish(a).is_none(), "taken once");
+    }
+
+    #[test]
+    fn a_group_is_done_while_a_later_one_runs() {
+        let writer = AsyncWriter::new();
+        let (a, b) = (writer.group(), writer.group());
+        let (release, wait) = mpsc::channel::<()>();
+        writer.submit(a, Box::new(|| Ok(())));
+        writer.submit(
+            b,
+            Box::new(move || {
+                let _ = wait.recv();
+                Ok(())
+            }),
+        );
+        while !writer.is_done(a) {
+            std::thread::yield_now();
+        }
+        assert!(!writer.is_done(b) && !writer.is_idle());
+        release.send(()).unwrap();
+        writer.flush();
+        assert!(writer.is_done(b));
     }
 
     #[test]

@@ -153,11 +153,14 @@ impl ModelCheckpoint {
         self.recover(ctx, book, error)
     }
 
-    /// Settles the pending trigger when the writer has finished it, without waiting: in one process
-    /// only, where no other rank needs to settle at the same point.
+    /// Settles the pending trigger when the writer has finished its actions, without waiting: in one
+    /// process only, where no other rank needs to settle at the same point.
     pub(super) fn settle_if_done(&mut self, ctx: &CallbackContext<'_>) -> Result<()> {
-        let done = ctx.writer().is_some_and(|w| w.is_idle());
-        if self.pending.is_some() && done && ctx.strategy().world_size() <= 1 {
+        let Some(pending) = &self.pending else {
+            return Ok(());
+        };
+        let done = ctx.writer().is_some_and(|w| w.is_done(pending.group));
+        if done && ctx.strategy().world_size() <= 1 {
             return self.settle(ctx);
         }
         Ok(())
