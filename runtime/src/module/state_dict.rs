@@ -5,15 +5,14 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use dfdx::nn::tensor_collection::{
-    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut,
-    ViewTensorName, ViewTensorRef,
+    RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
+    ViewTensorRef,
 };
 use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use num_traits::NumCast;
 
-use super::LightningModule;
-use crate::checkpoint::{read_checkpoint, CheckpointError, DType, HostSource, TensorData};
+use crate::checkpoint::{CheckpointError, DType, HostSource, TensorData};
 use crate::device::Backend;
 use crate::Result;
 
@@ -62,9 +61,11 @@ pub fn param_shapes<M: TensorCollection<f32, D>, D: Backend>(
     out.0
 }
 
-/// Loads `entries` into `module`. With `strict`, every missing, unexpected and mismatched key is reported
-/// in one error naming `path`; without it, only matching entries are loaded. Nothing is changed unless
-/// the whole load can succeed.
+/// Loads `entries` into `module`, each tensor into the module's existing buffer. With `strict`, every
+/// missing, unexpected and mismatched key is reported in one error naming `path`; without it, only
+/// matching entries are loaded. Nothing is changed unless the names, dtypes and shapes fit; entries of a
+/// checkpoint read lazily (by the trainer's loads) are read from their file as they are loaded, and a
+/// damaged one stops the load part-way (see [`load_weights`](super::load_weights)).
 pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
     module: &mut M,
     entries: &BTreeMap<String, TensorData>,
@@ -102,40 +103,7 @@ pub fn load_state_dict<M: TensorCollection<f32, D>, D: Backend>(
         }
         .into());
     }
-    let mut apply = Apply(entries);
-    M::iter_tensors(&mut RecursiveWalker {
-        m: (module, String::new()),
-        f: &mut apply,
-    })
-    .map_err(crate::device_err)?;
-    Ok(())
-}
-
-/// Rebuilds a module from the hyperparameters and weights stored in a checkpoint.
-pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(
-    path: &Path,
-    device: &D,
-) -> Result<M> {
-    let ckpt = read_checkpoint(path)?;
-    let hparams_error = |reason: String| CheckpointError::Hyperparameters {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let value = match &ckpt.hyper_parameters {
-        Some(v) => v.clone(),
-        None => ciborium::Value::Null,
-    };
-    let hparams: M::Hparams = value.deserialized().map_err(|e| {
-        hparams_error(format!(
-            "do not decode as `{}` ({e}); the file was written by `{}`",
-            std::any::type_name::<M::Hparams>(),
-            ckpt.module_type
-        ))
-    })?;
-    let mut module = M::from_hparams(hparams, device)?;
-    module.on_load_checkpoint(&ckpt)?;
-    load_state_dict(&mut module, &ckpt.state_dict, true, path)?;
-    Ok(module)
+    super::load::apply(module, entries, path)
 }
 
 fn dims<S: Shape>(shape: &S) -> Vec<usize> {
@@ -243,45 +211,6 @@ impl<D: Backend> TensorVisitor<f32, D> for Shapes {
         (_, name): (&N, String),
     ) -> Result<Option<N>, Self::Err> {
         self.0.insert(name, (DType::F64, Vec::new()));
-        Ok(None)
-    }
-}
-
-/// Copies checked entries into the module; keys absent from the map are left as they are.
-struct Apply<'a>(&'a BTreeMap<String, TensorData>);
-
-impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
-    type Viewer = (ViewTensorMut, ViewTensorName);
-    type Err = D::Err;
-    type E2 = f32;
-    type D2 = D;
-
-    fn visit<S: Shape>(
-        &mut self,
-        _: TensorOptions<S, f32, D>,
-        (t, name): (&mut Tensor<S, f32, D>, String),
-    ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
-        if let Some(values) = self.0.get(&name).and_then(TensorData::as_f32) {
-            t.copy_from(&values);
-        }
-        Ok(None)
-    }
-
-    fn visit_scalar<N: NumCast>(
-        &mut self,
-        _: ScalarOptions<N>,
-        (n, name): (&mut N, String),
-    ) -> Result<Option<N>, Self::Err> {
-        if let Some(v) = self
-            .0
-            .get(&name)
-            .and_then(TensorData::as_f64)
-            .and_then(|v| v.first().copied())
-        {
-            if let Some(x) = N::from(v) {
-                *n = x;
-            }
-        }
         Ok(None)
     }
 }
