@@ -15,7 +15,9 @@
 //! holds (copy on write: fresh memory, page faults), the writer thread's competition for the cores, and
 //! any wait for the previous save; with a synchronous save it is the save. (What is left of the last
 //! save's write when `fit` ends is waited for there, after the last step: not counted.) `async stall`
-//! is the median async stall over the median sync stall, both over every save of every round.
+//! is the median async stall over the median sync stall, both over every save of every round; the
+//! detail lines split each stall into the saving step, the next step (where the optimizer copies what
+//! the save still holds) and the rest. `FULGUR_BENCH_DEBUG` prints every step's time.
 //!
 //! **Memory.** After one step of `fit`, `Trainer::save_checkpoint` of the full state, with the peak RSS
 //! reset just before (Linux: `5` into `/proc/self/clear_refs`) and read just after (`VmHWM` − the
@@ -169,17 +171,17 @@ fn fit_intervals<M: Model>(dir: &Path, async_saves: bool) -> Vec<f64> {
         .collect()
 }
 
-/// The stall of every save of one run, split in (the saving step, the steps after it): the `EVERY`
+/// The stall of every save of one run, split in [the saving step, the step after it (where the
+/// optimizer copies the tensors a save still holds), the `EVERY - 2` steps after that]: the `EVERY`
 /// intervals from the saving step on, minus as many clean steps. Saves happen at the end of steps
 /// `EVERY`, `2 EVERY`, ... (indices `EVERY - 1`, ...).
-fn stalls(intervals: &[f64], clean: f64) -> Vec<(f64, f64)> {
+fn stalls(intervals: &[f64], clean: f64) -> Vec<[f64; 3]> {
     (1..=SAVES)
         .map(|k| k * EVERY - 1)
         .filter(|&s| s + EVERY <= intervals.len())
         .map(|s| {
-            let saving = intervals[s] - clean;
-            let after: f64 = intervals[s + 1..s + EVERY].iter().map(|t| t - clean).sum();
-            (saving, after)
+            let rest: f64 = intervals[s + 2..s + EVERY].iter().map(|t| t - clean).sum();
+            [intervals[s] - clean, intervals[s + 1] - clean, rest]
         })
         .collect()
 }
@@ -203,7 +205,7 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
                     .collect::<Vec<_>>()
                     .join(" ")
             };
-            eprintln!("sync:  {}\nasync: {}", ms(&s), ms(&a));
+            eprintln!("every step, ms\nsync:  {}\nasync: {}", ms(&s), ms(&a));
         }
         // Each run against its own clean steps: those before its first save, but the first step
         // (which allocates the moments); the load of a shared machine drifts from run to run.
@@ -212,43 +214,40 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
         sync.extend(stalls(&s, clean(&s)));
         async_.extend(stalls(&a, clean(&a)));
     }
-    let summary = |v: &[(f64, f64)]| {
-        let total = median(v.iter().map(|(s, a)| s + a).collect());
-        let saving = median(v.iter().map(|(s, _)| *s).collect());
-        let after = median(v.iter().map(|(_, a)| *a).collect());
-        (total, saving, after)
+    // Medians of the total and of each part (which need not add up).
+    let summary = |v: &[[f64; 3]]| {
+        let total = median(v.iter().map(|p| p.iter().sum()).collect());
+        let part = |i: usize| median(v.iter().map(|p| p[i]).collect());
+        (total, [part(0), part(1), part(2)])
     };
-    let (s_total, s_saving, s_after) = summary(&sync);
-    let (a_total, a_saving, a_after) = summary(&async_);
+    let line = |what: &str, (total, parts): (f64, [f64; 3])| {
+        format!(
+            "{what} stall {:>7.1} ms (the saving step {:+.1} ms, the next {:+.1} ms, the {} after {:+.1} ms)",
+            total * 1e3,
+            parts[0] * 1e3,
+            parts[1] * 1e3,
+            EVERY - 2,
+            parts[2] * 1e3
+        )
+    };
+    let (s, a) = (summary(&sync), summary(&async_));
     let every: Vec<String> = async_
         .iter()
-        .map(|(s, a)| format!("{:.0}", (s + a) * 1e3))
+        .map(|p| format!("{:.0}", p.iter().sum::<f64>() * 1e3))
         .collect();
     vec![
         format!(
             "\nsaving inside fit: {LAYERS} linear layers of {w}x{w}, Adam, batch {BATCH}, a save every \
-             {EVERY} steps, {SAVES} saves per run, {} rounds; a clean step {:.1} ms (median)",
+             {EVERY} steps, {SAVES} saves per run, {} rounds; a clean step {:.1} ms (median); medians \
+             over the saves",
             rounds.max(1),
             median(clean_steps) * 1e3,
             w = M::WIDTH,
         ),
-        format!(
-            "sync save:  stall {:>7.1} ms (the saving step {:+.1} ms, the {} steps after {:+.1} ms)",
-            s_total * 1e3,
-            s_saving * 1e3,
-            EVERY - 1,
-            s_after * 1e3
-        ),
-        format!(
-            "async save: stall {:>7.1} ms (the saving step {:+.1} ms, the {} steps after {:+.1} ms; \
-             every save, ms: {})",
-            a_total * 1e3,
-            a_saving * 1e3,
-            EVERY - 1,
-            a_after * 1e3,
-            every.join(" ")
-        ),
-        format!("async stall: {:.1}% of a sync save", 100.0 * a_total / s_total),
+        line("sync save: ", s),
+        line("async save:", a),
+        format!("  every async save's stall, ms: {}", every.join(" ")),
+        format!("async stall: {:.1}% of a sync save", 100.0 * a.0 / s.0),
     ]
 }
 
