@@ -23,7 +23,11 @@ const WRITE_BUFFER: usize = 1 << 20;
 /// fsync of the directory fails, the new file is already in place but may not survive a power loss.
 pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(), CheckpointError> {
     replace_atomically(path.as_ref(), |file, _| {
-        encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, file), ckpt, path.as_ref())
+        encode_checkpoint(
+            BufWriter::with_capacity(WRITE_BUFFER, file),
+            ckpt,
+            path.as_ref(),
+        )
     })
 }
 

@@ -1,8 +1,8 @@
 //! The module trait: what a model must provide for the trainer to fit, validate, test and checkpoint it.
 
+mod load;
 #[doc(hidden)]
 pub mod macro_support;
-mod load;
 mod state_dict;
 
 use dfdx::nn::tensor_collection::TensorCollection;
@@ -18,8 +18,8 @@ use crate::metrics::{MetricSpec, StepLog};
 use crate::optim::{ManualOptimization, Optimizers};
 use crate::Result;
 
-pub(crate) use state_dict::snapshot_state_dict;
 pub use load::load_weights;
+pub(crate) use state_dict::snapshot_state_dict;
 pub use state_dict::{load_state_dict, param_shapes, state_dict};
 
 /// The loss a training step returns: a scalar that still carries its gradient tape.
