@@ -9,7 +9,9 @@ use fulgur_runtime::checkpoint::{
 };
 use serde_json::json;
 
-use crate::{checkpoint_callbacks, human_bytes, to_json, CheckpointCallbackState};
+use fulgur_runtime::human_bytes;
+
+use crate::{checkpoint_callbacks, to_json, CheckpointCallbackState};
 
 /// One stored tensor: its name, element type, shape and size.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,22 +16,6 @@ pub mod verify;
 
 use ciborium::Value;
 
-/// A byte count as people read it: `512 B`, `16.4 kB`, `1.2 MB` (powers of 1000, as `ls -h --si`).
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 /// A stored value (hyperparameters, callback state) as JSON: maps with text keys become objects, bytes
 /// become arrays of numbers, non-finite floats become strings (`"NaN"`, `"inf"`, `"-inf"`), other keys
 /// are written as their JSON text.
@@ -122,14 +106,6 @@ pub fn checkpoint_callbacks(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bytes_read_as_people_read_them() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(16_384), "16.4 kB");
-        assert_eq!(human_bytes(1_234_567), "1.2 MB");
-    }
 
     #[test]
     fn stored_values_become_json_without_losing_what_json_cannot_say() {

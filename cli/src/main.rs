@@ -168,7 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "wrote {} ({} tensors, {})\n",
                 to.display(),
                 done.tensors,
-                fulgur_cli::human_bytes(done.bytes)
+                fulgur_runtime::human_bytes(done.bytes)
             ))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -187,7 +187,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
                 "wrote {} ({} tensors, {}, weights only)\n",
                 into.display(),
                 done.tensors,
-                fulgur_cli::human_bytes(done.bytes)
+                fulgur_runtime::human_bytes(done.bytes)
             ))?;
             if !done.widened.is_empty() {
                 emit(&format!(

@@ -26,6 +26,25 @@ pub mod nn;
 pub mod strategy;
 pub mod trainer;
 
+/// A byte count as fulgur's messages write it, in powers of 1000: `999 B`, `52.0 KB`, `1.2 MB` (a save's
+/// `verbose` line, the `fulgur` tool's tables).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
+    if n < 1000 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = "B";
+    for u in UNITS {
+        if v < 1000.0 {
+            break;
+        }
+        v /= 1000.0;
+        unit = u;
+    }
+    format!("{v:.1} {unit}")
+}
+
 /// `false` in the processes of a data-parallel run other than rank 0, which print no warnings and no
 /// information: every rank takes the same decisions and would print the same lines.
 static PRINTS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);

@@ -12,7 +12,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use super::files::{delete_own, save_summary};
+use super::files::{delete_own, deletions, save_summary};
 use super::names::OwnNames;
 use super::policy::{Action, Book};
 use super::ModelCheckpoint;
@@ -56,13 +56,7 @@ impl ModelCheckpoint {
         let key = self.cfg.state_key();
         let own = OwnNames::new(&self.cfg);
         let dir = self.dirpath.clone().unwrap_or_default();
-        let deletes: Vec<PathBuf> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Delete(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let deletes = deletions(&actions);
         let group = if is_writer { writer.group() } else { 0 };
         let mut pending = Pending {
             group,

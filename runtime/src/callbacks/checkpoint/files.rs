@@ -291,13 +291,7 @@ impl ModelCheckpoint {
         let key = self.cfg.state_key();
         let own = OwnNames::new(&self.cfg);
         let dir = self.dirpath.clone().unwrap_or_default();
-        let deletes: Vec<PathBuf> = actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Delete(p) => Some(p.clone()),
-                _ => None,
-            })
-            .collect();
+        let deletes = deletions(&actions);
         for action in actions {
             match action {
                 Action::Save { path, book } => {
@@ -335,11 +329,23 @@ pub(super) fn exists_on_rank_zero(ctx: &CallbackContext<'_>, path: &Path) -> boo
     ctx.strategy().broadcast_bool(here).unwrap_or(here)
 }
 
+/// The files a trigger's actions delete; a save records them in the state it writes, so that a resume
+/// finishes deletions a crash interrupted.
+pub(super) fn deletions(actions: &[Action]) -> Vec<PathBuf> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Delete(p) => Some(p.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// The one-line summary of a save printed with `verbose`.
 pub(super) fn save_summary(epoch: u64, global_step: u64, path: &Path, took: Duration) -> String {
     let size = path
         .metadata()
-        .map(|m| format!(", {}", human_bytes(m.len())))
+        .map(|m| format!(", {}", crate::human_bytes(m.len())))
         .unwrap_or_default();
     format!(
         "saved checkpoint {} (epoch {}, step {}{size}, {} ms)",
@@ -348,23 +354,6 @@ pub(super) fn save_summary(epoch: u64, global_step: u64, path: &Path, took: Dura
         global_step,
         took.as_millis()
     )
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["KB", "MB", "GB", "TB"];
-    if n < 1000 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64;
-    let mut unit = "B";
-    for u in UNITS {
-        if v < 1000.0 {
-            break;
-        }
-        v /= 1000.0;
-        unit = u;
-    }
-    format!("{v:.1} {unit}")
 }
 
 fn yaml_key(p: &Path) -> String {
@@ -427,7 +416,7 @@ mod tests {
             )
         );
         let sizes: Vec<String> = [0, 999, 1000, 52_000, 3_000_000_000, 7_000_000_000_000_000]
-            .map(human_bytes)
+            .map(crate::human_bytes)
             .into();
         assert_eq!(
             sizes,
