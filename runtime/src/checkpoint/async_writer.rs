@@ -2,7 +2,9 @@
 //! top-k deletions) in the order they were submitted, while training goes on.
 //!
 //! The training thread submits a save as a snapshot (see [`TensorData`](super::TensorData)): taking it
-//! copies nothing, and the writer encodes it tensor by tensor through one reused buffer. Operations are
+//! copies nothing. The writer first copies it into its staging buffers ([`Staging`], at once, so that
+//! the next optimizer step finds the live buffers free), then encodes and writes the copy on a thread of
+//! the idle scheduling policy ([`when_idle`]), with direct I/O where the file system allows it. Operations are
 //! submitted in *groups* (the actions of one checkpoint trigger): when one fails, the later operations of
 //! its group are skipped, so a deletion that a failed write would have justified never happens; the
 //! failure waits, with the position of the operation that failed, until the group's owner takes it.
@@ -12,6 +14,7 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use super::Staging;
 use crate::{Error, Result};
 
 /// A file operation performed on the writer thread.
@@ -49,6 +52,8 @@ pub(crate) struct AsyncWriter {
     sender: Option<Sender<(u64, FileJob)>>,
     shared: Shared,
     thread: Option<JoinHandle<()>>,
+    /// The staging buffers of its saves (see [`Staging`]); one save runs at a time.
+    staging: Arc<Mutex<Staging>>,
 }
 
 impl AsyncWriter {
@@ -61,6 +66,8 @@ impl AsyncWriter {
         let thread = std::thread::Builder::new()
             .name("fulgur-checkpoint-writer".into())
             .spawn(move || {
+                // The writer hashes on its own thread: a helper thread would take a core from training.
+                super::hash::hash_on_this_thread_only();
                 for (group, job) in receiver {
                     perform(&worker, group, job);
                 }
@@ -70,7 +77,13 @@ impl AsyncWriter {
             sender: thread.as_ref().map(|_| sender),
             shared,
             thread,
+            staging: Arc::default(),
         }
+    }
+
+    /// The staging buffers, for a save job to copy its snapshot into.
+    pub(crate) fn staging(&self) -> Arc<Mutex<Staging>> {
+        Arc::clone(&self.staging)
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {
@@ -136,6 +149,51 @@ impl AsyncWriter {
             .groups
             .remove(&group)
             .and_then(|g| g.failure)
+    }
+}
+
+/// Runs `f` on a new thread of the idle scheduling policy (see [`lower_priority`]) and returns its
+/// result: the writer's work that can wait for a core training leaves idle (encoding and writing a
+/// staged checkpoint), while the urgent part (staging, which frees the live buffers before the next
+/// optimizer step writes them) keeps the writer thread's normal priority; a thread's policy cannot be
+/// raised back without privileges, hence a thread of its own. Runs `f` on this thread when no thread
+/// can be started.
+pub(crate) fn when_idle<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    let mut f = Some(f);
+    let spawned = std::thread::scope(|s| {
+        let f = &mut f;
+        std::thread::Builder::new()
+            .name("fulgur-checkpoint-flush".into())
+            .spawn_scoped(s, move || {
+                lower_priority();
+                super::hash::hash_on_this_thread_only();
+                f.take().map(|f| f())
+            })
+            .ok()
+            .map(|h| h.join())
+    });
+    match spawned {
+        Some(Ok(Some(out))) => out,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        _ => match f.take() {
+            Some(f) => f(),
+            None => unreachable!("the flush thread ran `f` and returned its result"),
+        },
+    }
+}
+
+/// Gives this thread the idle scheduling policy (Linux `SCHED_IDLE`): it runs on a core no other
+/// thread wants and yields it at once when one does. Training's threads never wait for it; a parallel
+/// kernel (a matrix product split over the cores) would wait for its slowest part, so a writer that
+/// kept a core for the rest of a time slice would slow every step it overlaps. Elsewhere, and when
+/// the policy cannot be set, the thread keeps the default priority.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: `sched_setscheduler` with pid 0 changes only the calling thread's policy; `param` lives
+    // across the call and SCHED_IDLE takes priority 0. A failure leaves the policy unchanged.
+    unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        libc::sched_setscheduler(0, libc::SCHED_IDLE, &param);
     }
 }
 
@@ -268,5 +326,32 @@ mod tests {
             }
         }
         assert_eq!(count.load(Ordering::SeqCst), 3);
+    }
+
+    /// Work handed to the idle thread runs there, with the idle policy (Linux), and its result or its
+    /// panic comes back; the calling thread keeps its own policy.
+    #[test]
+    fn idle_work_runs_at_the_idle_policy_and_returns_its_result() {
+        #[cfg(target_os = "linux")]
+        fn policy() -> i32 {
+            // SAFETY: `sched_getscheduler(0)` only reads the calling thread's policy.
+            unsafe { libc::sched_getscheduler(0) }
+        }
+        #[cfg(not(target_os = "linux"))]
+        fn policy() -> i32 {
+            0
+        }
+        let caller = policy();
+        let (name, inside) = when_idle(|| {
+            let name = std::thread::current().name().map(str::to_string);
+            (name, policy())
+        });
+        assert_eq!(name.as_deref(), Some("fulgur-checkpoint-flush"));
+        #[cfg(target_os = "linux")]
+        assert_eq!(inside, libc::SCHED_IDLE);
+        let _ = inside;
+        assert_eq!(policy(), caller, "the caller's policy is unchanged");
+        let panic = std::panic::catch_unwind(|| when_idle(|| panic!("boom"))).unwrap_err();
+        assert_eq!(panic.downcast_ref::<&str>(), Some(&"boom"));
     }
 }

@@ -409,53 +409,6 @@ mod tests {
         );
     }
 
-    /// A snapshot source over host values, written in place or through the scratch buffer.
-    struct Source {
-        values: std::sync::Mutex<Option<Vec<f32>>>,
-        in_place: bool,
-        released: std::sync::atomic::AtomicUsize,
-    }
-
-    impl Source {
-        fn new(values: Vec<f32>, in_place: bool) -> std::sync::Arc<Self> {
-            std::sync::Arc::new(Self {
-                values: std::sync::Mutex::new(Some(values)),
-                in_place,
-                released: Default::default(),
-            })
-        }
-
-        fn releases(&self) -> usize {
-            self.released.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    impl HostSource for Source {
-        fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String> {
-            let values = self.values.lock().unwrap();
-            dst.copy_from_slice(values.as_ref().ok_or("released")?);
-            Ok(())
-        }
-
-        fn write_in_place(
-            &self,
-            write: &mut dyn FnMut(&[f32]) -> io::Result<u64>,
-        ) -> Option<io::Result<u64>> {
-            let values = self.values.lock().unwrap();
-            match values.as_ref() {
-                Some(v) if self.in_place => Some(write(v)),
-                None if self.in_place => Some(Err(io::Error::other("released"))),
-                _ => None,
-            }
-        }
-
-        fn release(&self) {
-            self.values.lock().unwrap().take();
-            self.released
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-
     /// Snapshots encode to the bytes of the same values on the host, whether written where they lie or
     /// through the scratch buffer, and each is released once written (so the live tensor is no longer
     /// copied on its next update): a second encode of the same snapshot fails.

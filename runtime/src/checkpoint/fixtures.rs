@@ -188,3 +188,50 @@ pub(crate) fn scalars_after_tensors(global_step: u64) -> Vec<u8> {
     bytes[end..end + 8].copy_from_slice(&digest.to_le_bytes());
     bytes
 }
+
+/// A snapshot source over host values, written in place or through the scratch buffer.
+pub(crate) struct Source {
+    values: std::sync::Mutex<Option<Vec<f32>>>,
+    in_place: bool,
+    released: std::sync::atomic::AtomicUsize,
+}
+
+impl Source {
+    pub(crate) fn new(values: Vec<f32>, in_place: bool) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            values: std::sync::Mutex::new(Some(values)),
+            in_place,
+            released: Default::default(),
+        })
+    }
+
+    pub(crate) fn releases(&self) -> usize {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl super::HostSource for Source {
+    fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String> {
+        let values = self.values.lock().unwrap();
+        dst.copy_from_slice(values.as_ref().ok_or("released")?);
+        Ok(())
+    }
+
+    fn write_in_place(
+        &self,
+        write: &mut dyn FnMut(&[f32]) -> std::io::Result<u64>,
+    ) -> Option<std::io::Result<u64>> {
+        let values = self.values.lock().unwrap();
+        match values.as_ref() {
+            Some(v) if self.in_place => Some(write(v)),
+            None if self.in_place => Some(Err(std::io::Error::other("released"))),
+            _ => None,
+        }
+    }
+
+    fn release(&self) {
+        self.values.lock().unwrap().take();
+        self.released
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}

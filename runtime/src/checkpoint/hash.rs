@@ -95,9 +95,21 @@ fn read_hashing_on_a_thread(reader: &mut impl Read, buf: &mut [u8]) -> Option<io
     })
 }
 
+thread_local! {
+    /// Set on threads that must not start hashing threads (the asynchronous writer's).
+    static ONE_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes this thread hash tensor data itself, piece by piece, instead of on a second thread: for a
+/// thread that works while training runs, where a second thread would take a core from training.
+pub(crate) fn hash_on_this_thread_only() {
+    ONE_THREAD.with(|t| t.set(true));
+}
+
 fn hash_in_parallel(len: usize, min: usize) -> bool {
     static MULTICORE: OnceLock<bool> = OnceLock::new();
     len >= min
+        && !ONE_THREAD.with(|t| t.get())
         && *MULTICORE.get_or_init(|| thread::available_parallelism().is_ok_and(|n| n.get() > 1))
 }
 

@@ -10,12 +10,13 @@ mod fixtures;
 mod format;
 mod hash;
 mod snapshot;
+mod staging;
 mod tensor;
 mod verify;
 mod wire;
 mod write;
 
-pub(crate) use async_writer::AsyncWriter;
+pub(crate) use async_writer::{when_idle, AsyncWriter};
 pub use decode::{decode_checkpoint, read_checkpoint, read_checkpoint_header, CheckpointHeader};
 pub(crate) use decode::{read_checkpoint_lazy, take_read_error, verify_lazy_tensors};
 pub use encode::encode_checkpoint;
@@ -27,8 +28,11 @@ pub use format::{
     FORMAT_VERSION,
 };
 pub(crate) use snapshot::to_host;
+pub(crate) use staging::Staging;
 pub(crate) use tensor::HostSource;
 pub use tensor::{DType, TensorData, TensorSizeError};
 pub use verify::verify_checkpoint;
-pub(crate) use write::{is_in_flight, replace_atomically, temporary_name};
+pub(crate) use write::{
+    is_in_flight, replace_atomically, temporary_name, write_checkpoint_in_background,
+};
 pub use write::{is_temporary_file, write_checkpoint};

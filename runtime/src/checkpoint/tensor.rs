@@ -61,6 +61,9 @@ enum Storage {
     Bytes(Vec<u8>),
     F32(Vec<f32>),
     F64(Vec<f64>),
+    /// f32 values in one of the asynchronous writer's staging buffers, which it takes back once the
+    /// file is written.
+    Staged(Vec<f32>),
     /// f32 values still in a device buffer shared with the live tensor.
     Snapshot(Arc<dyn HostSource>),
 }
@@ -70,10 +73,11 @@ enum Storage {
 /// Holding one keeps the buffer alive: an optimizer step that updates the live tensor meanwhile copies
 /// it first (`Arc::make_mut`), so the snapshot keeps the values it was taken with.
 ///
-/// The trainer's snapshots are written once: the encoder [releases](HostSource::release) each one as
-/// soon as it has its values, so that from then on an update of the live tensor no longer copies it.
-/// (While a save is under way, the first update of every tensor not yet written copies it: fresh memory
-/// the size of that tensor, page-faulted as it is filled, on the training thread.)
+/// The trainer's snapshots are read once: whoever copies the values (the encoder of a synchronous
+/// save, the staging of an asynchronous one) [releases](HostSource::release) each one as soon as it has
+/// them, so that from then on an update of the live tensor no longer copies it. (An update of a tensor
+/// still held copies it: fresh memory the size of that tensor, page-faulted as it is filled, on the
+/// training thread; the asynchronous writer stages everything within milliseconds to avoid that.)
 pub(crate) trait HostSource: Send + Sync {
     /// Copies the values into `dst`, whose length is the tensor's element count.
     fn copy_to_host(&self, dst: &mut [f32]) -> Result<(), String>;
@@ -98,7 +102,7 @@ impl std::fmt::Debug for TensorData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let held = match &self.storage {
             Storage::Bytes(_) => "bytes",
-            Storage::F32(_) | Storage::F64(_) => "host",
+            Storage::F32(_) | Storage::F64(_) | Storage::Staged(_) => "host",
             Storage::Snapshot(_) => "snapshot",
         };
         f.debug_struct("TensorData")
@@ -160,6 +164,26 @@ impl TensorData {
             dtype: DType::F32,
             shape,
             storage: Storage::Snapshot(source),
+        }
+    }
+
+    /// An f32 tensor in a staging buffer (see `staging.rs`), which [`take_staged`](Self::take_staged)
+    /// gives back.
+    pub(crate) fn staged(shape: Vec<usize>, values: Vec<f32>) -> Self {
+        debug_assert_eq!(shape.iter().product::<usize>(), values.len());
+        Self {
+            dtype: DType::F32,
+            shape,
+            storage: Storage::Staged(values),
+        }
+    }
+
+    /// The staging buffer of a tensor made by [`staged`](Self::staged), leaving it empty; `None` for
+    /// other tensors.
+    pub(crate) fn take_staged(&mut self) -> Option<Vec<f32>> {
+        match &mut self.storage {
+            Storage::Staged(v) => Some(std::mem::take(v)),
+            _ => None,
         }
     }
 
@@ -230,13 +254,15 @@ impl TensorData {
                 Err(_) => Cow::Owned(Vec::new()),
             },
             Storage::Bytes(b) => Cow::Borrowed(b),
-            Storage::F32(v) if cfg!(target_endian = "little") => {
+            Storage::F32(v) | Storage::Staged(v) if cfg!(target_endian = "little") => {
                 Cow::Borrowed(bytemuck::cast_slice(v))
             }
             Storage::F64(v) if cfg!(target_endian = "little") => {
                 Cow::Borrowed(bytemuck::cast_slice(v))
             }
-            Storage::F32(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Storage::F32(v) | Storage::Staged(v) => {
+                Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
             Storage::F64(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         }
     }
@@ -244,7 +270,7 @@ impl TensorData {
     /// The values as f32, or `None` when the tensor holds another type.
     pub fn as_f32(&self) -> Option<Cow<'_, [f32]>> {
         match (&self.storage, self.dtype) {
-            (Storage::F32(v), _) => Some(Cow::Borrowed(v)),
+            (Storage::F32(v) | Storage::Staged(v), _) => Some(Cow::Borrowed(v)),
             (Storage::Snapshot(_), _) => match self.to_host().ok()?.storage {
                 Storage::F32(v) => Some(Cow::Owned(v)),
                 _ => None,

@@ -31,6 +31,28 @@ pub fn write_checkpoint(path: impl AsRef<Path>, ckpt: &Checkpoint) -> Result<(),
     })
 }
 
+/// [`write_checkpoint`] for a thread that writes while training runs (the asynchronous writer): on
+/// Linux the file is written with direct I/O where the file system supports it, so that the bytes go
+/// from the encoder's buffer to the disk without a copy into the page cache, which would take memory
+/// bandwidth and cache from training and leave dirty pages to flush. Elsewhere, and where direct I/O is
+/// refused, it is [`write_checkpoint`]. The file and its crash safety are the same.
+pub(crate) fn write_checkpoint_in_background(
+    path: &Path,
+    ckpt: &Checkpoint,
+) -> Result<(), CheckpointError> {
+    #[cfg(target_os = "linux")]
+    {
+        replace_atomically(path, |file, _| match direct::DirectWriter::new(file) {
+            Some(writer) => encode_checkpoint(writer, ckpt, path),
+            None => encode_checkpoint(BufWriter::with_capacity(WRITE_BUFFER, file), ckpt, path),
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        write_checkpoint(path, ckpt)
+    }
+}
+
 /// Replaces `path` crash-safely with what `fill` writes: a temporary file in the same directory (created
 /// first; `fill` gets it open for writing, and its path for writers that open files themselves), fsync,
 /// rename, fsync of the directory. Parent directories are created. The temporary file is removed on every
@@ -143,6 +165,135 @@ pub fn is_temporary_file(name: &str) -> bool {
         })
 }
 
+#[cfg(target_os = "linux")]
+mod direct {
+    //! Direct I/O (`O_DIRECT`): writes of whole, aligned blocks from an aligned buffer, which the disk
+    //! reads where they lie. The tail that does not fill a block is written through the page cache
+    //! after direct I/O is switched off for the file.
+
+    use std::fs::File;
+    use std::io::{self, Write};
+    use std::os::fd::AsRawFd;
+
+    /// The alignment of buffers, lengths and offsets: 4 KiB covers the logical block sizes of common
+    /// disks (512 B or 4 KiB).
+    const BLOCK: usize = 4096;
+    /// The buffer: large writes keep the disk busy with few system calls.
+    const BUFFER_BLOCKS: usize = 2048;
+
+    #[derive(Clone, Copy)]
+    #[repr(C, align(4096))]
+    struct Block([u8; BLOCK]);
+
+    /// A buffered `Write` for a file opened for writing at offset 0: direct I/O while the file system
+    /// accepts it, the page cache then and for the tail; [`flush`](Write::flush) writes everything.
+    pub(super) struct DirectWriter<'f> {
+        file: &'f File,
+        buf: Vec<Block>,
+        len: usize,
+        direct: bool,
+    }
+
+    impl<'f> DirectWriter<'f> {
+        /// A writer in direct mode, or `None` when the file system refuses direct I/O.
+        pub(super) fn new(file: &'f File) -> Option<Self> {
+            set_direct(file, true).ok()?;
+            Some(Self {
+                file,
+                buf: vec![Block([0; BLOCK]); BUFFER_BLOCKS],
+                len: 0,
+                direct: true,
+            })
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            let len = self.buf.len() * BLOCK;
+            // SAFETY: `Block` is `BLOCK` plain bytes with no padding (`repr(C)`, one array), so the
+            // blocks are `len` initialised bytes; the slice borrows `self.buf` mutably.
+            unsafe { std::slice::from_raw_parts_mut(self.buf.as_mut_ptr().cast::<u8>(), len) }
+        }
+
+        /// Writes the first `n` bytes of the buffer (a multiple of `BLOCK` while direct) and moves
+        /// the rest to its start. When the file system refuses a direct write (a short write left
+        /// an unaligned rest, say), what is left goes through the page cache, as every later write.
+        fn write_out(&mut self, n: usize) -> io::Result<()> {
+            let file = self.file;
+            let mut done = 0;
+            while done < n {
+                match (&mut &*file).write(&self.bytes()[done..n]) {
+                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                    Ok(k) => done += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if e.raw_os_error() == Some(libc::EINVAL) && self.direct => {
+                        self.direct = false;
+                        set_direct(file, false)?;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let len = self.len;
+            self.bytes().copy_within(n..len, 0);
+            self.len = len - n;
+            Ok(())
+        }
+    }
+
+    impl Write for DirectWriter<'_> {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let capacity = self.buf.len() * BLOCK;
+            if self.len == capacity {
+                self.write_out(capacity)?;
+            }
+            let n = data.len().min(capacity - self.len);
+            let len = self.len;
+            self.bytes()[len..len + n].copy_from_slice(&data[..n]);
+            self.len += n;
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            if self.len == 0 {
+                return Ok(());
+            }
+            let aligned = self.len / BLOCK * BLOCK;
+            if aligned > 0 {
+                self.write_out(aligned)?;
+            }
+            if self.len > 0 {
+                if self.direct {
+                    self.direct = false;
+                    set_direct(self.file, false)?;
+                }
+                let n = self.len;
+                self.write_out(n)?;
+            }
+            Ok(())
+        }
+    }
+
+    /// Turns direct I/O on or off for `file`.
+    fn set_direct(file: &File, on: bool) -> io::Result<()> {
+        let fd = file.as_raw_fd();
+        // SAFETY: `fd` is open for the life of `file`; F_GETFL/F_SETFL read and change only its
+        // status flags.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFL);
+            if flags < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let flags = if on {
+                flags | libc::O_DIRECT
+            } else {
+                flags & !libc::O_DIRECT
+            };
+            if libc::fcntl(fd, libc::F_SETFL, flags) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(unix)]
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -157,7 +308,7 @@ fn sync_dir(_dir: &Path) -> io::Result<()> {
 mod tests {
     use super::*;
     use crate::checkpoint::fixtures::*;
-    use crate::checkpoint::read_checkpoint;
+    use crate::checkpoint::{read_checkpoint, TensorData};
 
     #[test]
     fn every_field_round_trips_bit_exact_through_a_file() {
@@ -312,5 +463,71 @@ mod tests {
         ckpt.epoch = 4;
         write_checkpoint(&path, &ckpt).unwrap();
         assert_eq!(read_checkpoint(&path).unwrap().epoch, 4);
+    }
+
+    /// The background writer (direct I/O where the file system takes it) writes the file the
+    /// buffered writer does, for files smaller than a block, of whole blocks and with a tail, and
+    /// larger than its buffer.
+    #[test]
+    fn background_writes_make_the_same_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for n in [0, 1000, 1024 - 30, 3 << 20] {
+            let mut ckpt = full_checkpoint();
+            ckpt.state_dict.insert(
+                "big".into(),
+                TensorData::from_f32(vec![n], (0..n).map(|i| i as f32).collect()),
+            );
+            let (plain, background) = (dir.path().join("a.ckpt"), dir.path().join("b.ckpt"));
+            write_checkpoint(&plain, &ckpt).unwrap();
+            write_checkpoint_in_background(&background, &ckpt).unwrap();
+            assert!(
+                fs::read(&plain).unwrap() == fs::read(&background).unwrap(),
+                "{n} values"
+            );
+        }
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names.len(),
+            2,
+            "no temporary file is left behind: {names:?}"
+        );
+    }
+
+    /// Pieces of every size, through the buffer and past it, land in order; the tail that does not
+    /// fill a block is written when the writer is flushed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_direct_writer_writes_every_byte_in_order() {
+        use std::io::Write;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("direct.bin");
+        let file = File::create(&path).unwrap();
+        let Some(mut writer) = direct::DirectWriter::new(&file) else {
+            eprintln!(
+                "skipped: the file system of {} refuses direct I/O",
+                path.display()
+            );
+            return;
+        };
+        let bytes: Vec<u8> = (0..(17usize << 20) + 4321)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let mut at = 0;
+        for size in [1, 4095, 4096, 3 << 20, 9 << 20, 7].into_iter().cycle() {
+            if at == bytes.len() {
+                break;
+            }
+            let end = (at + size).min(bytes.len());
+            writer.write_all(&bytes[at..end]).unwrap();
+            at = end;
+        }
+        writer.flush().unwrap();
+        drop(writer);
+        drop(file);
+        assert!(fs::read(&path).unwrap() == bytes);
     }
 }

@@ -82,11 +82,22 @@ impl ModelCheckpoint {
                         ctx.build_checkpoint_as(self.cfg.save_weights_only, key.clone(), state);
                     pending.saves.push((i, *book));
                     if is_writer {
+                        let staging = writer.staging();
                         writer.submit(
                             group,
                             Box::new(move || {
                                 let started = Instant::now();
-                                writer_fs().write_checkpoint(&path, &snapshot?)?;
+                                // One save runs at a time: the lock is free.
+                                let mut staging = staging.lock().unwrap_or_else(|e| e.into_inner());
+                                let mut ckpt = snapshot?;
+                                // Urgent, at the writer's priority: the live buffers are free
+                                // once the snapshot is staged.
+                                staging.stage(&mut ckpt)?;
+                                let written = crate::checkpoint::when_idle(|| {
+                                    crate::checkpoint::write_checkpoint_in_background(&path, &ckpt)
+                                });
+                                staging.reclaim(ckpt);
+                                written?;
                                 if verbose {
                                     let took = started.elapsed();
                                     crate::info(&save_summary(epoch, step, &path, took));

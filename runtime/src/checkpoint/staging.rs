@@ -1,0 +1,232 @@
+//! The asynchronous writer's staging buffers: before it encodes a snapshot, the writer copies every
+//! tensor the snapshot holds into host buffers it keeps from one save to the next, and lets go of the
+//! live buffer at once.
+//!
+//! Without them, a snapshot holds the live buffers until each tensor is written: the disk sets the pace,
+//! and the next optimizer step, which updates every tensor, copies each one still held (dfdx's
+//! `Arc::make_mut`; the optimizer's moments alike) into fresh memory, which page-faults as it fills, on
+//! the training thread. Copying into warm buffers runs at memory speed, a few tens of milliseconds for
+//! hundreds of megabytes, on the writer thread, while the training thread computes the next step's
+//! forward and backward passes, which only read the weights; by the time the optimizer writes, the
+//! buffers are free. The cost is memory: the staging buffers are the size of the state, kept while the
+//! trainer lives, so that they stay warm.
+
+use super::{Checkpoint, TensorData};
+use crate::{Error, Result};
+
+/// Host buffers for the tensors of one snapshot, reused from one save to the next.
+#[derive(Default)]
+pub(crate) struct Staging {
+    /// One buffer per tensor, in the order [`Staging::stage`] visits them.
+    bufs: Vec<Vec<f32>>,
+}
+
+impl Staging {
+    /// Copies every snapshot tensor of `ckpt` into a staging buffer and releases its source; tensors
+    /// on the host already stay as they are. The tensors go in the order in which an optimizer step
+    /// updates them, roughly: each parameter, then its optimizer slots, parameter by parameter, so that
+    /// the first tensors the next step writes are the first released. Give the buffers back with
+    /// [`Staging::reclaim`] once `ckpt` is written.
+    pub(crate) fn stage(&mut self, ckpt: &mut Checkpoint) -> Result<()> {
+        let mut next = 0;
+        let mut result = Ok(());
+        for_each_tensor(ckpt, |t| {
+            if result.is_ok() && t.source().is_some() {
+                if next == self.bufs.len() {
+                    self.bufs.push(Vec::new());
+                }
+                result = stage_one(t, &mut self.bufs[next]);
+                next += 1;
+            }
+        });
+        result
+    }
+
+    /// Takes back the buffers [`Staging::stage`] put into `ckpt`, in the same order.
+    pub(crate) fn reclaim(&mut self, mut ckpt: Checkpoint) {
+        let mut next = 0;
+        for_each_tensor(&mut ckpt, |t| {
+            if let Some(values) = t.take_staged() {
+                if let Some(slot) = self.bufs.get_mut(next) {
+                    *slot = values;
+                }
+                next += 1;
+            }
+        });
+    }
+
+    /// Bytes the buffers hold.
+    #[cfg(test)]
+    pub(crate) fn capacity_bytes(&self) -> usize {
+        self.bufs.iter().map(|b| b.capacity() * 4).sum()
+    }
+}
+
+/// Copies a snapshot tensor into `buf` (resized to it), releases the snapshot, and replaces the tensor
+/// by a host tensor holding `buf`. (Hashing here, while the copy is in cache, would save the encoder a
+/// pass but delay the release of every later tensor: measured, the next step then copied some.)
+fn stage_one(t: &mut TensorData, buf: &mut Vec<f32>) -> Result<()> {
+    let Some(source) = t.source() else {
+        return Ok(());
+    };
+    let mut values = std::mem::take(buf);
+    values.resize(t.numel(), 0.0);
+    let copied = source.copy_to_host(&mut values);
+    source.release();
+    if let Err(e) = copied {
+        *buf = values;
+        return Err(Error::Device(format!(
+            "copying a tensor to the host for a save: {e}"
+        )));
+    }
+    *t = TensorData::staged(t.shape().to_vec(), values);
+    Ok(())
+}
+
+/// Visits the tensors of `ckpt`: each parameter followed by its slots in the first optimizer, then the
+/// slots of parameters the module does not hold, then the later optimizers'.
+fn for_each_tensor(ckpt: &mut Checkpoint, mut f: impl FnMut(&mut TensorData)) {
+    let mut optimizer = ckpt.optimizer.as_mut().map(|o| &mut o.params);
+    for (name, t) in &mut ckpt.state_dict {
+        f(t);
+        if let Some(slots) = optimizer.as_mut().and_then(|p| p.get_mut(name)) {
+            slots.values_mut().for_each(&mut f);
+        }
+    }
+    if let Some(params) = optimizer {
+        for (name, slots) in params.iter_mut() {
+            if !ckpt.state_dict.contains_key(name) {
+                slots.values_mut().for_each(&mut f);
+            }
+        }
+    }
+    for entry in &mut ckpt.more_optimizers {
+        entry
+            .optimizer
+            .params
+            .values_mut()
+            .flat_map(|slots| slots.values_mut())
+            .for_each(&mut f);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::checkpoint::fixtures::Source;
+    use crate::checkpoint::{encode_checkpoint, HostSource, OptimizerState};
+
+    fn values(n: usize, seed: f32) -> Vec<f32> {
+        (0..n).map(|i| seed + i as f32 * 0.5).collect()
+    }
+
+    /// `w` and `b` with Adam's two slots each, every tensor of its own length: snapshots over
+    /// [`Source`]s, or host tensors of the same values.
+    fn checkpoint(snapshot: bool) -> (Checkpoint, Vec<std::sync::Arc<Source>>) {
+        let mut sources = Vec::new();
+        let mut tensor = |n: usize, seed: f32| {
+            if snapshot {
+                let source = Source::new(values(n, seed), false);
+                sources.push(source.clone());
+                TensorData::snapshot(vec![n], source)
+            } else {
+                TensorData::from_f32(vec![n], values(n, seed))
+            }
+        };
+        let mut ckpt = Checkpoint::new("Net");
+        let mut optimizer = OptimizerState {
+            kind: "adam".into(),
+            step: 1,
+            lr: 1e-3,
+            config: ciborium::Value::Null,
+            params: Default::default(),
+        };
+        for (name, n) in [("b", 10), ("w", 1000)] {
+            ckpt.state_dict.insert(name.into(), tensor(n, 1.0));
+            let slots = [("exp_avg", n + 1), ("exp_avg_sq", n + 2)]
+                .into_iter()
+                .map(|(slot, n)| (slot.to_string(), tensor(n, 2.0)))
+                .collect();
+            optimizer.params.insert(name.into(), slots);
+        }
+        ckpt.optimizer = Some(optimizer);
+        ckpt.state_dict
+            .insert("scale".into(), TensorData::from_f64(vec![], vec![0.5]));
+        (ckpt, sources)
+    }
+
+    fn encoded(ckpt: &Checkpoint) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_checkpoint(&mut out, ckpt, Path::new("x.ckpt")).unwrap();
+        out
+    }
+
+    /// Where the values of each staged tensor lie.
+    fn staged_pointers(ckpt: &mut Checkpoint) -> Vec<usize> {
+        let mut out = Vec::new();
+        for_each_tensor(ckpt, |t| {
+            if let Some(v) = t.take_staged() {
+                out.push(v.as_ptr() as usize);
+                *t = TensorData::staged(t.shape().to_vec(), v);
+            }
+        });
+        out
+    }
+
+    /// Staging releases every snapshot before anything is written, and the staged checkpoint encodes
+    /// to the file the host values make.
+    #[test]
+    fn staged_snapshots_are_released_at_once_and_encode_as_their_values() {
+        let (mut snap, sources) = checkpoint(true);
+        let mut staging = Staging::default();
+        staging.stage(&mut snap).unwrap();
+        assert!(sources.iter().all(|s| s.releases() == 1));
+        assert_eq!(encoded(&snap), encoded(&checkpoint(false).0));
+    }
+
+    /// Each parameter comes with its optimizer slots, in the order an optimizer step updates them.
+    #[test]
+    fn tensors_are_visited_parameter_by_parameter_with_their_slots() {
+        let (mut ckpt, _) = checkpoint(false);
+        let mut lengths = Vec::new();
+        for_each_tensor(&mut ckpt, |t| lengths.push(t.numel()));
+        assert_eq!(lengths, [10, 11, 12, 1, 1000, 1001, 1002]);
+    }
+
+    /// The buffers go back to the staging area and serve the next save: no new allocation.
+    #[test]
+    fn the_next_save_reuses_the_buffers() {
+        let mut staging = Staging::default();
+        let (mut first, _) = checkpoint(true);
+        staging.stage(&mut first).unwrap();
+        let pointers = staged_pointers(&mut first);
+        assert_eq!(pointers.len(), 6);
+        staging.reclaim(first);
+        assert_eq!(
+            staging.capacity_bytes(),
+            4 * (10 + 11 + 12 + 1000 + 1001 + 1002)
+        );
+
+        let (mut second, _) = checkpoint(true);
+        staging.stage(&mut second).unwrap();
+        assert_eq!(staged_pointers(&mut second), pointers);
+        assert_eq!(encoded(&second), encoded(&checkpoint(false).0));
+    }
+
+    /// A snapshot that cannot be copied fails the save with the device's reason; the staging area
+    /// keeps its buffers.
+    #[test]
+    fn a_source_that_fails_fails_the_stage() {
+        let (mut snap, sources) = checkpoint(true);
+        sources[3].release();
+        let mut staging = Staging::default();
+        let err = staging.stage(&mut snap).unwrap_err().to_string();
+        assert!(
+            err.contains("copying a tensor to the host for a save: released"),
+            "{err}"
+        );
+        assert_eq!(staging.bufs.len(), 4);
+    }
+}
