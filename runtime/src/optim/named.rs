@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use dfdx::nn::tensor_collection::{
@@ -267,46 +268,91 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
             return Err(StateError(msg));
         }
 
-        let mut out = Self::new(slots);
-        // Values still in their file (a checkpoint being loaded) go through this one host buffer into
-        // the new device buffers: one fresh buffer per slot, not two.
-        let mut scratch: Vec<f32> = Vec::new();
+        // Every buffer first, then their values: each is read straight from the file into its buffer
+        // (on the CPU; elsewhere through one host buffer). A new buffer is fresh memory, which
+        // page-faults as it is first written, so on Linux a second thread faults the buffers in from
+        // the last one back while this one reads from the first on, until they meet.
+        let mut fills: Vec<(&String, &'static str, &TensorData, DeviceVec<D>)> = Vec::new();
         for (name, stored) in &state.params {
             // Checked above.
             let Some(info) = params.get(name) else {
                 continue;
             };
-            let failed = |e: String| {
-                StateError(format!(
-                    "cannot restore the state of `{name}` on the device: {e}"
-                ))
-            };
-            let mut device_bufs = Vec::with_capacity(N);
             for slot in slots {
                 let Some(t) = stored.get(slot) else {
                     continue;
                 };
+                let v = Storage::<f32>::try_alloc_len(&info.device, t.numel()).map_err(|e| {
+                    StateError(format!(
+                        "cannot restore the state of `{name}` on the device: {e:?}"
+                    ))
+                })?;
+                fills.push((name, slot, t, v));
+            }
+        }
+        let regions: Vec<(usize, usize)> = fills
+            .iter_mut()
+            .filter_map(|(_, _, t, v)| {
+                let dst = cpu_values_mut::<D>(v)?;
+                t.source()
+                    .map(|_| (dst.as_mut_ptr() as usize, std::mem::size_of_val(dst)))
+            })
+            .collect();
+        let reading = AtomicUsize::new(0);
+        let mut scratch: Vec<f32> = Vec::new();
+        let filled = std::thread::scope(|s| {
+            if regions.len() > 1 {
+                let _ = std::thread::Builder::new()
+                    .spawn_scoped(s, || prefault_backwards(&regions, &reading));
+            }
+            let mut region = 0;
+            let result = fills.iter_mut().try_for_each(|(name, slot, t, v)| {
+                let device = &params[name.as_str()].device;
+                let failed = |e: String| {
+                    StateError(format!(
+                        "cannot restore the state of `{name}` on the device: {e}"
+                    ))
+                };
                 let n = t.numel();
-                let mut v = Storage::<f32>::try_alloc_len(&info.device, n)
-                    .map_err(|e| failed(format!("{e:?}")))?;
-                let copied = match t.source() {
-                    Some(source) => {
+                match (t.source(), cpu_values_mut::<D>(v)) {
+                    (Some(source), Some(dst)) => {
+                        reading.store(region, Ordering::Release);
+                        region += 1;
+                        source.copy_to_host(dst).map_err(failed)
+                    }
+                    (Some(source), None) => {
                         if scratch.len() < n {
                             scratch.resize(n, 0.0);
                         }
                         source.copy_to_host(&mut scratch[..n]).map_err(failed)?;
-                        info.device.host_to_vec(&scratch[..n], &mut v)
+                        device
+                            .host_to_vec(&scratch[..n], v)
+                            .map_err(|e| failed(format!("{e:?}")))
                     }
-                    None => {
+                    (None, _) => {
                         let host = t
                             .as_f32()
                             .ok_or_else(|| failed(format!("`{slot}` is not f32")))?;
-                        info.device.host_to_vec(&host, &mut v)
+                        device
+                            .host_to_vec(&host, v)
+                            .map_err(|e| failed(format!("{e:?}")))
                     }
-                };
-                copied.map_err(|e| failed(format!("{e:?}")))?;
+                }
+            });
+            // Stops the other thread.
+            reading.store(usize::MAX, Ordering::Release);
+            result
+        });
+        filled?;
+
+        let mut out = Self::new(slots);
+        let mut fills = fills.into_iter().peekable();
+        while let Some((name, _, _, first)) = fills.next() {
+            let mut device_bufs = vec![first];
+            while let Some((_, _, _, v)) = fills.next_if(|(next, ..)| *next == name) {
                 device_bufs.push(v);
             }
+            let info = &params[name.as_str()];
             let bufs = <[DeviceVec<D>; N]>::try_from(device_bufs)
                 .map_err(|_| StateError(format!("cannot restore the state of `{name}`")))?;
             out.params.insert(
@@ -385,6 +431,53 @@ impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
 }
 
 /// The values of a buffer of the CPU device (host memory already); `None` on other devices.
+/// The values of a CPU buffer, mutably; `None` on other devices.
+fn cpu_values_mut<D: Backend>(buf: &mut DeviceVec<D>) -> Option<&mut [f32]> {
+    let any: &mut dyn std::any::Any = buf;
+    any.downcast_mut::<DeviceVec<dfdx::tensor::Cpu>>()
+        .map(|v| v.as_mut_slice())
+}
+
+/// Faults in the memory of `regions` (address, length in bytes), from the last region back, while
+/// another thread writes them from the first on and stores in `reading` the index of the region it is
+/// at: this stops at that region. Linux only (`MADV_POPULATE_WRITE`, which faults pages in without
+/// changing their contents); elsewhere, or on a kernel without it, it does nothing.
+fn prefault_backwards(regions: &[(usize, usize)], reading: &AtomicUsize) {
+    #[cfg(target_os = "linux")]
+    {
+        const STEP: usize = 2 << 20;
+        // SAFETY: `sysconf` has no preconditions.
+        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        for (index, &(addr, len)) in regions.iter().enumerate().rev() {
+            let start = (addr + page - 1) & !(page - 1);
+            let end = (addr + len) & !(page - 1);
+            let mut at = start;
+            while at < end {
+                let reader = reading.load(Ordering::Acquire);
+                if reader >= index {
+                    return;
+                }
+                let n = STEP.min(end - at);
+                // SAFETY: `[at, at + n)` lies inside a live allocation of the caller, which outlives
+                // this thread (a scoped thread). MADV_POPULATE_WRITE only faults in pages that are not
+                // present, as writable zero pages where none was written: no value the other thread
+                // wrote or will write changes.
+                let r =
+                    unsafe { libc::madvise(at as *mut libc::c_void, n, libc::MADV_POPULATE_WRITE) };
+                if r != 0 {
+                    return;
+                }
+                at += n;
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (regions, reading);
+}
+
 fn cpu_values<D: Backend>(buf: &DeviceVec<D>) -> Option<&[f32]> {
     let any: &dyn std::any::Any = buf;
     any.downcast_ref::<DeviceVec<dfdx::tensor::Cpu>>()
@@ -586,5 +679,77 @@ mod tests {
         let slots = &back.optimizer.unwrap().params["w"];
         assert_eq!(*slots["exp_avg"].as_f32().unwrap(), [0.5, 0.25, 0.125]);
         assert_eq!(*slots["exp_avg_sq"].as_f32().unwrap(), [0.0; 3]);
+    }
+
+    /// The second thread of a restore faults in the regions after the one the reader is at, from the
+    /// last back, stops at the reader, and changes no value.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn prefaulting_stops_at_the_reader_and_keeps_every_value() {
+        use std::sync::atomic::AtomicUsize;
+
+        const REGION: usize = 4 << 20;
+        // SAFETY: an anonymous private mapping of three regions, unmapped at the end; nothing else
+        // refers to it.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                3 * REGION,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(base, libc::MAP_FAILED);
+        let addr = base as usize;
+        let regions: Vec<(usize, usize)> = (0..3).map(|i| (addr + i * REGION, REGION)).collect();
+        let resident = |i: usize| {
+            let mut pages = vec![0u8; REGION / 4096];
+            // SAFETY: `pages` has one byte per page of region `i`, which is mapped.
+            let r = unsafe {
+                libc::mincore(
+                    (addr + i * REGION) as *mut libc::c_void,
+                    REGION,
+                    pages.as_mut_ptr().cast(),
+                )
+            };
+            assert_eq!(r, 0);
+            pages.iter().filter(|p| *p & 1 == 1).count() * 4096
+        };
+        // SAFETY: the first page of region 2 is mapped and writable; nothing else refers to it.
+        unsafe { ((addr + 2 * REGION) as *mut u32).write(0xdead_beef) };
+        // SAFETY: the first page of region 2, present already: populating it changes nothing.
+        let supported = unsafe {
+            libc::madvise(
+                (addr + 2 * REGION) as *mut _,
+                4096,
+                libc::MADV_POPULATE_WRITE,
+            )
+        } == 0;
+        if !supported {
+            eprintln!("skipped: this kernel has no MADV_POPULATE_WRITE (Linux 5.14)");
+            // SAFETY: the mapping made above, unmapped once.
+            unsafe { libc::munmap(base, 3 * REGION) };
+            return;
+        }
+
+        super::prefault_backwards(&regions, &AtomicUsize::new(3));
+        assert_eq!(
+            (resident(0), resident(1)),
+            (0, 0),
+            "nothing past the reader"
+        );
+        super::prefault_backwards(&regions, &AtomicUsize::new(0));
+        assert_eq!(
+            (resident(0), resident(1), resident(2)),
+            (0, REGION, REGION),
+            "the reader's region is its own"
+        );
+        // SAFETY: as above; the value written before is read back.
+        let kept = unsafe { ((addr + 2 * REGION) as *const u32).read() };
+        assert_eq!(kept, 0xdead_beef);
+        // SAFETY: the mapping made above, unmapped once.
+        unsafe { libc::munmap(base, 3 * REGION) };
     }
 }
