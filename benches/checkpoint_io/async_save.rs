@@ -42,7 +42,9 @@ const LAYERS: usize = 8;
 /// Optimizer steps between two saves.
 const EVERY: usize = 12;
 /// Saves per run.
-const SAVES: usize = 3;
+const SAVES: usize = 8;
+/// The steps before a save that are its clean reference: by then the previous save is written.
+const CLEAN: usize = 4;
 /// Samples per batch.
 const BATCH: usize = 4;
 
@@ -139,7 +141,8 @@ pub fn run(dir: &Path, big: bool, rounds: usize) -> (Vec<String>, Vec<String>) {
 
 /// The intervals between the starts of consecutive training batches of one `fit`, in seconds.
 fn fit_intervals<M: Model>(dir: &Path, async_saves: bool) -> Vec<f64> {
-    let steps = EVERY * (SAVES + 1);
+    // A save after the last counted one ends the run: its clean steps are the last.
+    let steps = EVERY * (SAVES + 1) + 1;
     let run_dir = tempfile::tempdir_in(dir).expect("a run directory");
     let stamps = Arc::new(Mutex::new(Vec::with_capacity(steps)));
     let mut trainer = Trainer::builder()
@@ -172,15 +175,30 @@ fn fit_intervals<M: Model>(dir: &Path, async_saves: bool) -> Vec<f64> {
 }
 
 /// The stall of every save of one run, split in [the saving step, the step after it (where the
-/// optimizer copies the tensors a save still holds), the `EVERY - 2` steps after that]: the `EVERY`
-/// intervals from the saving step on, minus as many clean steps. Saves happen at the end of steps
-/// `EVERY`, `2 EVERY`, ... (indices `EVERY - 1`, ...).
-fn stalls(intervals: &[f64], clean: f64) -> Vec<[f64; 3]> {
+/// optimizer would copy the tensors a save still holds), the steps after that up to the next save's
+/// clean steps]: those `EVERY - CLEAN` intervals from the saving step on, minus as many clean steps.
+/// The clean steps of a save are the `CLEAN` intervals just before it and the `CLEAN` just before the
+/// next save (by then the save is written), and a clean step is their median: measured on both
+/// sides of the save, as the speed of a shared machine drifts within a run. Saves happen at the end
+/// of steps `EVERY`, `2 EVERY`, ... (interval indices `EVERY - 1`, ...); a run has `EVERY` steps
+/// after its last save.
+fn stalls(intervals: &[f64]) -> Vec<[f64; 3]> {
     (1..=SAVES)
         .map(|k| k * EVERY - 1)
         .filter(|&s| s + EVERY <= intervals.len())
         .map(|s| {
-            let rest: f64 = intervals[s + 2..s + EVERY].iter().map(|t| t - clean).sum();
+            let next = s + EVERY;
+            let clean = median(
+                intervals[s - CLEAN..s]
+                    .iter()
+                    .chain(&intervals[next - CLEAN..next])
+                    .copied()
+                    .collect(),
+            );
+            let rest: f64 = intervals[s + 2..next - CLEAN]
+                .iter()
+                .map(|t| t - clean)
+                .sum();
             [intervals[s] - clean, intervals[s + 1] - clean, rest]
         })
         .collect()
@@ -189,6 +207,8 @@ fn stalls(intervals: &[f64], clean: f64) -> Vec<[f64; 3]> {
 fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
     let (mut sync, mut async_) = (Vec::new(), Vec::new());
     let mut clean_steps = Vec::new();
+    // The stall of each run's first async save, which allocates the writer's staging buffers.
+    let mut first = Vec::new();
     for round in 0..rounds.max(1) {
         let order = if round % 2 == 0 {
             [false, true]
@@ -207,12 +227,15 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
             };
             eprintln!("every step, ms\nsync:  {}\nasync: {}", ms(&s), ms(&a));
         }
-        // Each run against its own clean steps: those before its first save, but the first step
-        // (which allocates the moments); the load of a shared machine drifts from run to run.
-        let clean = |run: &[f64]| median(run[1..EVERY - 1].to_vec());
-        clean_steps.extend([clean(&s), clean(&a)]);
-        sync.extend(stalls(&s, clean(&s)));
-        async_.extend(stalls(&a, clean(&a)));
+        // Each save against the steps just before it: the load of a shared machine drifts.
+        clean_steps.extend([
+            median(s[1..EVERY - 1].to_vec()),
+            median(a[1..EVERY - 1].to_vec()),
+        ]);
+        let (s, a) = (stalls(&s), stalls(&a));
+        first.push(a[0].iter().sum::<f64>());
+        sync.extend(s);
+        async_.extend(a);
     }
     // Medians of the total and of each part (which need not add up).
     let summary = |v: &[[f64; 3]]| {
@@ -226,7 +249,7 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
             total * 1e3,
             parts[0] * 1e3,
             parts[1] * 1e3,
-            EVERY - 2,
+            EVERY - CLEAN - 2,
             parts[2] * 1e3
         )
     };
@@ -247,6 +270,10 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
         line("sync save: ", s),
         line("async save:", a),
         format!("  every async save's stall, ms: {}", every.join(" ")),
+        format!(
+            "  a trainer's first async save (which allocates the staging buffers): {:.1} ms (median)",
+            median(first) * 1e3
+        ),
         format!("async stall: {:.1}% of a sync save", 100.0 * a.0 / s.0),
     ]
 }
