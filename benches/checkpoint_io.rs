@@ -28,7 +28,7 @@
 //! `FULGUR_BENCH_RUNS` the number of timed runs per operation in the summary (default 5); a criterion filter that matches
 //! nothing (`cargo bench --bench checkpoint_io -- none`) runs the summary alone. `FULGUR_BENCH_ROUNDS`
 //! sets the rounds of the stall measurement (default 3; each is one synchronous and one asynchronous
-//! `fit` of 48 steps).
+//! `fit` of 109 steps with 9 saves).
 //! Files go to a temporary directory under `FULGUR_BENCH_DIR` when it is set (e.g. a tmpfs, to measure
 //! the format's CPU cost without the disk), else under the system's temporary directory.
 

@@ -7,17 +7,19 @@
 //!
 //! **Stall.** A timing callback stamps the start of every training batch, so that one interval is one
 //! step with its hooks. Per round, one `fit` saves synchronously and one with `async_checkpointing`
-//! (their order alternates). A run's *clean step* is the median of its steps before its first save
-//! (but the first step, which allocates the moments): each run is measured against itself, as the load
-//! of a shared machine drifts from one run to the next. The stall of a save is the time of the `EVERY`
-//! intervals from the step that saves up to the next save, minus `EVERY` clean steps: with async
-//! saving it counts the snapshot, the copies that the optimizer makes of the tensors the writer still
-//! holds (copy on write: fresh memory, page faults), the writer thread's competition for the cores, and
-//! any wait for the previous save; with a synchronous save it is the save. (What is left of the last
-//! save's write when `fit` ends is waited for there, after the last step: not counted.) `async stall`
-//! is the median async stall over the median sync stall, both over every save of every round; the
-//! detail lines split each stall into the saving step, the next step (where the optimizer copies what
-//! the save still holds) and the rest. `FULGUR_BENCH_DEBUG` prints every step's time.
+//! (their order alternates), `SAVES` saves each and one more at the end. The stall of a save is the
+//! time of the `EVERY - CLEAN` intervals from the step that saves on, minus as many *clean steps*; a
+//! save's clean step is the median of the `CLEAN` intervals just before it and the `CLEAN` just before
+//! the next save (when it is written): measured on both sides of the save, as the speed of a shared
+//! machine drifts within a run. With async saving the stall counts the snapshot, the staging copy on
+//! the writer thread and any copy the optimizer makes of a tensor not yet staged (copy on write), the
+//! encode and write at idle priority (memory bandwidth and cache: on a machine whose training step is
+//! memory-bound, that is most of it), and any wait for the previous save; with a synchronous save it is
+//! the save. `async stall` is the median async stall over the median sync stall, both over every save
+//! of every round; the detail lines split each stall into the saving step, the next step (where the
+//! optimizer would copy what the save still holds) and the rest, and give the first async save of a
+//! run on its own (it allocates the writer's staging buffers: fresh memory). `FULGUR_BENCH_DEBUG`
+//! prints every step's time.
 //!
 //! **Memory.** After one step of `fit`, `Trainer::save_checkpoint` of the full state, with the peak RSS
 //! reset just before (Linux: `5` into `/proc/self/clear_refs`) and read just after (`VmHWM` − the
