@@ -4,10 +4,11 @@
 //! The training thread submits a save as a snapshot (see [`TensorData`](super::TensorData)): taking it
 //! copies nothing. The writer first copies it into its staging buffers ([`Staging`], at once, so that
 //! the next optimizer step finds the live buffers free), then encodes and writes the copy on a thread of
-//! the idle scheduling policy ([`when_idle`]), with direct I/O where the file system allows it. Operations are
-//! submitted in *groups* (the actions of one checkpoint trigger): when one fails, the later operations of
-//! its group are skipped, so a deletion that a failed write would have justified never happens; the
-//! failure waits, with the position of the operation that failed, until the group's owner takes it.
+//! the idle scheduling policy ([`when_idle`]), with direct I/O where the file system allows it.
+//! Operations are submitted in *groups* (the actions of one checkpoint trigger): when one fails, the
+//! later operations of its group are skipped, so a deletion that a failed write would have justified
+//! never happens; the failure waits, with the position of the operation that failed, until the group's
+//! owner takes it.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc::{self, Sender};
@@ -66,7 +67,8 @@ impl AsyncWriter {
         let thread = std::thread::Builder::new()
             .name("fulgur-checkpoint-writer".into())
             .spawn(move || {
-                // The writer hashes on its own thread: a helper thread would take a core from training.
+                // Should it encode itself (no thread could be started for that), the writer hashes
+                // on its own thread: a helper thread would take a core from training.
                 super::hash::hash_on_this_thread_only();
                 for (group, job) in receiver {
                     perform(&worker, group, job);

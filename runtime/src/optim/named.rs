@@ -301,7 +301,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
         let reading = AtomicUsize::new(0);
         let mut scratch: Vec<f32> = Vec::new();
         let filled = std::thread::scope(|s| {
-            if regions.len() > 1 {
+            if cfg!(target_os = "linux") && regions.len() > 1 {
                 let _ = std::thread::Builder::new()
                     .spawn_scoped(s, || prefault_backwards(&regions, &reading));
             }
@@ -430,7 +430,6 @@ impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
     }
 }
 
-/// The values of a buffer of the CPU device (host memory already); `None` on other devices.
 /// The values of a CPU buffer, mutably; `None` on other devices.
 fn cpu_values_mut<D: Backend>(buf: &mut DeviceVec<D>) -> Option<&mut [f32]> {
     let any: &mut dyn std::any::Any = buf;
@@ -478,6 +477,7 @@ fn prefault_backwards(regions: &[(usize, usize)], reading: &AtomicUsize) {
     let _ = (regions, reading);
 }
 
+/// The values of a buffer of the CPU device (host memory already); `None` on other devices.
 fn cpu_values<D: Backend>(buf: &DeviceVec<D>) -> Option<&[f32]> {
     let any: &dyn std::any::Any = buf;
     any.downcast_ref::<DeviceVec<dfdx::tensor::Cpu>>()
