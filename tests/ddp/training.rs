@@ -162,7 +162,8 @@ fn best_two(root: &Path) -> ModelCheckpoint {
         .unwrap()
 }
 
-/// A trainer that stops at `max_steps`, logging under `root`, with `strategy`.
+/// A trainer that stops at `max_steps`, logging under `root`, with `strategy`; it saves
+/// asynchronously when `DDP_ASYNC` is set.
 fn trainer(
     root: &Path,
     max_steps: u64,
@@ -170,6 +171,7 @@ fn trainer(
     strategy: impl Strategy + 'static,
 ) -> Trainer<Tiny<Cpu>> {
     Trainer::builder()
+        .async_checkpointing(std::env::var_os("DDP_ASYNC").is_some())
         .max_steps(max_steps)
         .default_root_dir(root)
         .enable_progress_bar(false)
@@ -371,6 +373,34 @@ fn training_state(ckpt: &Checkpoint) -> (u64, Vec<(String, Vec<u8>)>) {
         }
     }
     (opt.step, state)
+}
+
+/// With `async_checkpointing`, rank 0's writer thread saves while both ranks train on, and every rank
+/// settles each save at the same points: the files are those of the synchronous two-rank run, written
+/// once (rank 1 runs with a file-size limit of zero again), and each checkpoint holds the same
+/// training state.
+#[test]
+fn an_async_saving_two_rank_run_writes_the_files_of_a_synchronous_one() {
+    let sync = &two_rank_run().root;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("async");
+    mpirun(2, test_name!(child_trains))
+        .env("DDP_DIR", &root)
+        .env("DDP_STEPS", STEPS.to_string())
+        .env("DDP_ASYNC", "1")
+        .timeout(Duration::from_secs(60))
+        .run()
+        .assert_passed();
+    assert_eq!(tree(&root), tree(sync));
+    for name in names(&sync.join("checkpoints")) {
+        let read = |root: &Path| read_checkpoint(root.join("checkpoints").join(&name)).unwrap();
+        let (a, b) = (read(sync), read(&root));
+        assert_eq!((a.epoch, a.global_step), (b.epoch, b.global_step), "{name}");
+        assert!(
+            training_state(&a) == training_state(&b),
+            "`{name}` holds another training state when saved asynchronously"
+        );
+    }
 }
 
 #[test]
