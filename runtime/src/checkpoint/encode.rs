@@ -240,9 +240,11 @@ impl<W: Write> Sink<W> {
             self.head(major::UINT, dim as u64)?;
         }
         self.text(key::DATA)?;
-        let digest = match t.source() {
-            Some(source) => self.snapshot(source, t.numel())?,
-            None => self.data(&t.le_bytes())?,
+        let digest = match (t.source(), t.staged_digest()) {
+            (Some(source), _) => self.snapshot(source, t.numel())?,
+            // Staged by the asynchronous writer, which hashed the values as it copied them.
+            (None, Some(digest)) => self.data_hashed(&t.le_bytes(), digest)?,
+            (None, None) => self.data(&t.le_bytes())?,
         };
         self.text(key::XXH3)?;
         self.head(major::UINT, digest)
@@ -287,6 +289,14 @@ impl<W: Write> Sink<W> {
             }
             self.data(bytemuck::cast_slice(values))
         })
+    }
+
+    /// A tensor's `data` byte string whose xxh3-64 is known; returns it.
+    fn data_hashed(&mut self, bytes: &[u8], digest: u64) -> io::Result<u64> {
+        self.head(major::BYTES, bytes.len() as u64)?;
+        self.inner.write_all(bytes)?;
+        self.len += bytes.len() as u64;
+        Ok(digest)
     }
 
     /// A tensor's `data` byte string; returns its xxh3-64.

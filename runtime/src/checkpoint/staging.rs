@@ -11,6 +11,8 @@
 //! buffers are free. The cost is memory: the staging buffers are the size of the state, kept while the
 //! trainer lives, so that they stay warm.
 
+use xxhash_rust::xxh3::Xxh3;
+
 use super::{Checkpoint, TensorData};
 use crate::{Error, Result};
 
@@ -63,24 +65,67 @@ impl Staging {
 }
 
 /// Copies a snapshot tensor into `buf` (resized to it), releases the snapshot, and replaces the tensor
-/// by a host tensor holding `buf`. (Hashing here, while the copy is in cache, would save the encoder a
-/// pass but delay the release of every later tensor: measured, the next step then copied some.)
+/// by a host tensor holding `buf` and the digest of its bytes. The digest is taken while the values are
+/// in cache, so that the encoder writes them without reading them again: a host buffer (a CPU
+/// optimizer buffer) is copied and hashed piece by piece; any other source is copied whole (dfdx
+/// copies a tensor in one call), then hashed.
 fn stage_one(t: &mut TensorData, buf: &mut Vec<f32>) -> Result<()> {
     let Some(source) = t.source() else {
         return Ok(());
     };
     let mut values = std::mem::take(buf);
     values.resize(t.numel(), 0.0);
-    let copied = source.copy_to_host(&mut values);
+    let copied = match source.write_in_place(&mut |src| copy_hashed(src, &mut values)) {
+        Some(digest) => digest.map_err(|e| e.to_string()),
+        None => source.copy_to_host(&mut values).map(|()| {
+            let mut hasher = Xxh3::new();
+            hash_le(&mut hasher, &values);
+            hasher.digest()
+        }),
+    };
     source.release();
-    if let Err(e) = copied {
-        *buf = values;
-        return Err(Error::Device(format!(
-            "copying a tensor to the host for a save: {e}"
+    match copied {
+        Ok(digest) => {
+            *t = TensorData::staged(t.shape().to_vec(), values, digest);
+            Ok(())
+        }
+        Err(e) => {
+            *buf = values;
+            Err(Error::Device(format!(
+                "copying a tensor to the host for a save: {e}"
+            )))
+        }
+    }
+}
+
+/// Copies `src` into `dst` (of its length) in pieces, hashing each piece of the copy while it is in
+/// cache; returns the xxh3-64 of the values' little-endian bytes.
+fn copy_hashed(src: &[f32], dst: &mut [f32]) -> std::io::Result<u64> {
+    if src.len() != dst.len() {
+        return Err(std::io::Error::other(format!(
+            "a snapshot holds {} values, its shape {}",
+            src.len(),
+            dst.len()
         )));
     }
-    *t = TensorData::staged(t.shape().to_vec(), values);
-    Ok(())
+    let mut hasher = Xxh3::new();
+    for (d, s) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
+        d.copy_from_slice(s);
+        hash_le(&mut hasher, d);
+    }
+    Ok(hasher.digest())
+}
+
+/// Values per piece of [`copy_hashed`]: 64 KiB, well inside the first-level caches.
+const PIECE: usize = 16 << 10;
+
+/// Adds the little-endian bytes of `values` to `hasher`.
+fn hash_le(hasher: &mut Xxh3, values: &[f32]) {
+    if cfg!(target_endian = "little") {
+        hasher.update(bytemuck::cast_slice(values));
+    } else {
+        values.iter().for_each(|v| hasher.update(&v.to_le_bytes()));
+    }
 }
 
 /// Visits the tensors of `ckpt`: each parameter followed by its slots in the first optimizer, then the
@@ -128,7 +173,8 @@ mod tests {
         let mut sources = Vec::new();
         let mut tensor = |n: usize, seed: f32| {
             if snapshot {
-                let source = Source::new(values(n, seed), false);
+                // Even lengths lie in host memory (written in place), odd ones are copied out.
+                let source = Source::new(values(n, seed), n % 2 == 0);
                 sources.push(source.clone());
                 TensorData::snapshot(vec![n], source)
             } else {
@@ -167,9 +213,10 @@ mod tests {
     fn staged_pointers(ckpt: &mut Checkpoint) -> Vec<usize> {
         let mut out = Vec::new();
         for_each_tensor(ckpt, |t| {
-            if let Some(v) = t.take_staged() {
+            let digest = t.staged_digest();
+            if let (Some(v), Some(digest)) = (t.take_staged(), digest) {
                 out.push(v.as_ptr() as usize);
-                *t = TensorData::staged(t.shape().to_vec(), v);
+                *t = TensorData::staged(t.shape().to_vec(), v, digest);
             }
         });
         out
