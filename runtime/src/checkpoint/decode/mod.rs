@@ -130,15 +130,7 @@ pub fn decode_checkpoint<R: Read>(
     len: u64,
     path_for_errors: &Path,
 ) -> Result<Checkpoint, CheckpointError> {
-    let mut src = open_payload(reader, len, path_for_errors)?;
-    let payload_len = src.remaining;
-    let ckpt = src.checkpoint();
-    if let Some((found, alternative)) = src.newer.take() {
-        return Err(src.newer_version(found, alternative, ckpt, payload_len));
-    }
-    let ckpt = ckpt?;
-    src.trailer(payload_len)?;
-    Ok(ckpt)
+    open_payload(reader, len, path_for_errors)?.whole_checkpoint()
 }
 
 /// Reads and verifies the structure of the checkpoint at `path` (everything but the bytes of its large
@@ -168,14 +160,7 @@ pub(crate) fn read_checkpoint_lazy(path: &Path) -> Result<Checkpoint, Checkpoint
         },
         file: Arc::new(LazyFile::new(later, path)),
     });
-    let payload_len = src.remaining;
-    let ckpt = src.checkpoint();
-    if let Some((found, alternative)) = src.newer.take() {
-        return Err(src.newer_version(found, alternative, ckpt, payload_len));
-    }
-    let ckpt = ckpt?;
-    src.trailer(payload_len)?;
-    Ok(ckpt)
+    src.whole_checkpoint()
 }
 
 /// Reads every tensor of `ckpt` still in its file and checks its checksum, through one buffer (the

@@ -182,6 +182,19 @@ impl<R: Read> Source<'_, R> {
         Ok(e)
     }
 
+    /// The whole payload, then the trailer's checksum: the checkpoint, or the first error (a file of a
+    /// newer format is named as such, with what it holds).
+    pub(super) fn whole_checkpoint(mut self) -> Result<Checkpoint, CheckpointError> {
+        let payload_len = self.remaining;
+        let ckpt = self.checkpoint();
+        if let Some((found, alternative)) = self.newer.take() {
+            return Err(self.newer_version(found, alternative, ckpt, payload_len));
+        }
+        let ckpt = ckpt?;
+        self.trailer(payload_len)?;
+        Ok(ckpt)
+    }
+
     pub(super) fn checkpoint(&mut self) -> Result<Checkpoint, CheckpointError> {
         let e = self.entries(false)?;
         let missing = |key: &str| self.corrupt(format!("the payload has no `{key}`"));
