@@ -290,23 +290,24 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                 fills.push((name, slot, t, v));
             }
         }
+        // The memory each fill reads into (none where the values go through the host buffer).
         let regions: Vec<(usize, usize)> = fills
             .iter_mut()
-            .filter_map(|(_, _, t, v)| {
-                let dst = cpu_values_mut::<D>(v)?;
-                t.source()
-                    .map(|_| (dst.as_mut_ptr() as usize, std::mem::size_of_val(dst)))
+            .map(|(_, _, t, v)| match (t.source(), cpu_values_mut::<D>(v)) {
+                (Some(_), Some(dst)) => (dst.as_mut_ptr() as usize, std::mem::size_of_val(dst)),
+                _ => (0, 0),
             })
             .collect();
         let reading = AtomicUsize::new(0);
         let mut scratch: Vec<f32> = Vec::new();
         let filled = std::thread::scope(|s| {
-            if cfg!(target_os = "linux") && regions.len() > 1 {
+            if cfg!(target_os = "linux") && regions.iter().filter(|(_, len)| *len > 0).count() > 1 {
                 let _ = std::thread::Builder::new()
                     .spawn_scoped(s, || prefault_backwards(&regions, &reading));
             }
-            let mut region = 0;
-            let result = fills.iter_mut().try_for_each(|(name, slot, t, v)| {
+            let mut each = fills.iter_mut().enumerate();
+            let result = each.try_for_each(|(i, (name, slot, t, v))| {
+                reading.store(i, Ordering::Release);
                 let device = &params[name.as_str()].device;
                 let failed = |e: String| {
                     StateError(format!(
@@ -315,11 +316,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
                 };
                 let n = t.numel();
                 match (t.source(), cpu_values_mut::<D>(v)) {
-                    (Some(source), Some(dst)) => {
-                        reading.store(region, Ordering::Release);
-                        region += 1;
-                        source.copy_to_host(dst).map_err(failed)
-                    }
+                    (Some(source), Some(dst)) => source.copy_to_host(dst).map_err(failed),
                     (Some(source), None) => {
                         if scratch.len() < n {
                             scratch.resize(n, 0.0);
@@ -437,9 +434,9 @@ fn cpu_values_mut<D: Backend>(buf: &mut DeviceVec<D>) -> Option<&mut [f32]> {
         .map(|v| v.as_mut_slice())
 }
 
-/// Faults in the memory of `regions` (address, length in bytes), from the last region back, while
-/// another thread writes them from the first on and stores in `reading` the index of the region it is
-/// at: this stops at that region. Linux only (`MADV_POPULATE_WRITE`, which faults pages in without
+/// Faults in the memory of `regions` (address, length in bytes; empty ones are skipped), from the last
+/// region back, while another thread writes them from the first on and stores in `reading` the index
+/// of the region it is at: this stops at that region. Linux only (`MADV_POPULATE_WRITE`, which faults pages in without
 /// changing their contents); elsewhere, or on a kernel without it, it does nothing.
 fn prefault_backwards(regions: &[(usize, usize)], reading: &AtomicUsize) {
     #[cfg(target_os = "linux")]
