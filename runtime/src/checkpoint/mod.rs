@@ -29,8 +29,8 @@ pub use format::{
 };
 pub(crate) use snapshot::to_host;
 pub(crate) use staging::Staging;
-pub(crate) use tensor::HostSource;
 pub use tensor::{DType, TensorData, TensorSizeError};
+pub(crate) use tensor::{Held, HostSource};
 pub use verify::verify_checkpoint;
 pub(crate) use write::{
     is_in_flight, replace_atomically, temporary_name, write_checkpoint_in_background,

@@ -1,7 +1,7 @@
 //! One stored tensor: element type, shape and little-endian bytes.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -96,6 +96,32 @@ pub(crate) trait HostSource: Send + Sync {
     /// Lets go of the buffer: the encoder has the values. Later reads of this source fail (a
     /// snapshot is written once); sources that are not snapshots keep their values.
     fn release(&self) {}
+}
+
+/// What a snapshot source holds until a save releases it: a clone of a live buffer (the tensor's, or
+/// an optimizer's), shared with the tensor being trained.
+pub(crate) struct Held<T>(Mutex<Option<T>>);
+
+impl<T> Held<T> {
+    pub(crate) fn new(value: T) -> Self {
+        Self(Mutex::new(Some(value)))
+    }
+
+    /// `f` of the held value, or the error of a snapshot read after its release.
+    pub(crate) fn with<R>(&self, f: impl FnOnce(&T) -> R) -> Result<R, String> {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let value = held.as_ref().ok_or_else(|| {
+            "this snapshot was written and released already: a snapshot is written once".to_string()
+        })?;
+        Ok(f(value))
+    }
+
+    /// Lets go of the value (see [`HostSource::release`]).
+    pub(crate) fn release(&self) {
+        // Dropped outside the lock: the last holder of a buffer frees it.
+        let value = self.0.lock().unwrap_or_else(|e| e.into_inner()).take();
+        drop(value);
+    }
 }
 
 impl std::fmt::Debug for TensorData {

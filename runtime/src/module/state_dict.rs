@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, ScalarOptions, TensorCollection, TensorOptions, TensorVisitor, ViewTensorName,
@@ -12,7 +12,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::Tensor;
 use num_traits::NumCast;
 
-use crate::checkpoint::{CheckpointError, DType, HostSource, TensorData};
+use crate::checkpoint::{CheckpointError, DType, Held, HostSource, TensorData};
 use crate::device::Backend;
 use crate::Result;
 
@@ -116,39 +116,29 @@ struct Collect {
 }
 
 /// A clone of a tensor: its buffer, shared until a save has its values and releases it.
-struct Snapshot<S: Shape, D: Backend>(Mutex<Option<Tensor<S, f32, D>>>);
+struct Snapshot<S: Shape, D: Backend>(Held<Tensor<S, f32, D>>);
 
 // SAFETY: a tensor of a `SharedAcrossThreads` device (a `Backend`) may be used and dropped on any thread.
 unsafe impl<S: Shape, D: Backend> Send for Snapshot<S, D> {}
 unsafe impl<S: Shape, D: Backend> Sync for Snapshot<S, D> {}
 
-impl<S: Shape, D: Backend> Snapshot<S, D> {
-    fn held(&self) -> MutexGuard<'_, Option<Tensor<S, f32, D>>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 impl<S: Shape, D: Backend> HostSource for Snapshot<S, D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
-        let held = self.held();
-        let t = held.as_ref().ok_or_else(|| {
-            "this snapshot was written and released already: a snapshot is written once".to_string()
-        })?;
-        if t.shape().num_elements() != dst.len() {
-            return Err(format!(
-                "a snapshot holds {} values, its destination {}",
-                t.shape().num_elements(),
-                dst.len()
-            ));
-        }
-        t.copy_into(dst);
-        Ok(())
+        self.0.with(|t| {
+            if t.shape().num_elements() != dst.len() {
+                return Err(format!(
+                    "a snapshot holds {} values, its destination {}",
+                    t.shape().num_elements(),
+                    dst.len()
+                ));
+            }
+            t.copy_into(dst);
+            Ok(())
+        })?
     }
 
     fn release(&self) {
-        // Dropped outside the lock: the last clone of a buffer frees it.
-        let t = self.held().take();
-        drop(t);
+        self.0.release();
     }
 }
 
@@ -164,10 +154,7 @@ impl<D: Backend> TensorVisitor<f32, D> for Collect {
         (t, name): (&Tensor<S, f32, D>, String),
     ) -> Result<Option<Tensor<S, f32, D>>, Self::Err> {
         let data = if self.snapshot {
-            TensorData::snapshot(
-                dims(t.shape()),
-                Arc::new(Snapshot(Mutex::new(Some(t.clone())))),
-            )
+            TensorData::snapshot(dims(t.shape()), Arc::new(Snapshot(Held::new(t.clone()))))
         } else {
             TensorData::from_f32(dims(t.shape()), t.as_vec())
         };

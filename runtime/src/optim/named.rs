@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use dfdx::nn::tensor_collection::{
     RecursiveWalker, TensorCollection, TensorOptions, TensorVisitor, ViewTensorMut, ViewTensorName,
@@ -13,7 +13,7 @@ use dfdx::shapes::{HasShape, Shape};
 use dfdx::tensor::{Storage, Tensor};
 
 use super::StateError;
-use crate::checkpoint::{DType, OptimizerState, TensorData};
+use crate::checkpoint::{DType, Held, OptimizerState, TensorData};
 use crate::device::Backend;
 use crate::{device_err, Error, Result};
 
@@ -195,7 +195,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
             for (slot, buf) in self.slots.iter().zip(&p.bufs) {
                 let source = BufSnapshot {
                     device: p.device.clone(),
-                    buf: Mutex::new(Some(Arc::clone(buf))),
+                    buf: Held::new(Arc::clone(buf)),
                 };
                 slots.insert(
                     slot.to_string(),
@@ -368,7 +368,7 @@ impl<D: Backend, const N: usize> SlotState<D, N> {
 /// An optimizer buffer held for a save, until the save has its values and releases it.
 struct BufSnapshot<D: Backend> {
     device: D,
-    buf: Mutex<Option<Arc<DeviceVec<D>>>>,
+    buf: Held<Arc<DeviceVec<D>>>,
 }
 
 // SAFETY: the buffers and handle of a `SharedAcrossThreads` device (a `Backend`) may be used and
@@ -376,18 +376,8 @@ struct BufSnapshot<D: Backend> {
 unsafe impl<D: Backend> Send for BufSnapshot<D> {}
 unsafe impl<D: Backend> Sync for BufSnapshot<D> {}
 
-impl<D: Backend> BufSnapshot<D> {
-    fn held(&self) -> std::sync::MutexGuard<'_, Option<Arc<DeviceVec<D>>>> {
-        self.buf.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-const RELEASED: &str = "this snapshot was written and released already: a snapshot is written once";
-
 impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
     fn copy_to_host(&self, dst: &mut [f32]) -> std::result::Result<(), String> {
-        let held = self.held();
-        let buf = held.as_ref().ok_or_else(|| RELEASED.to_string())?;
         let copy = |host: &[f32], dst: &mut [f32]| {
             if host.len() != dst.len() {
                 return Err(format!(
@@ -399,13 +389,13 @@ impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
             dst.copy_from_slice(host);
             Ok(())
         };
-        match cpu_values::<D>(buf) {
+        self.buf.with(|buf| match cpu_values::<D>(buf) {
             Some(host) => copy(host, dst),
             None => {
                 let host = self.device.vec_to_host(buf).map_err(|e| format!("{e:?}"))?;
                 copy(&host, dst)
             }
-        }
+        })?
     }
 
     /// A CPU buffer is written where it lies: no host copy, no scratch buffer.
@@ -413,17 +403,13 @@ impl<D: Backend> crate::checkpoint::HostSource for BufSnapshot<D> {
         &self,
         write: &mut dyn FnMut(&[f32]) -> std::io::Result<u64>,
     ) -> Option<std::io::Result<u64>> {
-        let held = self.held();
-        let Some(buf) = held.as_ref() else {
-            return Some(Err(std::io::Error::other(RELEASED)));
-        };
-        cpu_values::<D>(buf).map(write)
+        self.buf
+            .with(|buf| cpu_values::<D>(buf).map(write))
+            .unwrap_or_else(|released| Some(Err(std::io::Error::other(released))))
     }
 
     fn release(&self) {
-        // Dropped outside the lock: the last holder of a buffer frees it.
-        let buf = self.held().take();
-        drop(buf);
+        self.buf.release();
     }
 }
 
@@ -436,8 +422,8 @@ fn cpu_values_mut<D: Backend>(buf: &mut DeviceVec<D>) -> Option<&mut [f32]> {
 
 /// Faults in the memory of `regions` (address, length in bytes; empty ones are skipped), from the last
 /// region back, while another thread writes them from the first on and stores in `reading` the index
-/// of the region it is at: this stops at that region. Linux only (`MADV_POPULATE_WRITE`, which faults pages in without
-/// changing their contents); elsewhere, or on a kernel without it, it does nothing.
+/// of the region it is at: this stops at that region. Linux only (`MADV_POPULATE_WRITE`, which faults
+/// pages in without changing their contents); elsewhere, or on a kernel without it, it does nothing.
 fn prefault_backwards(regions: &[(usize, usize)], reading: &AtomicUsize) {
     #[cfg(target_os = "linux")]
     {
