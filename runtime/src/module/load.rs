@@ -25,7 +25,9 @@ use num_traits::NumCast;
 
 use super::state_dict::load_state_dict;
 use super::LightningModule;
-use crate::checkpoint::{read_checkpoint_lazy, take_read_error, CheckpointError, TensorData};
+use crate::checkpoint::{
+    file_error_first, read_checkpoint_lazy, take_read_error, CheckpointError, TensorData,
+};
 use crate::device::Backend;
 use crate::{Error, Result};
 
@@ -79,13 +81,7 @@ pub(crate) fn load_from_checkpoint<M: LightningModule<D>, D: Backend>(
         ))
     })?;
     let mut module = M::from_hparams(hparams, device)?;
-    take_read_error();
-    let hook = module.on_load_checkpoint(&ckpt);
-    if let Some(e) = take_read_error() {
-        // The hook read a damaged tensor: that, not what the hook made of it, is the error.
-        return Err(e.into());
-    }
-    hook?;
+    file_error_first(|| module.on_load_checkpoint(&ckpt))?;
     load_state_dict(&mut module, &ckpt.state_dict, true, path)?;
     Ok(module)
 }

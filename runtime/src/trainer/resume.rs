@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use super::{CkptPath, Trainer, TrainerFn};
 use crate::callbacks::ModelCheckpoint;
 use crate::checkpoint::{
-    read_checkpoint, read_checkpoint_header, read_checkpoint_lazy, take_read_error,
+    file_error_first, read_checkpoint, read_checkpoint_header, read_checkpoint_lazy,
     verify_lazy_tensors, Checkpoint, CheckpointError,
 };
 use crate::device::Backend;
@@ -201,7 +201,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             return Ok(());
         };
         let module = self.module.as_mut().ok_or_else(no_module)?;
-        on_load_checkpoint(module, &ckpt)?;
+        file_error_first(|| module.on_load_checkpoint(&ckpt))?;
         load_state_dict(module, &ckpt.state_dict, true, &path)?;
         crate::info(&format!(
             "Loaded model weights from the checkpoint at {}",
@@ -244,7 +244,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             }
         }
         let module = self.module.as_mut().ok_or_else(no_module)?;
-        on_load_checkpoint(module, &ckpt)?;
+        file_error_first(|| module.on_load_checkpoint(&ckpt))?;
         load_state_dict(module, &ckpt.state_dict, true, path)?;
         self.restore_optimizers(&ckpt, path)?;
 
@@ -375,11 +375,8 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
             };
             // The state's tensors are read from the file as the optimizer takes them: a damaged one is
             // the file's error, whatever the optimizer made of a tensor it could not read.
-            take_read_error();
-            let loaded = optimizer.load_state_dict(module, state);
-            if let Some(e) = take_read_error() {
-                return Err(e.into());
-            }
+            let loaded =
+                file_error_first(|| Ok::<_, Error>(optimizer.load_state_dict(module, state)))?;
             loaded.map_err(|e| {
                 mismatch(format!(
                     "the {optimizer_name} state does not fit the configured {optimizer_name}: {e}"
@@ -536,20 +533,6 @@ fn read_verified(path: &Path) -> Result<Checkpoint, CheckpointError> {
     let ckpt = read_checkpoint_lazy(path)?;
     verify_lazy_tensors(&ckpt, path)?;
     Ok(ckpt)
-}
-
-/// Calls the module's `on_load_checkpoint`; a tensor the hook could not read (damaged) is the error,
-/// rather than what the hook made of it.
-fn on_load_checkpoint<M: LightningModule<D>, D: Backend>(
-    module: &mut M,
-    ckpt: &Checkpoint,
-) -> Result<()> {
-    take_read_error();
-    let hook = module.on_load_checkpoint(ckpt);
-    if let Some(e) = take_read_error() {
-        return Err(e.into());
-    }
-    hook
 }
 
 fn no_module() -> Error {

@@ -36,6 +36,20 @@ pub(crate) fn take_read_error() -> Option<CheckpointError> {
     READ_ERROR.with(|e| e.borrow_mut().take())
 }
 
+/// Runs `f`, which may read tensors of a lazily read checkpoint, and returns its result, unless one of
+/// them could not be read (damaged, or the file cut since it was opened): then that is the error, the
+/// file's own, rather than what `f` made of a tensor it could not read.
+pub(crate) fn file_error_first<T, E: From<CheckpointError>>(
+    f: impl FnOnce() -> Result<T, E>,
+) -> Result<T, E> {
+    take_read_error();
+    let out = f();
+    match take_read_error() {
+        Some(e) => Err(e.into()),
+        None => out,
+    }
+}
+
 fn record(error: CheckpointError) -> String {
     let reason = match &error {
         CheckpointError::Corrupt { reason, .. } => reason.clone(),

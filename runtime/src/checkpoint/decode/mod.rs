@@ -18,8 +18,8 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::wire::{MAGIC, TRAILER_LEN};
 use super::{Checkpoint, CheckpointError};
-pub(crate) use lazy::take_read_error;
 use lazy::LazyFile;
+pub(crate) use lazy::{file_error_first, take_read_error};
 use source::{LazyMode, Source};
 
 /// The reader's buffer is small because `Read::read_to_end` starts with small reads that a large buffer
