@@ -19,7 +19,7 @@ mod write;
 pub(crate) use async_writer::{when_idle, AsyncWriter};
 pub use decode::{decode_checkpoint, read_checkpoint, read_checkpoint_header, CheckpointHeader};
 pub(crate) use decode::{
-    file_error_first, read_checkpoint_lazy, take_read_error, verify_lazy_tensors,
+    file_error_first, read_checkpoint_lazy, take_read_error, unreadable, verify_lazy_tensors,
 };
 pub use encode::encode_checkpoint;
 pub use error::CheckpointError;

@@ -26,7 +26,8 @@ use num_traits::NumCast;
 use super::state_dict::load_state_dict;
 use super::LightningModule;
 use crate::checkpoint::{
-    file_error_first, read_checkpoint_lazy, take_read_error, CheckpointError, TensorData,
+    file_error_first, read_checkpoint_lazy, take_read_error, unreadable, CheckpointError,
+    TensorData,
 };
 use crate::device::Backend;
 use crate::{Error, Result};
@@ -113,18 +114,6 @@ struct Apply<'a> {
     path: &'a Path,
 }
 
-impl Apply<'_> {
-    /// The error of a tensor that could not be read: the file's, as the reader recorded it.
-    fn unreadable(&self, reason: String) -> Error {
-        take_read_error()
-            .unwrap_or_else(|| CheckpointError::Corrupt {
-                path: self.path.to_path_buf(),
-                reason,
-            })
-            .into()
-    }
-}
-
 impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
     type Viewer = (ViewTensorMut, ViewTensorName);
     type Err = Error;
@@ -146,14 +135,18 @@ impl<D: Backend> TensorVisitor<f32, D> for Apply<'_> {
                     self.buf.resize(n, 0.0);
                 }
                 if let Err(reason) = source.copy_to_host(&mut self.buf[..n]) {
-                    return Err(self.unreadable(reason));
+                    return Err(unreadable(self.path, reason).into());
                 }
                 t.copy_from(&self.buf[..n]);
             }
             None => match entry.as_f32() {
                 Some(values) => t.copy_from(&values),
                 None => {
-                    return Err(self.unreadable(format!("tensor `{name}` does not hold f32 values")))
+                    return Err(unreadable(
+                        self.path,
+                        format!("tensor `{name}` does not hold f32 values"),
+                    )
+                    .into())
                 }
             },
         }

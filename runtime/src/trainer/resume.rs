@@ -9,7 +9,7 @@ use super::{CkptPath, Trainer, TrainerFn};
 use crate::callbacks::ModelCheckpoint;
 use crate::checkpoint::{
     file_error_first, read_checkpoint, read_checkpoint_header, read_checkpoint_lazy,
-    verify_lazy_tensors, Checkpoint, CheckpointError,
+    verify_checkpoint, verify_lazy_tensors, Checkpoint, CheckpointError,
 };
 use crate::device::Backend;
 use crate::metrics::EpochAccumulator;
@@ -90,7 +90,7 @@ impl<M: LightningModule<D>, D: Backend> Trainer<M, D> {
                 }
                 let mut problems = Vec::new();
                 for path in ranked {
-                    match read_verified(&path) {
+                    match verify_checkpoint(&path) {
                         Ok(ckpt) => return Ok(Some((path, ckpt))),
                         Err(e) => {
                             crate::warn(&format!(
@@ -520,19 +520,12 @@ fn newest_intact(candidates: Vec<PathBuf>) -> (Option<(PathBuf, Checkpoint)>, Ve
     }
     ranked.sort();
     while let Some((_, _, _, path)) = ranked.pop() {
-        match read_verified(&path) {
+        match verify_checkpoint(&path) {
             Ok(ckpt) => return (Some((path, ckpt)), problems),
             Err(e) => skip(e),
         }
     }
     (None, problems)
-}
-
-/// The checkpoint at `path`, its tensors left in the file but every checksum checked.
-fn read_verified(path: &Path) -> Result<Checkpoint, CheckpointError> {
-    let ckpt = read_checkpoint_lazy(path)?;
-    verify_lazy_tensors(&ckpt, path)?;
-    Ok(ckpt)
 }
 
 fn no_module() -> Error {

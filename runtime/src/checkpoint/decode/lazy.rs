@@ -36,6 +36,15 @@ pub(crate) fn take_read_error() -> Option<CheckpointError> {
     READ_ERROR.with(|e| e.borrow_mut().take())
 }
 
+/// The error of a tensor that could not be read from `path`, whose reader gave `reason`: the file's
+/// own error as the reader recorded it (see [`take_read_error`]), else `reason` as damage.
+pub(crate) fn unreadable(path: &Path, reason: String) -> CheckpointError {
+    take_read_error().unwrap_or_else(|| CheckpointError::Corrupt {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
 /// Runs `f`, which may read tensors of a lazily read checkpoint, and returns its result, unless one of
 /// them could not be read (damaged, or the file cut since it was opened): then that is the error, the
 /// file's own, rather than what `f` made of a tensor it could not read.

@@ -19,7 +19,7 @@ use xxhash_rust::xxh3::Xxh3;
 use super::wire::{MAGIC, TRAILER_LEN};
 use super::{Checkpoint, CheckpointError};
 use lazy::LazyFile;
-pub(crate) use lazy::{file_error_first, take_read_error};
+pub(crate) use lazy::{file_error_first, take_read_error, unreadable};
 use source::{LazyMode, Source};
 
 /// The reader's buffer is small because `Read::read_to_end` starts with small reads that a large buffer
@@ -178,14 +178,9 @@ pub(crate) fn verify_lazy_tensors(ckpt: &Checkpoint, path: &Path) -> Result<(), 
     for tensor in ckpt.state_dict.values().chain(optimizer_tensors) {
         if let Some(source) = tensor.source() {
             buf.resize(tensor.numel(), 0.0);
-            if let Err(reason) = source.copy_to_host(&mut buf) {
-                return Err(
-                    take_read_error().unwrap_or_else(|| CheckpointError::Corrupt {
-                        path: path.to_path_buf(),
-                        reason,
-                    }),
-                );
-            }
+            source
+                .copy_to_host(&mut buf)
+                .map_err(|reason| unreadable(path, reason))?;
         }
     }
     Ok(())
