@@ -87,11 +87,7 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report, CheckpointError> {
 fn tensors(c: &Checkpoint) -> BTreeMap<String, &TensorData> {
     let mut out: BTreeMap<String, &TensorData> =
         c.state_dict.iter().map(|(k, v)| (k.clone(), v)).collect();
-    let optimizers = c
-        .optimizer
-        .iter()
-        .chain(c.more_optimizers.iter().map(|e| &e.optimizer));
-    for (i, o) in optimizers.enumerate() {
+    for (i, o) in c.optimizer_states().enumerate() {
         for (param, slots) in &o.params {
             for (slot, t) in slots {
                 out.insert(format!("optimizer {i}: {param}.{slot}"), t);

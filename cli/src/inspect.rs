@@ -65,12 +65,7 @@ pub fn inspect(path: &Path) -> Result<Report, CheckpointError> {
         .iter()
         .map(|(name, t)| row(name.clone(), t))
         .collect();
-    let optimizers = checkpoint
-        .optimizer
-        .iter()
-        .chain(checkpoint.more_optimizers.iter().map(|e| &e.optimizer))
-        .map(optimizer_row)
-        .collect();
+    let optimizers = checkpoint.optimizer_states().map(optimizer_row).collect();
     let checkpoint_callbacks = checkpoint_callbacks(&checkpoint.callbacks);
     Ok(Report {
         path: path.to_path_buf(),

@@ -146,11 +146,7 @@ pub fn export_safetensors(
         .map(|(k, v)| (k.clone(), v))
         .collect();
     if let Some(prefix) = &options.optimizer_prefix {
-        let optimizers = ckpt
-            .optimizer
-            .iter()
-            .chain(ckpt.more_optimizers.iter().map(|e| &e.optimizer));
-        for (i, state) in optimizers.enumerate() {
+        for (i, state) in ckpt.optimizer_states().enumerate() {
             for (name, tensor) in optimizer_tensors(state) {
                 let name = format!("{prefix}{i}.{name}");
                 if tensors.insert(name.clone(), tensor).is_some() {

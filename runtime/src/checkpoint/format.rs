@@ -130,6 +130,16 @@ impl Checkpoint {
             extra: BTreeMap::new(),
         }
     }
+
+    /// The state of every optimizer, in the order `configure_optimizers` returns them: [`optimizer`]
+    /// then [`more_optimizers`]; none in a weights-only file.
+    ///
+    /// [`optimizer`]: Checkpoint::optimizer
+    /// [`more_optimizers`]: Checkpoint::more_optimizers
+    pub fn optimizer_states(&self) -> impl Iterator<Item = &OptimizerState> {
+        let more = self.more_optimizers.iter().map(|e| &e.optimizer);
+        self.optimizer.iter().chain(more)
+    }
 }
 
 /// An optimizer's state, keyed by parameter name so that it survives any change of tensor identity.

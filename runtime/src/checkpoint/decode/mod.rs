@@ -168,11 +168,8 @@ pub(crate) fn read_checkpoint_lazy(path: &Path) -> Result<Checkpoint, Checkpoint
 /// verified as [`read_checkpoint`]'s.
 pub(crate) fn verify_lazy_tensors(ckpt: &Checkpoint, path: &Path) -> Result<(), CheckpointError> {
     let mut buf = Vec::new();
-    let more = ckpt.more_optimizers.iter().map(|e| &e.optimizer);
     let optimizer_tensors = ckpt
-        .optimizer
-        .iter()
-        .chain(more)
+        .optimizer_states()
         .flat_map(|o| o.params.values().flat_map(|slots| slots.values()));
     take_read_error();
     for tensor in ckpt.state_dict.values().chain(optimizer_tensors) {
