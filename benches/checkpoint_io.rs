@@ -354,7 +354,39 @@ fn settle(dir: &Path) {
         .expect("fsync directory");
 }
 
+/// The median (the upper one of an even count; NaN for none).
 fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Gives the memory the allocator holds free back to the system (glibc), so that the next operation
+/// allocates fresh pages as it would in a process that had not just freed as much.
+fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn malloc_trim(pad: usize) -> i32;
+        }
+        // SAFETY: glibc's `malloc_trim` only returns free memory to the system.
+        unsafe { malloc_trim(0) };
+    }
+}
+
+/// The resident memory before `f` runs and its peak while `f` runs, in bytes; `None` where `/proc/self`
+/// cannot tell (not Linux). Memory the allocator holds free is given back first ([`trim`]), so that
+/// what `f` allocates shows as new pages instead of reusing pages earlier work left resident.
+fn peak_during(f: impl FnOnce()) -> Option<(u64, u64)> {
+    let status = |field: &str| -> Option<u64> {
+        let text = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = text.lines().find(|l| l.starts_with(field))?;
+        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kb * 1024)
+    };
+    trim();
+    // Resets VmHWM to the current resident size.
+    std::fs::write("/proc/self/clear_refs", "5").ok()?;
+    let before = status("VmRSS:")?;
+    f();
+    Some((before, status("VmHWM:")?))
 }

@@ -39,6 +39,8 @@ use fulgur::optim::Adam;
 use fulgur::prelude::*;
 use fulgur::trainer::DynLoader;
 
+use super::{median, peak_during};
+
 /// Layers of the model.
 const LAYERS: usize = 8;
 /// Optimizer steps between two saves.
@@ -296,9 +298,7 @@ fn memory<M: Model>(dir: &Path) -> Vec<String> {
     let mut train = M::loader(BATCH, &dev);
     trainer.fit(module, &mut *train, None, None).expect("fit");
     let path = run_dir.path().join("state.ckpt");
-    let before = reset_peak();
-    trainer.save_checkpoint(&path, false).expect("a save");
-    let peak = peak_rss();
+    let measured = peak_during(|| trainer.save_checkpoint(&path, false).expect("a save"));
     let ckpt = fulgur::checkpoint::read_checkpoint(&path).expect("the saved file");
     let opt = ckpt.optimizer.as_ref().expect("the optimizer state");
     let state: usize = ckpt
@@ -313,8 +313,8 @@ fn memory<M: Model>(dir: &Path) -> Vec<String> {
         .map(|t| t.le_bytes().len())
         .max()
         .unwrap_or(0);
-    match (before, peak) {
-        (Some(before), Some(peak)) => vec![
+    match measured {
+        Some((before, peak)) => vec![
             format!(
                 "\nTrainer::save_checkpoint: RSS {:.1} MB before, peak {:.1} MB during; largest tensor \
                  {:.1} MB",
@@ -333,41 +333,4 @@ fn memory<M: Model>(dir: &Path) -> Vec<String> {
             (state as f64 / 1e6).round()
         )],
     }
-}
-
-/// Resets the peak RSS to the current RSS and returns it, in bytes (Linux only). Memory the allocator
-/// holds free is given back to the system first (glibc), so that what the save allocates shows as new
-/// pages instead of reusing pages that earlier work left resident.
-fn reset_peak() -> Option<u64> {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's `malloc_trim` only returns free memory to the system.
-        unsafe { malloc_trim(0) };
-    }
-    std::fs::write("/proc/self/clear_refs", "5").ok()?;
-    status_kb("VmRSS:").map(|kb| kb * 1024)
-}
-
-/// The peak RSS since the last reset, in bytes.
-fn peak_rss() -> Option<u64> {
-    status_kb("VmHWM:").map(|kb| kb * 1024)
-}
-
-fn status_kb(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    line[field.len()..]
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -30,6 +30,8 @@ use fulgur::module::load_weights;
 use fulgur::optim::Adam;
 use fulgur::prelude::*;
 
+use super::{median, peak_during, trim};
+
 /// Tensors per module: the loads' one read buffer is the largest tensor, so a module of 100M
 /// parameters is cut into tensors of 50 MB.
 const TENSORS: usize = 8;
@@ -127,11 +129,6 @@ fn trainer<M: LightningModule<Cpu>>(dir: &Path) -> Trainer<M> {
         .num_sanity_val_steps(0)
         .build()
         .expect("a trainer")
-}
-
-fn median(mut xs: Vec<f64>) -> f64 {
-    xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
 }
 
 fn mb(bytes: u64) -> f64 {
@@ -232,11 +229,12 @@ where
             read_weights / in_place
         ),
     ];
-    let memory = peak_extra(|| {
+    let memory = peak_during(|| {
         drop(std::hint::black_box(
             M::load_from_checkpoint(&full, &dev).expect("load_from_checkpoint"),
         ))
-    });
+    })
+    .map(|(before, peak)| peak.saturating_sub(before));
     lines.push(format!(
         "in-place load: {:.2}x std::fs::read",
         read_full / resume
@@ -253,38 +251,4 @@ where
         ),
     });
     lines
-}
-
-/// Gives the memory the allocator holds free back to the system (glibc), so that the next operation
-/// allocates fresh pages as it would in a process that had not just freed as much: otherwise a
-/// `std::fs::read` right after a load reuses the pages the load freed and skips the page faults that
-/// make it slow.
-fn trim() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            fn malloc_trim(pad: usize) -> i32;
-        }
-        // SAFETY: glibc's `malloc_trim` only returns free memory to the system.
-        unsafe { malloc_trim(0) };
-    }
-}
-
-/// The peak resident memory while `f` runs above what was resident before, in bytes; `None` where
-/// `/proc/self` cannot tell (not Linux). Memory the allocator holds free is given back first (glibc), so
-/// that what `f` allocates shows as new pages instead of reusing pages earlier work left resident.
-fn peak_extra(f: impl FnOnce()) -> Option<u64> {
-    let status = |field: &str| -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = text.lines().find(|l| l.starts_with(field))?;
-        let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kb * 1024)
-    };
-    trim();
-    // Resets VmHWM to the current resident size.
-    std::fs::write("/proc/self/clear_refs", "5").ok()?;
-    let before = status("VmRSS:")?;
-    f();
-    let peak = status("VmHWM:")?;
-    Some(peak.saturating_sub(before))
 }
