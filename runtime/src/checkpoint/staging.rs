@@ -98,8 +98,8 @@ fn stage_one(t: &mut TensorData, buf: &mut Vec<f32>) -> Result<()> {
     }
 }
 
-/// Copies `src` into `dst` (of its length) in pieces, hashing each piece of the copy while it is in
-/// cache; returns the xxh3-64 of the values' little-endian bytes.
+/// Copies `src` into `dst` (of its length) in pieces, hashing each piece of the source just before
+/// copying it, while it is in cache; returns the xxh3-64 of the values' little-endian bytes.
 fn copy_hashed(src: &[f32], dst: &mut [f32]) -> std::io::Result<u64> {
     if src.len() != dst.len() {
         return Err(std::io::Error::other(format!(
@@ -110,10 +110,55 @@ fn copy_hashed(src: &[f32], dst: &mut [f32]) -> std::io::Result<u64> {
     }
     let mut hasher = Xxh3::new();
     for (d, s) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
-        d.copy_from_slice(s);
-        hash_le(&mut hasher, d);
+        hash_le(&mut hasher, s);
+        copy_streaming(s, d);
     }
+    store_fence();
     Ok(hasher.digest())
+}
+
+/// Copies `src` into `dst` (of its length) with non-temporal stores where the CPU has them (x86-64):
+/// the copy goes to memory without first reading each destination line into the caches, and without
+/// evicting the training thread's data from them. On a machine whose training step is bound by memory
+/// bandwidth, that is what a copy running beside it costs: a third less traffic than `copy_from_slice`,
+/// and none of its cache pollution. Call [`store_fence`] before another thread reads `dst`.
+fn copy_streaming(src: &[f32], dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_loadu_ps, _mm_stream_ps};
+        // Scalar copies up to the first 16-byte aligned destination, then 16 values per round.
+        let head = dst.as_ptr().align_offset(16).min(dst.len());
+        dst[..head].copy_from_slice(&src[..head]);
+        let (src, dst) = (&src[head..], &mut dst[head..]);
+        let body = dst.len() / 16 * 16;
+        for (d, s) in dst[..body]
+            .chunks_exact_mut(16)
+            .zip(src[..body].chunks_exact(16))
+        {
+            // SAFETY: `d` and `s` hold 16 values each, so every 4-value access lies inside them; `d`
+            // starts 16-byte aligned (`head`, then whole rounds of 64 bytes), as `_mm_stream_ps`
+            // requires; SSE is part of x86-64.
+            unsafe {
+                let (d, s) = (d.as_mut_ptr(), s.as_ptr());
+                for k in (0..16).step_by(4) {
+                    _mm_stream_ps(d.add(k), _mm_loadu_ps(s.add(k)));
+                }
+            }
+        }
+        dst[body..].copy_from_slice(&src[body..]);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    dst.copy_from_slice(src);
+}
+
+/// Orders the non-temporal stores of [`copy_streaming`] before any later store (x86-64's `sfence`), so
+/// that a thread the buffers are handed to sees them.
+fn store_fence() {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `sfence` has no operands and no preconditions; SSE is part of x86-64.
+    unsafe {
+        std::arch::x86_64::_mm_sfence()
+    };
 }
 
 /// Values per piece of [`copy_hashed`]: 64 KiB, well inside the first-level caches.
@@ -231,6 +276,27 @@ mod tests {
         staging.stage(&mut snap).unwrap();
         assert!(sources.iter().all(|s| s.releases() == 1));
         assert_eq!(encoded(&snap), encoded(&checkpoint(false).0));
+    }
+
+    /// The streaming copy copies every value whatever the alignment of its destination and its length
+    /// (a scalar head, rounds of 16, a scalar tail), and the hash is the hash of the values.
+    #[test]
+    fn the_streaming_copy_copies_every_value_at_any_alignment() {
+        let src = values(1000, 3.0);
+        let mut backing = vec![0.0f32; 1100];
+        for offset in 0..4 {
+            for len in [0, 1, 3, 15, 16, 17, 63, 64, 65, 999] {
+                backing.iter_mut().for_each(|v| *v = -1.0);
+                let dst = &mut backing[offset..offset + len];
+                let digest = copy_hashed(&src[..len], dst).unwrap();
+                assert_eq!(dst, &src[..len], "offset {offset}, length {len}");
+                assert_eq!(
+                    digest,
+                    xxhash_rust::xxh3::xxh3_64(bytemuck::cast_slice(&src[..len]))
+                );
+                assert!(backing[offset + len..].iter().all(|&v| v == -1.0));
+            }
+        }
     }
 
     /// Each parameter comes with its optimizer slots, in the order an optimizer step updates them.
