@@ -18,8 +18,8 @@
 //! the save. `async stall` is the median async stall over the median sync stall, both over every save
 //! of every round; the detail lines split each stall into the saving step, the next step (where the
 //! optimizer would copy what the save still holds) and the rest, and give the first async save of a
-//! run on its own (it allocates the writer's staging buffers: fresh memory). `FULGUR_BENCH_DEBUG`
-//! prints every step's time.
+//! run on its own (it copies into the staging buffers the writer warmed after the first step).
+//! `FULGUR_BENCH_DEBUG` prints every step's time.
 //!
 //! **Memory.** After one step of `fit`, `Trainer::save_checkpoint` of the full state, with the peak RSS
 //! reset just before (Linux: `5` into `/proc/self/clear_refs`) and read just after (`VmHWM` − the
@@ -211,7 +211,7 @@ fn stalls(intervals: &[f64]) -> Vec<[f64; 3]> {
 fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
     let (mut sync, mut async_) = (Vec::new(), Vec::new());
     let mut clean_steps = Vec::new();
-    // The stall of each run's first async save, which allocates the writer's staging buffers.
+    // The stall of each run's first async save (into the staging buffers warmed after step 1).
     let mut first = Vec::new();
     for round in 0..rounds.max(1) {
         let order = if round % 2 == 0 {
@@ -275,7 +275,7 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
         line("async save:", a),
         format!("  every async save's stall, ms: {}", every.join(" ")),
         format!(
-            "  a trainer's first async save (which allocates the staging buffers): {:.1} ms (median)",
+            "  a trainer's first async save (into the staging buffers warmed after the first step): {:.1} ms (median)",
             median(first) * 1e3
         ),
         format!("async stall: {:.1}% of a sync save", 100.0 * a.0 / s.0),

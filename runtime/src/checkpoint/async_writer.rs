@@ -11,6 +11,7 @@
 //! owner takes it.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -55,6 +56,8 @@ pub(crate) struct AsyncWriter {
     thread: Option<JoinHandle<()>>,
     /// The staging buffers of its saves (see [`Staging`]); one save runs at a time.
     staging: Arc<Mutex<Staging>>,
+    /// Whether [`warm_staging`](Self::warm_staging) has run.
+    warmed: AtomicBool,
 }
 
 impl AsyncWriter {
@@ -80,12 +83,40 @@ impl AsyncWriter {
             shared,
             thread,
             staging: Arc::default(),
+            warmed: AtomicBool::new(false),
         }
     }
 
     /// The staging buffers, for a save job to copy its snapshot into.
     pub(crate) fn staging(&self) -> Arc<Mutex<Staging>> {
         Arc::clone(&self.staging)
+    }
+
+    /// Prepares the staging buffers for snapshots of `sizes` (see [`Staging::sizes`]) on the writer
+    /// thread, at idle priority, once per writer: the first save then stages into warm memory like
+    /// every later one. Queued after the operations submitted before; in no group (nothing to settle).
+    pub(crate) fn warm_staging(&self, sizes: Vec<usize>) {
+        if self.warmed.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        let staging = self.staging();
+        self.submit(
+            0,
+            Box::new(move || {
+                when_idle(|| {
+                    staging
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .reserve(&sizes)
+                });
+                Ok(())
+            }),
+        );
+    }
+
+    /// Whether [`warm_staging`](Self::warm_staging) has run (or been queued).
+    pub(crate) fn staging_warmed(&self) -> bool {
+        self.warmed.load(Ordering::Relaxed)
     }
 
     fn progress(&self) -> MutexGuard<'_, Progress> {

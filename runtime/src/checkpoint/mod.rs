@@ -24,7 +24,7 @@ pub(crate) use decode::{
 pub use encode::encode_checkpoint;
 pub use error::CheckpointError;
 #[cfg(test)]
-pub(crate) use fixtures::scalars_after_tensors;
+pub(crate) use fixtures::{scalars_after_tensors, Source};
 pub use format::{
     Checkpoint, LoopState, OptimizerEntry, OptimizerState, SchedulerState, FORMAT_NAME,
     FORMAT_VERSION,

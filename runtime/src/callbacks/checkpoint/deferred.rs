@@ -15,8 +15,9 @@ use std::time::Instant;
 use super::files::{delete_own, deletions, save_summary};
 use super::names::OwnNames;
 use super::policy::{Action, Book};
-use super::ModelCheckpoint;
+use super::{ModelCheckpoint, SaveLast};
 use crate::callbacks::CallbackContext;
+use crate::checkpoint::Staging;
 use crate::strategy::{RankZeroFs, SingleProcess};
 use crate::Result;
 
@@ -160,6 +161,32 @@ impl ModelCheckpoint {
 
     /// Settles the pending trigger when the writer has finished its actions, without waiting: in one
     /// process only, where no other rank needs to settle at the same point.
+    /// Has the writer prepare its staging buffers for the snapshots this callback saves (see
+    /// `AsyncWriter::warm_staging`), once the
+    /// optimizer has its state (after the first optimizer step) and before the first save: at the end
+    /// of a training batch that left nothing pending. Best effort: a snapshot that cannot be taken now
+    /// fails the save that takes it, as without warming.
+    pub(super) fn warm_staging(&self, ctx: &CallbackContext<'_>) {
+        let Some(writer) = ctx.writer() else {
+            return;
+        };
+        let saves = self.cfg.save_top_k != 0 || self.cfg.save_last != SaveLast::No;
+        if writer.staging_warmed()
+            || self.pending.is_some()
+            || !saves
+            || ctx.state().global_step < 1
+            || !ctx.fs().is_writer()
+        {
+            return;
+        }
+        // Sizes only: the snapshot is dropped here, before the next step updates what it holds.
+        if let Ok(mut snapshot) =
+            ctx.build_checkpoint_as(self.cfg.save_weights_only, self.cfg.state_key(), None)
+        {
+            writer.warm_staging(Staging::sizes(&mut snapshot));
+        }
+    }
+
     pub(super) fn settle_if_done(&mut self, ctx: &CallbackContext<'_>) -> Result<()> {
         let Some(pending) = &self.pending else {
             return Ok(());
@@ -192,7 +219,7 @@ mod tests {
 
     use super::*;
     use crate::callbacks::{CheckpointSink, ParameterInfo};
-    use crate::checkpoint::Checkpoint;
+    use crate::checkpoint::{AsyncWriter, Checkpoint, TensorData};
     use crate::state::TrainerState;
     use crate::strategy::{ReduceOp, Strategy};
 
@@ -289,6 +316,83 @@ mod tests {
         };
         let result = mc.settle(&ctx);
         (result, strategy.left())
+    }
+
+    /// A trainer with an async writer whose snapshots hold two tensors of `Source`s (3 and 5 values);
+    /// it counts the snapshots it builds.
+    struct WarmSink {
+        writer: AsyncWriter,
+        sources: Mutex<Vec<std::sync::Arc<crate::checkpoint::Source>>>,
+        built: std::sync::atomic::AtomicUsize,
+    }
+
+    impl CheckpointSink for WarmSink {
+        fn checkpoint(&self, _: bool, _: BTreeMap<String, Value>) -> Result<Checkpoint> {
+            self.built.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut ckpt = Checkpoint::new("Fake");
+            for (name, n) in [("a", 3), ("b", 5)] {
+                let source = crate::checkpoint::Source::new(vec![1.0; n], true);
+                self.sources.lock().unwrap().push(source.clone());
+                ckpt.state_dict
+                    .insert(name.into(), TensorData::snapshot(vec![n], source));
+            }
+            Ok(ckpt)
+        }
+        fn parameters(&self) -> Vec<ParameterInfo> {
+            Vec::new()
+        }
+        fn writer(&self) -> Option<&AsyncWriter> {
+            Some(&self.writer)
+        }
+    }
+
+    /// After the first optimizer step, a callback that saves has the writer warm its staging buffers
+    /// to the snapshot's sizes, once, reading no values and holding nothing; not before that step,
+    /// not while a trigger is pending, not for a callback that never saves.
+    #[test]
+    fn the_staging_buffers_are_warmed_once_after_the_first_step() {
+        let sink = WarmSink {
+            writer: AsyncWriter::new(),
+            sources: Mutex::default(),
+            built: Default::default(),
+        };
+        let warm = |mc: &ModelCheckpoint, step: u64| {
+            let state = TrainerState {
+                global_step: step,
+                ..Default::default()
+            };
+            let ctx = CallbackContext {
+                state: &state,
+                sink: &sink,
+                others: [&[], &[]],
+                strategy: &SingleProcess,
+            };
+            mc.warm_staging(&ctx);
+            sink.writer.flush();
+        };
+        let built = || sink.built.load(std::sync::atomic::Ordering::SeqCst);
+        let never_saves = ModelCheckpoint::builder().save_top_k(0).build().unwrap();
+        warm(&never_saves, 1);
+        let (mut pending, _, _) = pending_on_rank_one();
+        warm(&pending, 1);
+        pending.pending = None;
+        warm(&pending, 0);
+        assert_eq!((built(), sink.writer.staging_warmed()), (0, false));
+
+        warm(&pending, 1);
+        assert_eq!((built(), sink.writer.staging_warmed()), (1, true));
+        let staging = sink.writer.staging();
+        assert_eq!(staging.lock().unwrap().lens(), [3, 5]);
+        for source in sink.sources.lock().unwrap().iter() {
+            assert_eq!(source.releases(), 0, "no values read");
+            assert_eq!(
+                std::sync::Arc::strong_count(source),
+                1,
+                "the snapshot is gone"
+            );
+        }
+        warm(&pending, 2);
+        assert_eq!(built(), 1, "once per writer");
     }
 
     /// Rank 0's messages when its writer failed at action `index` with `message`.

@@ -205,53 +205,9 @@ impl ModelCheckpoint {
         }
         Ok(policy::in_safe_order(actions))
     }
-}
 
-impl Callback for ModelCheckpoint {
-    fn state_key(&self) -> String {
-        self.cfg.state_key()
-    }
-
-    fn is_checkpoint(&self) -> bool {
-        true
-    }
-
-    fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
-        self.check_against_registry(ctx.state())?;
-        let dir = self.resolve_dirpath(ctx)?;
-        self.pending_deletes.clear();
-        files::remove_leftover_temporaries(ctx, &dir, &OwnNames::new(&self.cfg));
-        if ctx.fs().is_writer() && self.cfg.save_top_k != 0 {
-            if let Ok(mut entries) = std::fs::read_dir(&dir) {
-                if entries.next().is_some() {
-                    crate::warn(&format!(
-                        "Checkpoint directory {} exists and is not empty.",
-                        dir.display()
-                    ));
-                }
-            }
-        }
-        self.dirpath = Some(dir);
-        Ok(())
-    }
-
-    fn on_fit_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
-        self.warn_missing_files(ctx);
-        Ok(())
-    }
-
-    fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
-        self.last_time_checked = Some((self.clock)());
-        let s = ctx.state();
-        self.owns_resume_source = !s.resumed_by_path
-            && s.resumed_from
-                .as_deref()
-                .is_some_and(|p| self.references(p));
-        self.finish_pending_deletes(ctx);
-        Ok(())
-    }
-
-    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+    /// The step trigger at the end of a training batch (Lightning's `on_train_batch_end`).
+    fn train_batch_trigger(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
         self.settle_if_done(ctx)?;
         let s = ctx.state();
         let state_skip = self.should_skip(s);
@@ -301,6 +257,57 @@ impl Callback for ModelCheckpoint {
             return Ok(());
         }
         self.run(ctx, Trigger::TopKAndLast)
+    }
+}
+
+impl Callback for ModelCheckpoint {
+    fn state_key(&self) -> String {
+        self.cfg.state_key()
+    }
+
+    fn is_checkpoint(&self) -> bool {
+        true
+    }
+
+    fn setup(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.check_against_registry(ctx.state())?;
+        let dir = self.resolve_dirpath(ctx)?;
+        self.pending_deletes.clear();
+        files::remove_leftover_temporaries(ctx, &dir, &OwnNames::new(&self.cfg));
+        if ctx.fs().is_writer() && self.cfg.save_top_k != 0 {
+            if let Ok(mut entries) = std::fs::read_dir(&dir) {
+                if entries.next().is_some() {
+                    crate::warn(&format!(
+                        "Checkpoint directory {} exists and is not empty.",
+                        dir.display()
+                    ));
+                }
+            }
+        }
+        self.dirpath = Some(dir);
+        Ok(())
+    }
+
+    fn on_fit_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.warn_missing_files(ctx);
+        Ok(())
+    }
+
+    fn on_train_start(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.last_time_checked = Some((self.clock)());
+        let s = ctx.state();
+        self.owns_resume_source = !s.resumed_by_path
+            && s.resumed_from
+                .as_deref()
+                .is_some_and(|p| self.references(p));
+        self.finish_pending_deletes(ctx);
+        Ok(())
+    }
+
+    fn on_train_batch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
+        self.train_batch_trigger(ctx)?;
+        self.warm_staging(ctx);
+        Ok(())
     }
 
     fn on_train_epoch_end(&mut self, ctx: &mut CallbackContext<'_>) -> Result<()> {
