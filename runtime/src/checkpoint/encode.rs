@@ -242,8 +242,7 @@ impl<W: Write> Sink<W> {
         self.text(key::DATA)?;
         let digest = match t.source() {
             Some(source) => self.snapshot(source, t.numel())?,
-            // A tensor staged by the asynchronous writer comes with its digest, taken as it was copied.
-            None => self.data(&t.le_bytes(), t.staged_digest())?,
+            None => self.data(&t.le_bytes())?,
         };
         self.text(key::XXH3)?;
         self.head(major::UINT, digest)
@@ -264,7 +263,7 @@ impl<W: Write> Sink<W> {
                         values.len()
                     )));
                 }
-                self.data(bytemuck::cast_slice(values), None)
+                self.data(bytemuck::cast_slice(values))
             };
             if let Some(digest) = source.write_in_place(&mut write) {
                 // Written (or failed): the live tensor need not be copied on its next update any more.
@@ -286,18 +285,14 @@ impl<W: Write> Sink<W> {
                     .iter_mut()
                     .for_each(|v| *v = f32::from_bits(v.to_bits().to_le()));
             }
-            self.data(bytemuck::cast_slice(values), None)
+            self.data(bytemuck::cast_slice(values))
         })
     }
 
-    /// A tensor's `data` byte string; returns its xxh3-64, hashing the bytes as they are written unless
-    /// it is `known` already.
-    fn data(&mut self, bytes: &[u8], known: Option<u64>) -> io::Result<u64> {
+    /// A tensor's `data` byte string; returns its xxh3-64, hashing the bytes as they are written.
+    fn data(&mut self, bytes: &[u8]) -> io::Result<u64> {
         self.head(major::BYTES, bytes.len() as u64)?;
-        let digest = match known {
-            Some(digest) => self.inner.write_all(bytes).map(|()| digest)?,
-            None => write_hashed(&mut self.inner, bytes)?,
-        };
+        let digest = write_hashed(&mut self.inner, bytes)?;
         self.len += bytes.len() as u64;
         Ok(digest)
     }

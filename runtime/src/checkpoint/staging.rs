@@ -11,8 +11,6 @@
 //! buffers are free. The cost is memory: the staging buffers are the size of the state, kept while the
 //! trainer lives, so that they stay warm.
 
-use xxhash_rust::xxh3::Xxh3;
-
 use super::{Checkpoint, TensorData};
 use crate::{Error, Result};
 
@@ -99,28 +97,25 @@ impl Staging {
 }
 
 /// Copies a snapshot tensor into `buf` (resized to it), releases the snapshot, and replaces the tensor
-/// by a host tensor holding `buf` and the digest of its bytes. The digest is taken while the values are
-/// in cache, so that the encoder writes them without reading them again: a host buffer (a CPU
-/// optimizer buffer) is copied and hashed piece by piece; any other source is copied whole (dfdx
-/// copies a tensor in one call), then hashed.
+/// by a host tensor holding `buf`. A host buffer (a CPU optimizer buffer) is copied with non-temporal
+/// stores; any other source as its device copies it (dfdx copies a tensor in one call). Nothing is
+/// hashed here: the encoder hashes the staged values as it writes them, at idle priority, while each
+/// piece is in cache for its write; staging only has to be done before the next optimizer step.
 fn stage_one(t: &mut TensorData, buf: &mut Vec<f32>) -> Result<()> {
     let Some(source) = t.source() else {
         return Ok(());
     };
     let mut values = std::mem::take(buf);
     values.resize(t.numel(), 0.0);
-    let copied = match source.write_in_place(&mut |src| copy_hashed(src, &mut values)) {
-        Some(digest) => digest.map_err(|e| e.to_string()),
-        None => source.copy_to_host(&mut values).map(|()| {
-            let mut hasher = Xxh3::new();
-            hash_le(&mut hasher, &values);
-            hasher.digest()
-        }),
+    let copied = match source.write_in_place(&mut |src| copy_checked(src, &mut values).map(|()| 0))
+    {
+        Some(copied) => copied.map(drop).map_err(|e| e.to_string()),
+        None => source.copy_to_host(&mut values),
     };
     source.release();
     match copied {
-        Ok(digest) => {
-            *t = TensorData::staged(t.shape().to_vec(), values, digest);
+        Ok(()) => {
+            *t = TensorData::staged(t.shape().to_vec(), values);
             Ok(())
         }
         Err(e) => {
@@ -132,9 +127,8 @@ fn stage_one(t: &mut TensorData, buf: &mut Vec<f32>) -> Result<()> {
     }
 }
 
-/// Copies `src` into `dst` (of its length) in pieces, hashing each piece of the source just before
-/// copying it, while it is in cache; returns the xxh3-64 of the values' little-endian bytes.
-fn copy_hashed(src: &[f32], dst: &mut [f32]) -> std::io::Result<u64> {
+/// Copies `src` into `dst`, which must be of its length, with [`copy_streaming`].
+fn copy_checked(src: &[f32], dst: &mut [f32]) -> std::io::Result<()> {
     if src.len() != dst.len() {
         return Err(std::io::Error::other(format!(
             "a snapshot holds {} values, its shape {}",
@@ -142,13 +136,9 @@ fn copy_hashed(src: &[f32], dst: &mut [f32]) -> std::io::Result<u64> {
             dst.len()
         )));
     }
-    let mut hasher = Xxh3::new();
-    for (d, s) in dst.chunks_mut(PIECE).zip(src.chunks(PIECE)) {
-        hash_le(&mut hasher, s);
-        copy_streaming(s, d);
-    }
+    copy_streaming(src, dst);
     store_fence();
-    Ok(hasher.digest())
+    Ok(())
 }
 
 /// Copies `src` into `dst` (of its length) with non-temporal stores where the CPU has them (x86-64):
@@ -193,18 +183,6 @@ fn store_fence() {
     unsafe {
         std::arch::x86_64::_mm_sfence()
     };
-}
-
-/// Values per piece of [`copy_hashed`]: 64 KiB, well inside the first-level caches.
-const PIECE: usize = 16 << 10;
-
-/// Adds the little-endian bytes of `values` to `hasher`.
-fn hash_le(hasher: &mut Xxh3, values: &[f32]) {
-    if cfg!(target_endian = "little") {
-        hasher.update(bytemuck::cast_slice(values));
-    } else {
-        values.iter().for_each(|v| hasher.update(&v.to_le_bytes()));
-    }
 }
 
 /// Visits the tensors of `ckpt`: each parameter followed by its slots in the first optimizer, then the
@@ -292,10 +270,9 @@ mod tests {
     fn staged_pointers(ckpt: &mut Checkpoint) -> Vec<usize> {
         let mut out = Vec::new();
         for_each_tensor(ckpt, |t| {
-            let digest = t.staged_digest();
-            if let (Some(v), Some(digest)) = (t.take_staged(), digest) {
+            if let Some(v) = t.take_staged() {
                 out.push(v.as_ptr() as usize);
-                *t = TensorData::staged(t.shape().to_vec(), v, digest);
+                *t = TensorData::staged(t.shape().to_vec(), v);
             }
         });
         out
@@ -313,7 +290,7 @@ mod tests {
     }
 
     /// The streaming copy copies every value whatever the alignment of its destination and its length
-    /// (a scalar head, rounds of 16, a scalar tail), and the hash is the hash of the values.
+    /// (a scalar head, rounds of 16, a scalar tail), and nothing outside the destination.
     #[test]
     fn the_streaming_copy_copies_every_value_at_any_alignment() {
         let src = values(1000, 3.0);
@@ -322,12 +299,8 @@ mod tests {
             for len in [0, 1, 3, 15, 16, 17, 63, 64, 65, 999] {
                 backing.iter_mut().for_each(|v| *v = -1.0);
                 let dst = &mut backing[offset..offset + len];
-                let digest = copy_hashed(&src[..len], dst).unwrap();
+                copy_checked(&src[..len], dst).unwrap();
                 assert_eq!(dst, &src[..len], "offset {offset}, length {len}");
-                assert_eq!(
-                    digest,
-                    xxhash_rust::xxh3::xxh3_64(bytemuck::cast_slice(&src[..len]))
-                );
                 assert!(backing[offset + len..].iter().all(|&v| v == -1.0));
             }
         }

@@ -62,8 +62,8 @@ enum Storage {
     F32(Vec<f32>),
     F64(Vec<f64>),
     /// f32 values in one of the asynchronous writer's staging buffers, which it takes back once the
-    /// file is written, with the xxh3-64 of their little-endian bytes (taken as they were copied).
-    Staged(Vec<f32>, u64),
+    /// file is written.
+    Staged(Vec<f32>),
     /// f32 values still in a device buffer shared with the live tensor.
     Snapshot(Arc<dyn HostSource>),
 }
@@ -194,21 +194,13 @@ impl TensorData {
     }
 
     /// An f32 tensor in a staging buffer (see `staging.rs`), which [`take_staged`](Self::take_staged)
-    /// gives back; `digest` is the xxh3-64 of the values' little-endian bytes.
-    pub(crate) fn staged(shape: Vec<usize>, values: Vec<f32>, digest: u64) -> Self {
+    /// gives back.
+    pub(crate) fn staged(shape: Vec<usize>, values: Vec<f32>) -> Self {
         debug_assert_eq!(shape.iter().product::<usize>(), values.len());
         Self {
             dtype: DType::F32,
             shape,
-            storage: Storage::Staged(values, digest),
-        }
-    }
-
-    /// The digest of a staged tensor's little-endian bytes (see [`staged`](Self::staged)).
-    pub(crate) fn staged_digest(&self) -> Option<u64> {
-        match &self.storage {
-            Storage::Staged(_, digest) => Some(*digest),
-            _ => None,
+            storage: Storage::Staged(values),
         }
     }
 
@@ -216,7 +208,7 @@ impl TensorData {
     /// other tensors.
     pub(crate) fn take_staged(&mut self) -> Option<Vec<f32>> {
         match &mut self.storage {
-            Storage::Staged(v, _) => Some(std::mem::take(v)),
+            Storage::Staged(v) => Some(std::mem::take(v)),
             _ => None,
         }
     }
@@ -288,13 +280,13 @@ impl TensorData {
                 Err(_) => Cow::Owned(Vec::new()),
             },
             Storage::Bytes(b) => Cow::Borrowed(b),
-            Storage::F32(v) | Storage::Staged(v, _) if cfg!(target_endian = "little") => {
+            Storage::F32(v) | Storage::Staged(v) if cfg!(target_endian = "little") => {
                 Cow::Borrowed(bytemuck::cast_slice(v))
             }
             Storage::F64(v) if cfg!(target_endian = "little") => {
                 Cow::Borrowed(bytemuck::cast_slice(v))
             }
-            Storage::F32(v) | Storage::Staged(v, _) => {
+            Storage::F32(v) | Storage::Staged(v) => {
                 Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect())
             }
             Storage::F64(v) => Cow::Owned(v.iter().flat_map(|x| x.to_le_bytes()).collect()),
@@ -304,7 +296,7 @@ impl TensorData {
     /// The values as f32, or `None` when the tensor holds another type.
     pub fn as_f32(&self) -> Option<Cow<'_, [f32]>> {
         match (&self.storage, self.dtype) {
-            (Storage::F32(v) | Storage::Staged(v, _), _) => Some(Cow::Borrowed(v)),
+            (Storage::F32(v) | Storage::Staged(v), _) => Some(Cow::Borrowed(v)),
             (Storage::Snapshot(_), _) => match self.to_host().ok()?.storage {
                 Storage::F32(v) => Some(Cow::Owned(v)),
                 _ => None,
