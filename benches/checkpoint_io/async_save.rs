@@ -13,13 +13,20 @@
 //! the next save (when it is written): measured on both sides of the save, as the speed of a shared
 //! machine drifts within a run. With async saving the stall counts the snapshot, the staging copy on
 //! the writer thread and any copy the optimizer makes of a tensor not yet staged (copy on write), the
-//! encode and write at idle priority (memory bandwidth and cache: on a machine whose training step is
-//! memory-bound, that is most of it), and any wait for the previous save; with a synchronous save it is
-//! the save. `async stall` is the median async stall over the median sync stall, both over every save
-//! of every round; the detail lines split each stall into the saving step, the next step (where the
-//! optimizer would copy what the save still holds) and the rest, and give the first async save of a
-//! run on its own (it copies into the staging buffers the writer warmed after the first step).
-//! `FULGUR_BENCH_DEBUG` prints every step's time.
+//! encode, hash and write at idle priority, the competition of all that with training for cores and
+//! memory bandwidth, and any wait for the previous save; with a synchronous save it is the save. The
+//! stall is the median async stall over the median sync stall, both over every save of every round;
+//! the detail lines split each stall into the saving step, the next step (where the optimizer would
+//! copy what the save still holds) and the rest, and give the first async save of a run on its own (it
+//! copies into the staging buffers the writer warmed after the first step). `FULGUR_BENCH_DEBUG`
+//! prints every step's time.
+//!
+//! **Cores.** The stall is measured twice: with training in a pool of one core less than the machine
+//! has, which leaves the writer a core, as training on a GPU or on a machine with more cores than a
+//! step uses does; then with training on every core (dfdx splits its matrix products over rayon's
+//! pool, one thread per core), where the writer's work can only take its time from training. The
+//! summary line, `async stall`, is the second; the first is the last line of the details. Each block
+//! prints its clean step, so that what training gives up for the spare core shows too.
 //!
 //! **Memory.** After one step of `fit`, `Trainer::save_checkpoint` of the full state, with the peak RSS
 //! reset just before (Linux: `5` into `/proc/self/clear_refs`) and read just after (`VmHWM` − the
@@ -136,11 +143,44 @@ pub fn run(dir: &Path, big: bool, rounds: usize) -> (Vec<String>, Vec<String>) {
     // Memory first, in a process that has not trained yet.
     if big {
         let memory = memory::<Big<Cpu>>(dir);
-        (stall::<Big<Cpu>>(dir, rounds), memory)
+        (stalls_both_ways::<Big<Cpu>>(dir, rounds), memory)
     } else {
         let memory = memory::<Small<Cpu>>(dir);
-        (stall::<Small<Cpu>>(dir, rounds), memory)
+        (stalls_both_ways::<Small<Cpu>>(dir, rounds), memory)
     }
+}
+
+/// The stall measured twice: in a pool of one core less than the machine has, which leaves a core to
+/// the writer, then with training on every core (the default thread pool, which dfdx's matrix products
+/// split over). The summary line (the last) is the second's; the first's comes after the details,
+/// reworded.
+fn stalls_both_ways<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let spare = cores.saturating_sub(1).max(1);
+    let (threads, named) = if spare < cores {
+        (
+            format!("training on {spare} of {cores} cores, one left to the writer"),
+            format!("async stall with a core left to the writer ({spare} of {cores} training): "),
+        )
+    } else {
+        let one = "training on the one core (none to spare)".to_string();
+        (one, "async stall on the one core: ".to_string())
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(spare)
+        .build()
+        .expect("a thread pool");
+    let mut left = pool.install(|| stall::<M>(dir, rounds, &threads));
+    let left_summary = left
+        .pop()
+        .expect("a summary line")
+        .replacen("async stall: ", &named, 1);
+    let mut every = stall::<M>(dir, rounds, &format!("training on all {cores} cores"));
+    let summary = every.pop().expect("a summary line");
+    left.extend(every);
+    left.push(left_summary);
+    left.push(summary);
+    left
 }
 
 /// The intervals between the starts of consecutive training batches of one `fit`, in seconds.
@@ -208,7 +248,7 @@ fn stalls(intervals: &[f64]) -> Vec<[f64; 3]> {
         .collect()
 }
 
-fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
+fn stall<M: Model>(dir: &Path, rounds: usize, threads: &str) -> Vec<String> {
     let (mut sync, mut async_) = (Vec::new(), Vec::new());
     let mut clean_steps = Vec::new();
     // The stall of each run's first async save (into the staging buffers warmed after step 1).
@@ -264,9 +304,9 @@ fn stall<M: Model>(dir: &Path, rounds: usize) -> Vec<String> {
         .collect();
     vec![
         format!(
-            "\nsaving inside fit: {LAYERS} linear layers of {w}x{w}, Adam, batch {BATCH}, a save every \
-             {EVERY} steps, {SAVES} saves per run, {} rounds; a clean step {:.1} ms (median); medians \
-             over the saves",
+            "\nsaving inside fit, {threads}: {LAYERS} linear layers of {w}x{w}, Adam, batch {BATCH}, a \
+             save every {EVERY} steps, {SAVES} saves per run, {} rounds; a clean step {:.1} ms \
+             (median); medians over the saves",
             rounds.max(1),
             median(clean_steps) * 1e3,
             w = M::WIDTH,
