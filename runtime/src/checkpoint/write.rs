@@ -238,6 +238,17 @@ mod direct {
         }
     }
 
+    #[cfg(test)]
+    impl DirectWriter<'_> {
+        pub(super) fn write_out_for_test(&mut self, n: usize) -> io::Result<()> {
+            self.write_out(n)
+        }
+
+        pub(super) fn is_direct_for_test(&self) -> bool {
+            self.direct
+        }
+    }
+
     impl Write for DirectWriter<'_> {
         fn write(&mut self, data: &[u8]) -> io::Result<usize> {
             let capacity = self.buf.len() * BLOCK;
@@ -494,6 +505,41 @@ mod tests {
             2,
             "no temporary file is left behind: {names:?}"
         );
+    }
+
+    /// A direct write the file system refuses (`EINVAL`) in the middle of a file (here: a length that
+    /// is no multiple of the block size, which direct I/O rejects) goes through the page cache at the
+    /// same offset, and so does every later write: the file holds every byte in order.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_refused_direct_write_falls_back_to_the_page_cache_mid_file() {
+        use std::io::Write;
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fallback.bin");
+        let file = File::create(&path).unwrap();
+        let Some(mut writer) = direct::DirectWriter::new(&file) else {
+            eprintln!(
+                "skipped: the file system of {} refuses direct I/O",
+                path.display()
+            );
+            return;
+        };
+        let bytes: Vec<u8> = (0..40_000usize).map(|i| (i * 13 % 241) as u8).collect();
+        writer.write_all(&bytes[..20_000]).unwrap();
+        // 8192 bytes go direct; then 3001 bytes, refused as direct I/O, go through the page cache.
+        writer.write_out_for_test(8192).unwrap();
+        assert!(writer.is_direct_for_test(), "an aligned write stays direct");
+        writer.write_out_for_test(3001).unwrap();
+        assert!(
+            !writer.is_direct_for_test(),
+            "the refused write switched it off"
+        );
+        writer.write_all(&bytes[20_000..]).unwrap();
+        writer.flush().unwrap();
+        drop(writer);
+        drop(file);
+        assert!(fs::read(&path).unwrap() == bytes);
     }
 
     /// Pieces of every size, through the buffer and past it, land in order; the tail that does not
