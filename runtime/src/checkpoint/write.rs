@@ -507,46 +507,10 @@ mod tests {
         );
     }
 
-    /// A direct write the file system refuses (`EINVAL`) in the middle of a file (here: a length that
-    /// is no multiple of the block size, which direct I/O rejects) goes through the page cache at the
-    /// same offset, and so does every later write: the file holds every byte in order.
+    /// The bytes a direct writer on a new file leaves after `write` and a flush; `None` (the test is
+    /// skipped) where the file system refuses direct I/O.
     #[cfg(target_os = "linux")]
-    #[test]
-    fn a_refused_direct_write_falls_back_to_the_page_cache_mid_file() {
-        use std::io::Write;
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("fallback.bin");
-        let file = File::create(&path).unwrap();
-        let Some(mut writer) = direct::DirectWriter::new(&file) else {
-            eprintln!(
-                "skipped: the file system of {} refuses direct I/O",
-                path.display()
-            );
-            return;
-        };
-        let bytes: Vec<u8> = (0..40_000usize).map(|i| (i * 13 % 241) as u8).collect();
-        writer.write_all(&bytes[..20_000]).unwrap();
-        // 8192 bytes go direct; then 3001 bytes, refused as direct I/O, go through the page cache.
-        writer.write_out_for_test(8192).unwrap();
-        assert!(writer.is_direct_for_test(), "an aligned write stays direct");
-        writer.write_out_for_test(3001).unwrap();
-        assert!(
-            !writer.is_direct_for_test(),
-            "the refused write switched it off"
-        );
-        writer.write_all(&bytes[20_000..]).unwrap();
-        writer.flush().unwrap();
-        drop(writer);
-        drop(file);
-        assert!(fs::read(&path).unwrap() == bytes);
-    }
-
-    /// Pieces of every size, through the buffer and past it, land in order; the tail that does not
-    /// fill a block is written when the writer is flushed.
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn the_direct_writer_writes_every_byte_in_order() {
+    fn written_directly(write: impl FnOnce(&mut direct::DirectWriter<'_>)) -> Option<Vec<u8>> {
         use std::io::Write;
 
         let dir = tempfile::tempdir().unwrap();
@@ -557,23 +521,60 @@ mod tests {
                 "skipped: the file system of {} refuses direct I/O",
                 path.display()
             );
-            return;
+            return None;
         };
-        let bytes: Vec<u8> = (0..(17usize << 20) + 4321)
-            .map(|i| (i * 31 % 251) as u8)
-            .collect();
-        let mut at = 0;
-        for size in [1, 4095, 4096, 3 << 20, 9 << 20, 7].into_iter().cycle() {
-            if at == bytes.len() {
-                break;
-            }
-            let end = (at + size).min(bytes.len());
-            writer.write_all(&bytes[at..end]).unwrap();
-            at = end;
-        }
+        write(&mut writer);
         writer.flush().unwrap();
         drop(writer);
         drop(file);
-        assert!(fs::read(&path).unwrap() == bytes);
+        Some(fs::read(&path).unwrap())
+    }
+
+    /// A direct write the file system refuses (`EINVAL`) in the middle of a file (here: a length that
+    /// is no multiple of the block size, which direct I/O rejects) goes through the page cache at the
+    /// same offset, and so does every later write: the file holds every byte in order.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_refused_direct_write_falls_back_to_the_page_cache_mid_file() {
+        use std::io::Write;
+
+        let bytes: Vec<u8> = (0..40_000usize).map(|i| (i * 13 % 241) as u8).collect();
+        let written = written_directly(|writer| {
+            writer.write_all(&bytes[..20_000]).unwrap();
+            // 8192 bytes go direct; then 3001 bytes, refused as direct I/O, through the page cache.
+            writer.write_out_for_test(8192).unwrap();
+            assert!(writer.is_direct_for_test(), "an aligned write stays direct");
+            writer.write_out_for_test(3001).unwrap();
+            assert!(
+                !writer.is_direct_for_test(),
+                "the refused write switched it off"
+            );
+            writer.write_all(&bytes[20_000..]).unwrap();
+        });
+        assert!(written.is_none_or(|w| w == bytes));
+    }
+
+    /// Pieces of every size, through the buffer and past it, land in order; the tail that does not
+    /// fill a block is written when the writer is flushed.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_direct_writer_writes_every_byte_in_order() {
+        use std::io::Write;
+
+        let bytes: Vec<u8> = (0..(17usize << 20) + 4321)
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let written = written_directly(|writer| {
+            let mut at = 0;
+            for size in [1, 4095, 4096, 3 << 20, 9 << 20, 7].into_iter().cycle() {
+                if at == bytes.len() {
+                    break;
+                }
+                let end = (at + size).min(bytes.len());
+                writer.write_all(&bytes[at..end]).unwrap();
+                at = end;
+            }
+        });
+        assert!(written.is_none_or(|w| w == bytes));
     }
 }
