@@ -315,7 +315,8 @@ fn stall<M: Model>(dir: &Path, rounds: usize, threads: &str) -> Vec<String> {
         line("async save:", a),
         format!("  every async save's stall, ms: {}", every.join(" ")),
         format!(
-            "  a trainer's first async save (into the staging buffers warmed after the first step): {:.1} ms (median)",
+            "  a trainer's first async save (into the staging buffers warmed after the first \
+             step): {:.1} ms (median)",
             median(first) * 1e3
         ),
         format!("async stall: {:.1}% of a sync save", 100.0 * a.0 / s.0),

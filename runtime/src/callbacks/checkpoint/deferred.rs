@@ -159,13 +159,10 @@ impl ModelCheckpoint {
         self.recover(ctx, book, error)
     }
 
-    /// Settles the pending trigger when the writer has finished its actions, without waiting: in one
-    /// process only, where no other rank needs to settle at the same point.
     /// Has the writer prepare its staging buffers for the snapshots this callback saves (see
-    /// `AsyncWriter::warm_staging`), once the
-    /// optimizer has its state (after the first optimizer step) and before the first save: at the end
-    /// of a training batch that left nothing pending. Best effort: a snapshot that cannot be taken now
-    /// fails the save that takes it, as without warming.
+    /// `AsyncWriter::warm_staging`), once the optimizer has its state (after the first optimizer step)
+    /// and before the first save: at the end of a training batch that left nothing pending. Best
+    /// effort: a snapshot that cannot be taken now fails the save that takes it, as without warming.
     pub(super) fn warm_staging(&self, ctx: &CallbackContext<'_>) {
         let Some(writer) = ctx.writer() else {
             return;
@@ -187,6 +184,8 @@ impl ModelCheckpoint {
         }
     }
 
+    /// Settles the pending trigger when the writer has finished its actions, without waiting: in one
+    /// process only, where no other rank needs to settle at the same point.
     pub(super) fn settle_if_done(&mut self, ctx: &CallbackContext<'_>) -> Result<()> {
         let Some(pending) = &self.pending else {
             return Ok(());
